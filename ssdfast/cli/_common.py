@@ -1,0 +1,83 @@
+"""Helpers shared by the command lines: both flag spellings, clean user errors, devices."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+__all__ = ["UsageError", "make_parser", "add_argument", "run_main", "resolve_device"]
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (a missing file, an unknown network): printed as one line."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def make_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """An ArgumentParser that shows defaults in ``--help`` and keeps the description's layout."""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, formatter_class=_HelpFormatter)
+
+
+def _spellings(flags: Sequence[str]) -> list[str]:
+    """``--dataset-type`` -> [``--dataset-type``, ``--dataset_type``] (and the reverse), in order."""
+    out: list[str] = []
+    for flag in flags:
+        variants = [flag]
+        if flag.startswith("--"):
+            body = flag[2:]
+            variants += ["--" + body.replace("_", "-"), "--" + body.replace("-", "_")]
+        for v in variants:
+            if v not in out:
+                out.append(v)
+    return out
+
+
+def add_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *flags: str, **kwargs):
+    """``parser.add_argument`` that accepts both ``--flag-name`` and ``--flag_name``.
+
+    The first flag gives the destination name (dashes become underscores) unless ``dest`` is given;
+    only the first spelling of each alias is shown in ``--help``.
+    """
+    if flags and flags[0].startswith("-"):
+        if "dest" not in kwargs and flags[0].startswith("--"):
+            kwargs["dest"] = flags[0][2:].replace("-", "_")
+        return parser.add_argument(*_spellings(flags), **kwargs)
+    return parser.add_argument(*flags, **kwargs)
+
+
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a command's body, turning user mistakes into ``error: ...`` on stderr and exit code 2.
+
+    ``KeyboardInterrupt`` exits 130 with one line. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return int(main(argv) or 0)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def resolve_device(device: str | None, use_cuda: bool | None = None) -> "torch.device":  # noqa: F821
+    """``--device`` (cpu, cuda, cuda:1, auto) and pytorch-ssd's ``--use-cuda`` -> torch.device.
+
+    ``auto`` (or nothing) picks CUDA when available. Asking for CUDA without a GPU is a UsageError.
+    """
+    import torch
+
+    if device in (None, "", "auto"):
+        if use_cuda is False:
+            return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise UsageError(f"--device: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device is available on this machine")
+    return dev

@@ -1,0 +1,1 @@
+"""Training engine: trainer, checkpoint I/O, distributed helpers."""
