@@ -1,0 +1,56 @@
+"""Shared inputs for the op tests: random and adversarial boxes, priors and ground truth."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssdfast import ops
+
+
+def random_boxes(*shape: int, max_size: float = 0.4, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Valid xyxy boxes inside [0, 1]: ``[*shape, 4]``."""
+    xy = torch.rand(*shape, 2, generator=generator) * (1 - max_size)
+    wh = torch.rand(*shape, 2, generator=generator) * max_size + 1e-3
+    return torch.cat((xy, xy + wh), -1)
+
+
+def grid_priors(sizes=(8, 4, 2), scales=(0.2, 0.45, 0.8)) -> torch.Tensor:
+    """Small SSD-like priors (cxcywh): square and 2:1 boxes on a few grids."""
+    out = []
+    for n, s in zip(sizes, scales):
+        c = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+        cy, cx = torch.meshgrid(c, c, indexing="ij")
+        for w, h in ((s, s), (s * 1.41, s / 1.41), (s / 1.41, s * 1.41)):
+            out.append(torch.stack((cx.flatten(), cy.flatten(), torch.full((n * n,), w), torch.full((n * n,), h)), -1))
+    return torch.cat(out)
+
+
+def ssd300_like_priors() -> torch.Tensor:
+    """8732 priors with SSD300's layout (feature maps 38..1), cxcywh."""
+    fmaps = (38, 19, 10, 5, 3, 1)
+    min_sizes = (0.1, 0.2, 0.37, 0.54, 0.71, 0.88)
+    max_sizes = (0.2, 0.37, 0.54, 0.71, 0.88, 1.05)
+    ratios = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
+    out = []
+    for f, smin, smax, rs in zip(fmaps, min_sizes, max_sizes, ratios):
+        c = (torch.arange(f, dtype=torch.float32) + 0.5) / f
+        cy, cx = torch.meshgrid(c, c, indexing="ij")
+        cx, cy = cx.flatten(), cy.flatten()
+        shapes = [(smin, smin), ((smin * smax) ** 0.5, (smin * smax) ** 0.5)]
+        for r in rs:
+            shapes += [(smin * r**0.5, smin / r**0.5), (smin / r**0.5, smin * r**0.5)]
+        per = [torch.stack((cx, cy, torch.full_like(cx, w), torch.full_like(cx, h)), -1) for w, h in shapes]
+        out.append(torch.stack(per, 1).reshape(-1, 4))
+    return torch.cat(out).clamp(0, 1)
+
+
+@pytest.fixture(scope="session")
+def native():
+    """The compiled ops (torch.ops.ssdfast); the test fails if the extension is not built."""
+    assert ops.backend() == "native", "ssdfast._C is not built: pip install --no-build-isolation -e ."
+    return torch.ops.ssdfast
+
+
+@pytest.fixture(scope="session")
+def priors_8732() -> torch.Tensor:
+    return ssd300_like_priors()
