@@ -8,6 +8,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "box_utils.h"
@@ -44,15 +45,22 @@ void match_impl(const at::Tensor& priors, const at::Tensor& gt_boxes, const at::
   float* pout = out.data_ptr<float>();
   const float thr = static_cast<float>(iou_threshold);
 
-  std::vector<float> prior_xyxy(static_cast<size_t>(P) * 4);
-  for (int64_t p = 0; p < P; ++p) cxcywh_to_xyxy(pp + 4 * p, prior_xyxy.data() + 4 * p);
+  // Priors as structure-of-arrays, so the per-gt loop over priors vectorizes.
+  std::vector<float> px1(P), py1(P), px2(P), py2(P), parea(P);
+  std::vector<float> pvalid(P);  // 1 or 0, a float so the select below vectorizes
+  for (int64_t p = 0; p < P; ++p) {
+    float box[4];
+    cxcywh_to_xyxy(pp + 4 * p, box);
+    px1[p] = box[0], py1[p] = box[1], px2[p] = box[2], py2[p] = box[3];
+    parea[p] = (box[2] - box[0]) * (box[3] - box[1]);
+    pvalid[p] = (box[2] > box[0]) && (box[3] > box[1]) ? 1.f : 0.f;
+  }
   static const float kZeroBox[4] = {0.f, 0.f, 0.f, 0.f};
 
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
     std::vector<int64_t> valid;
-    std::vector<float> gt_best_iou;
-    std::vector<int64_t> gt_best_prior, assigned;
-    std::vector<uint8_t> forced;
+    std::vector<float> best(P), row(P);
+    std::vector<int32_t> best_v(P), forced_v(P);
     for (int64_t b = begin; b < end; ++b) {
       const float* gts = pg + b * G * 4;
       const int64_t* glab = pl + b * G;
@@ -72,38 +80,42 @@ void match_impl(const at::Tensor& priors, const at::Tensor& gt_boxes, const at::
         }
         continue;
       }
-      gt_best_iou.assign(V, -1.f);
-      gt_best_prior.assign(V, 0);
-      assigned.resize(P);
-      forced.assign(P, 0);
-      for (int64_t p = 0; p < P; ++p) {
-        const float* pb = prior_xyxy.data() + 4 * p;
-        float best = -1.f;
-        int64_t best_v = 0;
-        for (int64_t v = 0; v < V; ++v) {
-          const float iou = iou_xyxy(gts + 4 * valid[v], pb);
-          if (iou > best) {
-            best = iou;
-            best_v = v;
-          }
-          if (iou > gt_best_iou[v]) {
-            gt_best_iou[v] = iou;
-            gt_best_prior[v] = p;
-          }
+      std::fill(best.begin(), best.end(), -1.f);
+      std::fill(best_v.begin(), best_v.end(), 0);
+      std::fill(forced_v.begin(), forced_v.end(), -1);
+      for (int32_t v = 0; v < V; ++v) {
+        const float* gb = gts + 4 * valid[v];
+        const float gx1 = gb[0], gy1 = gb[1], gx2 = gb[2], gy2 = gb[3];
+        const float garea = (gx2 - gx1) * (gy2 - gy1);
+        const float gvalid = (gx2 > gx1) && (gy2 > gy1) ? 1.f : 0.f;
+        // Same arithmetic as iou_xyxy(gt, prior), one gt against all priors.
+        for (int64_t p = 0; p < P; ++p) {
+          const float iw = std::max(std::min(gx2, px2[p]) - std::max(gx1, px1[p]), 0.f);
+          const float ih = std::max(std::min(gy2, py2[p]) - std::max(gy1, py1[p]), 0.f);
+          const float inter = iw * ih;
+          const float uni = (garea + parea[p]) - inter;
+          const float iou = inter / uni;  // unconditional, so the loop can vectorize
+          row[p] = (gvalid * pvalid[p] > 0.f) ? iou : 0.f;
         }
-        assigned[p] = best_v;
-        lab[p] = best >= thr ? glab[valid[best_v]] : 0;
-      }
-      for (int64_t v = 0; v < V; ++v) {  // in gt order: a later gt wins a shared prior
-        if (gt_best_iou[v] > 0.f) {
-          const int64_t p = gt_best_prior[v];
-          assigned[p] = v;
-          forced[p] = 1;
+        // Each prior's best gt: strictly greater, so the lowest gt index wins a tie.
+        for (int64_t p = 0; p < P; ++p) {
+          const bool better = row[p] > best[p];
+          best[p] = better ? row[p] : best[p];
+          best_v[p] = better ? v : best_v[p];
+        }
+        // This gt's best prior: the first maximum; a gt overlapping nothing forces nothing.
+        float gmax = -1.f;
+        for (int64_t p = 0; p < P; ++p) gmax = std::max(gmax, row[p]);
+        if (gmax > 0.f) {
+          int64_t p = 0;
+          while (row[p] != gmax) ++p;
+          forced_v[p] = v;  // in gt order: a later gt wins a shared prior
         }
       }
       for (int64_t p = 0; p < P; ++p) {
-        const int64_t g = valid[assigned[p]];
-        if (forced[p]) lab[p] = glab[g];
+        const bool forced = forced_v[p] >= 0;
+        const int64_t g = valid[forced ? forced_v[p] : best_v[p]];
+        lab[p] = (forced || best[p] >= thr) ? glab[g] : 0;
         if (encode)
           encode_one(gts + 4 * g, pp + 4 * p, v0, v1, o + 4 * p);
         else
