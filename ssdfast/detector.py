@@ -1,0 +1,243 @@
+"""Inference: images in, boxes in each image's pixels out.
+
+>>> from ssdfast import Detector
+>>> detector = Detector.from_checkpoint("models/mb2-ssd-lite.pth", device="cuda")
+>>> for det in detector([pil_image, numpy_image]):        # any sizes, batched
+...     print(det.boxes, det.scores, det.label_names)       # xyxy pixels of that image
+
+The steps are also available alone, for code that batches its own images (the evaluator, the
+trainer's validation): :func:`preprocess` (resize + normalize from a config) and
+:func:`postprocess` (softmax + ``ops.ssd_postprocess`` + scaling to pixels + clipping).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
+
+from . import ops
+from .engine.checkpoint import model_from_checkpoint
+
+__all__ = ["Detections", "Detector", "preprocess", "postprocess", "to_image_tensor"]
+
+
+@dataclass
+class Detections:
+    """Detections in one image, by descending score.
+
+    Attributes:
+        boxes: ``[K, 4]`` float32, xyxy in pixels of the original image, clipped to it.
+        scores: ``[K]`` float32 class probabilities.
+        labels: ``[K]`` int64 class indices (1..C-1).
+        label_names: the class name of each detection.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    label_names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def to(self, device: str | torch.device) -> Detections:
+        return Detections(self.boxes.to(device), self.scores.to(device), self.labels.to(device), self.label_names)
+
+
+def to_image_tensor(image: Any) -> Tensor:
+    """One image as an RGB ``Tensor[3, H, W]`` (uint8, or float in [0, 1]).
+
+    Accepts a PIL image (any mode), a numpy array ``HxW``, ``HxWx1``, ``HxWx3`` or ``HxWx4`` (RGB
+    order; uint8, or float in [0, 1]) or a tensor ``CxHxW`` with C in 1, 3, 4 (uint8 or float in [0, 1]).
+    Alpha channels are dropped, grayscale is repeated to 3 channels.
+    """
+    if isinstance(image, Tensor):
+        t = image
+        if t.dim() == 2:
+            t = t[None]
+        if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+            raise ValueError(f"an image tensor should be [C, H, W] with C in (1, 3, 4), got shape {tuple(t.shape)}")
+    else:
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover
+            Image = None
+        if Image is not None and isinstance(image, Image.Image):
+            if image.mode not in ("RGB", "L"):
+                image = image.convert("RGB")
+            t = TF.pil_to_tensor(image)
+        else:
+            import numpy as np
+
+            if not isinstance(image, np.ndarray):
+                raise TypeError(f"expected a PIL image, a numpy array or a tensor, got {type(image).__name__}")
+            a = image
+            if a.ndim == 2:
+                a = a[:, :, None]
+            if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+                raise ValueError(f"a numpy image should be HxW or HxWxC with C in (1, 3, 4), got shape {a.shape}")
+            a = np.ascontiguousarray(a)
+            if not a.flags.writeable:  # e.g. np.asarray(pil_image): torch wants writable memory
+                a = a.copy()
+            t = torch.from_numpy(a).permute(2, 0, 1)
+    if t.shape[0] == 4:
+        t = t[:3]
+    if t.shape[0] == 1:
+        t = t.expand(3, -1, -1)
+    if t.dtype != torch.uint8 and not t.is_floating_point():
+        raise ValueError(f"image values should be uint8 or float in [0, 1], got {t.dtype}")
+    if t.shape[1] < 1 or t.shape[2] < 1:
+        raise ValueError(f"empty image of shape {tuple(t.shape)}")
+    return t
+
+
+def _as_list(images: Any) -> list[Any]:
+    if isinstance(images, (list, tuple)):
+        return list(images)
+    if isinstance(images, Tensor) and images.dim() == 4:
+        return list(images.unbind(0))
+    return [images]
+
+
+def preprocess(
+    images: Any, config: Any, device: str | torch.device | None = None
+) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Images of any sizes -> the network's input batch.
+
+    Each image is resized to ``config.image_size`` squared (bilinear, antialiased, aspect ratio not
+    kept, as pytorch-ssd), scaled to [0, 1] and normalized with ``config.mean`` / ``config.std``.
+
+    Args:
+        images: one image or a list of them (see :func:`to_image_tensor`), or a ``[B, C, H, W]`` tensor.
+        config: the model's :class:`~ssdfast.models.SSDConfig` (``image_size``, ``mean``, ``std``).
+        device: where to resize and return the batch (default: where the images are).
+
+    Returns:
+        ``(batch[B, 3, S, S] float32, sizes)`` with ``sizes[i] = (height, width)`` of image i.
+    """
+    size = int(config.image_size)
+    out = []
+    sizes = []
+    for image in _as_list(images):
+        t = to_image_tensor(image)
+        if device is not None:
+            t = t.to(device, non_blocking=True)
+        sizes.append((int(t.shape[1]), int(t.shape[2])))
+        if tuple(t.shape[1:]) != (size, size):
+            t = TF.resize(t.contiguous(), [size, size], antialias=True)
+        out.append(TF.to_dtype(t, torch.float32, scale=True))
+    if not out:
+        raise ValueError("no images given")
+    batch = torch.stack(out)
+    batch = TF.normalize(batch, list(config.mean), list(config.std))
+    return batch, sizes
+
+
+def postprocess(
+    confidences: Tensor,
+    locations: Tensor,
+    priors: Tensor,
+    sizes: Sequence[tuple[int, int]],
+    variances: Sequence[float] = (0.1, 0.2),
+    score_threshold: float = 0.01,
+    iou_threshold: float = 0.45,
+    top_k: int = 200,
+    max_detections: int = 200,
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Network outputs -> per-image ``(boxes_px[K, 4] xyxy, scores[K], labels[K] int64)``.
+
+    Softmax over ``confidences[B, P, C]``, then ``ops.ssd_postprocess`` (decode, per-class
+    score threshold + top-k + NMS, merge, keep ``max_detections``); boxes scaled from normalized to
+    the pixels of each image (``sizes[i] = (height, width)``) and clipped to it. Results stay on the
+    device of the inputs; boxes and scores are float32.
+    """
+    if len(sizes) != confidences.shape[0]:
+        raise ValueError(f"{len(sizes)} image sizes for a batch of {confidences.shape[0]}")
+    scores = F.softmax(confidences.float(), dim=2)
+    boxes, det_scores, labels, num = ops.ssd_postprocess(
+        locations.float(), scores, priors.to(locations.device).float(), variances,
+        score_threshold, iou_threshold, top_k, max_detections,
+    )
+    hw = torch.tensor([[w, h, w, h] for h, w in sizes], dtype=torch.float32, device=boxes.device)
+    boxes = torch.minimum((boxes.float() * hw[:, None, :]).clamp(min=0), hw[:, None, :])
+    counts = num.tolist()  # the one device -> host copy: per-image counts to slice the padded outputs
+    return [(boxes[i, :n], det_scores[i, :n].float(), labels[i, :n]) for i, n in enumerate(counts)]
+
+
+class Detector:
+    """A network with its preprocessing and post-processing: ``detector(images) -> list[Detections]``.
+
+    Args:
+        model: an SSD (``create_model`` / ``model_from_checkpoint``); put in eval mode.
+        class_names: one per class, ``BACKGROUND`` first.
+        device: where to run.
+        score_threshold: minimum class probability of a detection (0.3 suits display; use 0.01 for
+            mAP evaluation).
+        iou_threshold: NMS threshold within a class.
+        top_k: candidates per class before NMS.  max_detections: detections kept per image.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: Sequence[str],
+        device: str | torch.device = "cpu",
+        score_threshold: float = 0.3,
+        iou_threshold: float = 0.45,
+        top_k: int = 200,
+        max_detections: int = 200,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.class_names = list(class_names)
+        if len(self.class_names) != self.config.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for a model of {self.config.num_classes} classes")
+        self.score_threshold = float(score_threshold)
+        self.iou_threshold = float(iou_threshold)
+        self.top_k = int(top_k)
+        self.max_detections = int(max_detections)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        score_threshold: float = 0.3,
+        iou_threshold: float = 0.45,
+        max_detections: int = 200,
+        top_k: int = 200,
+    ) -> Detector:
+        """A detector from an ssdfast checkpoint (network, weights, image size, normalization, class names)."""
+        model, class_names = model_from_checkpoint(path, device=device)
+        return cls(model, class_names, device, score_threshold, iou_threshold, top_k, max_detections)
+
+    @torch.inference_mode()
+    def __call__(self, images: Any, score_threshold: float | None = None) -> list[Detections]:
+        """Detect objects in one image or a batch of images of any sizes.
+
+        Args:
+            images: a PIL image, a numpy ``HxWx3`` uint8 array (RGB), a ``CxHxW`` tensor (uint8 or
+                float in [0, 1]), a list of those, or a ``[B, C, H, W]`` tensor.
+            score_threshold: overrides the detector's threshold for this call.
+
+        Returns:
+            one :class:`Detections` per image (a list, even for a single image), on the CPU.
+        """
+        batch, sizes = preprocess(images, self.config, self.device)
+        confidences, locations = self.model(batch)
+        results = postprocess(
+            confidences, locations, self.model.priors, sizes, self.config.variances,
+            self.score_threshold if score_threshold is None else score_threshold,
+            self.iou_threshold, self.top_k, self.max_detections,
+        )
+        out = []
+        for boxes, scores, labels in results:
+            labels = labels.cpu()
+            out.append(Detections(boxes.cpu(), scores.cpu(), labels, [self.class_names[i] for i in labels.tolist()]))
+        return out
