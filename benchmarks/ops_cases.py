@@ -73,13 +73,31 @@ def mining_case(batch=32, device="cpu") -> dict[str, Callable]:
     }
 
 
-def postprocess_case(batch=8, classes=21, device="cpu") -> dict[str, Callable]:
+def postprocess_case(batch=8, classes=21, device="cpu", dense=False) -> dict[str, Callable]:
+    """Post-processing inputs.
+
+    ``dense=False`` looks like a trained detector: most priors are confidently background and about
+    2,000 (prior, class) pairs per image score above 0.01, a few hundred of them high, clustered on
+    a handful of objects. ``dense=True`` is the worst case: untrained-looking scores where about
+    3,000 priors per class pass 0.01, so every class fills its top_k.
+    """
     g = torch.Generator().manual_seed(2)
     priors = ssd300_priors(device)
-    loc = (torch.randn(batch, 8732, 4, generator=g) * 0.2).to(device)
-    # Peaked logits, like a trained model: most priors are confidently background.
-    logits = torch.randn(batch, 8732, classes, generator=g) * 2
-    logits[..., 0] += 4
+    P = priors.shape[0]
+    loc = (torch.randn(batch, P, 4, generator=g) * 0.2).to(device)
+    logits = torch.randn(batch, P, classes, generator=g) * 2
+    if dense:
+        logits[..., 0] += 4
+    else:
+        logits[..., 0] += 11
+        # ~10 objects per image: the priors near each one are confident in its class
+        for b in range(batch):
+            centers = torch.rand(10, 2, generator=g)
+            cls = torch.randint(1, classes, (10,), generator=g)
+            d = torch.cdist(priors[:, :2].cpu(), centers)  # [P, 10]
+            near, which = d.min(1)
+            hit = near < 0.08
+            logits[b, hit, cls[which[hit]]] += 12 * (1 - near[hit] / 0.08)
     scores = torch.softmax(logits, -1).to(device)
     args = (V, 0.01, 0.45, 200, 200)
     return {
@@ -110,6 +128,7 @@ def all_cases(device="cpu") -> dict[str, dict[str, Callable]]:
     return {
         "ssd_targets (B=32, P=8732, G<=8)": targets_case(device=device),
         "hard_negative_mask (B=32, P=8732)": mining_case(device=device),
-        "ssd_postprocess (B=8, P=8732, C=21)": postprocess_case(device=device),
+        "ssd_postprocess (B=8, P=8732, C=21, trained-like scores)": postprocess_case(device=device),
+        "ssd_postprocess (B=8, P=8732, C=21, dense scores, worst case)": postprocess_case(device=device, dense=True),
         "batched_nms (N=5000, 21 classes)": nms_case(device=device),
     }
