@@ -2,22 +2,47 @@
 
     python -m benchmarks.run --quick            # CPU, a few minutes
     python -m benchmarks.run --section ops      # one section
-    python -m benchmarks.run --device cuda      # on a GPU
+    python -m benchmarks.run --device cuda      # on a GPU (AMP and channels-last by default)
 
-Sections: ops (each kernel vs its pure-PyTorch reference and the loop SSD users run today).
-Every ratio in a table is measured side by side in the same run.
+Sections:
+  ops        each kernel vs its pure-PyTorch reference and the loop SSD users run today
+  train      one training step (forward, MultiBoxLoss, backward, SGD) per network: ssdfast with
+             native ops vs reference ops vs torchvision's SSD on the same batch
+  infer      end to end (uint8 480x640 images -> boxes in pixels), images/s at two batch sizes:
+             ssdfast Detector vs torchvision's SSD vs the ONNX export in onnxruntime
+  data       training data pipeline images/s next to the mb2-ssd-lite training step
+  coco-eval  COCO evaluation of a generated 5,000-image result set: ssdfast vs pycocotools
+Every ratio in a table is measured side by side in the same run. A PNG chart of the speedups is
+written beside the Markdown file.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import statistics
 import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from . import ops_cases
 from .timing import fmt_ms, time_contenders
+
+
+@dataclass
+class Settings:
+    """What a section is run with (from the command line)."""
+
+    device: str = "cpu"
+    quick: bool = False
+    amp: bool = False
+    channels_last: bool = False
+    train_batch: int | None = None  # default: 4 quick, 8 CPU, 64 GPU
+    infer_batches: tuple[int, ...] | None = None  # default: (1, 8) quick, (1, 32) otherwise
+    networks: tuple[str, ...] | None = None  # train section; default: quick's three or all
 
 
 def machine_name(device: str) -> str:
@@ -43,7 +68,194 @@ def ops_section(device: str, quick: bool) -> str:
     return "\n".join(rows)
 
 
-SECTIONS = {"ops": ops_section}
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _rounds(s: Settings) -> int:
+    return 3 if s.quick else 7
+
+
+def _time_each_once(contenders: dict[str, Callable], rounds: int) -> dict[str, float]:
+    """Median seconds of calls that take seconds: one call per contender per round, interleaved,
+    no warm-up or repetition (what ``time_contenders`` adds for short calls)."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def _x(a: float | None, b: float | None) -> str:
+    return f"{b / a:.2f}x" if a and b else "—"
+
+
+def _ms(t: float | None) -> str:
+    return fmt_ms(t) if t else "—"
+
+
+def train_section(s: Settings) -> str:
+    from . import train_cases
+
+    batch = s.train_batch or (4 if s.quick else 64 if s.device.startswith("cuda") else 8)
+    names = s.networks or (train_cases.QUICK_NETWORKS if s.quick else tuple(train_cases.all_networks()))
+    mode = ", ".join(m for m, on in (("AMP", s.amp), ("channels-last", s.channels_last)) if on) or "float32"
+    rows = [
+        f"One step (forward, MultiBoxLoss, backward, SGD) at batch {batch}, 81 classes, {mode}. "
+        "native / reference: the same ssdfast network with `ssdfast.ops` on the compiled kernels or on "
+        "the pure-PyTorch reference; torchvision: its counterpart (`weights=None`) on the same images "
+        "and boxes.",
+        "",
+        "| network (px) | native ms | reference ms | torchvision ms | native images/s | native vs reference "
+        "| native vs torchvision |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        contenders = train_cases.train_case(name, batch, device=s.device, amp=s.amp, channels_last=s.channels_last)
+        t = time_contenders(contenders, rounds=_rounds(s), warmup=0, device=s.device)
+        native = t.get("native")
+        first = native or t["reference"]
+        tv = train_cases.TORCHVISION_TWINS.get(name)
+        rows.append(
+            f"| {name} ({train_cases.image_size_of(name)}){f' vs {tv}' if tv else ''} | {_ms(native)} | "
+            f"{_ms(t.get('reference'))} | {_ms(t.get('torchvision'))} | {batch / first:.1f} | "
+            f"{_x(native, t.get('reference'))} | {_x(native, t.get('torchvision'))} |"
+        )
+        _log(rows[-1])
+        del contenders
+    return "\n".join(rows)
+
+
+def infer_section(s: Settings) -> str:
+    from . import infer_cases
+
+    batches = s.infer_batches or ((1, 8) if s.quick else (1, 32))
+    h, w = infer_cases.ORIGINAL_SIZE
+    mode = ", ".join(m for m, on in (("AMP", s.amp), ("channels-last", s.channels_last)) if on) or "float32"
+    rows = [
+        f"End to end from uint8 {h}x{w} images to boxes in pixels, 81 classes, {mode}, "
+        f"{torch.get_num_threads()} threads for every contender, `torch.inference_mode`. "
+        "ssdfast: `Detector` (preprocess, network, `ops.ssd_postprocess`); torchvision: the model in eval "
+        "mode with its own transform and post-processing; onnxruntime: the ssdfast network exported "
+        "(`jetson` format) + `ops.ssd_postprocess`. Both sides of a pair use torchvision's post-processing "
+        f"settings and their heads are calibrated to {infer_cases.CANDIDATES_PER_IMAGE} candidates per image "
+        "(see benchmarks/infer_cases.py). Bars: mb3-large-ssd-lite >= 1.3x, vgg16-ssd >= 1.1x torchvision.",
+        "",
+        "| network vs torchvision (batch) | ssdfast images/s | torchvision images/s | onnxruntime images/s "
+        "| ssdfast vs torchvision | onnxruntime vs torchvision | bar |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    bars = {"mb3-large-ssd-lite": 1.3, "vgg16-ssd": 1.1}
+    for name, (builder, size) in infer_cases.INFER_PAIRS.items():
+        for batch in batches:
+            contenders = infer_cases.infer_case(name, batch, device=s.device, amp=s.amp, channels_last=s.channels_last)
+            # Building the case ran every network once; a batch of seconds needs no extra warm-up call.
+            t = time_contenders(contenders, rounds=_rounds(s), warmup=1 if batch == 1 else 0, device=s.device)
+            ips = {k: batch / v for k, v in t.items()}
+            ratio = ips["ssdfast"] / ips["torchvision"]
+            bar = bars.get(name)
+            verdict = "—" if bar is None else f"{'met' if ratio >= bar else 'MISSED'} ({bar}x)"
+            ort = ips.get("onnxruntime")
+            rows.append(
+                f"| {name} ({size}) vs {builder} ({batch}) | {ips['ssdfast']:.1f} | {ips['torchvision']:.1f} | "
+                f"{f'{ort:.1f}' if ort else '—'} | {ratio:.2f}x | {_x(t.get('onnxruntime'), t['torchvision'])} | "
+                f"{verdict} |"
+            )
+            _log(rows[-1])
+            del contenders
+    return "\n".join(rows)
+
+
+def _bench_data_images_per_s(batch: int, quick: bool) -> tuple[float, str] | None:
+    """The data developer's pipeline measurement (benchmarks/bench_data.py), when it is there:
+    a function ``pipeline_images_per_s`` (or ``images_per_second``) returning images/s, called with
+    the keyword arguments it accepts among ``batch_size`` and ``quick``."""
+    import inspect
+
+    try:
+        from . import bench_data
+    except ImportError:
+        return None
+    fn = getattr(bench_data, "pipeline_images_per_s", None) or getattr(bench_data, "images_per_second", None)
+    if fn is None:
+        return None
+    accepted = inspect.signature(fn).parameters
+    kwargs = {k: v for k, v in (("batch_size", batch), ("quick", quick)) if k in accepted}
+    value = fn(**kwargs)
+    return float(value), "benchmarks/bench_data.py"
+
+
+def data_section(s: Settings) -> str:
+    from . import train_cases
+
+    batch = s.train_batch or (4 if s.quick else 64 if s.device.startswith("cuda") else 8)
+    workers = 0 if s.quick else min(4, os.cpu_count() or 1)
+    measured = _bench_data_images_per_s(batch, s.quick)
+    if measured is None:
+        num_images = 4 * batch + batch if s.quick else 16 * batch + batch
+        pipe = train_cases.pipeline_images_per_s(batch, num_images=num_images, num_workers=workers)
+        how = f"generated VOC JPEGs (500 px), `TrainTransform(300)`, `make_loader`, {workers} workers"
+    else:
+        pipe, how = measured
+    contenders = train_cases.train_case("mb2-ssd-lite", batch, device=s.device, amp=s.amp,
+                                        channels_last=s.channels_last, torchvision=False)
+    contenders = {k: v for k, v in contenders.items() if k == "native"} or contenders
+    t = time_contenders(contenders, rounds=_rounds(s), warmup=0, device=s.device)
+    step = batch / next(iter(t.values()))
+    rows = [
+        f"Training data pipeline ({how}) vs the mb2-ssd-lite training step (batch {batch}, "
+        f"{next(iter(t))} ops) on this machine: the pipeline keeps the step fed when its images/s is higher.",
+        "",
+        "| batch | pipeline images/s | mb2-ssd-lite step images/s | pipeline vs step |",
+        "|---|---:|---:|---:|",
+        f"| batch {batch} | {pipe:.1f} | {step:.1f} | {pipe / step:.2f}x |",
+    ]
+    _log(rows[-1])
+    return "\n".join(rows)
+
+
+def coco_eval_section(s: Settings) -> str:
+    from . import eval_cases
+
+    num_images, per_image = 5000, (10 if s.quick else 100)
+    contenders = eval_cases.coco_eval_case(num_images, per_image)
+    t = _time_each_once(contenders, rounds=1 if s.quick else 3)
+    fce = f"{t['faster-coco-eval']:.2f}" if "faster-coco-eval" in t else "—"
+    backend = "faster-coco-eval" if eval_cases.faster_coco_eval_available() else "pycocotools; faster-coco-eval not installed"
+    rows = [
+        f"COCO box evaluation (load results, evaluate, accumulate, summarize) of a generated result set: "
+        f"{num_images} images, 1-15 ground-truth boxes each, {per_image} detections per image. ssdfast: "
+        f"`ssdfast.evaluation.coco.evaluate_coco` (backend: {backend}); pycocotools: `COCO.loadRes` + "
+        "`COCOeval` called directly.",
+        "",
+        "| result set | ssdfast s | pycocotools s | faster-coco-eval s | ssdfast vs pycocotools |",
+        "|---|---:|---:|---:|---:|",
+        f"| {num_images} images x {per_image} detections | {t['ssdfast']:.2f} | {t['pycocotools']:.2f} | {fce} | "
+        f"{_x(t['ssdfast'], t['pycocotools'])} |",
+    ]
+    _log(rows[-1])
+    return "\n".join(rows)
+
+
+SECTIONS: dict[str, Callable[[Settings], str]] = {
+    "ops": lambda s: ops_section(s.device, s.quick),
+    "train": train_section,
+    "infer": infer_section,
+    "data": data_section,
+    "coco-eval": coco_eval_section,
+}
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes such as 1,32, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes should be positive, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +263,32 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes (CPU, minutes)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--section", action="append", choices=sorted(SECTIONS), help="run only these sections")
+    parser.add_argument("--section", action="append", choices=list(SECTIONS), help="run only these sections")
     parser.add_argument("--output", default=None, help="Markdown file to write (default benchmarks/results/<machine>.md)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="autocast (float16) training and inference (default: on for cuda)")
+    parser.add_argument("--channels-last", "--channels_last", dest="channels_last",
+                        action=argparse.BooleanOptionalAction, default=None,
+                        help="channels-last networks and inputs (default: on for cuda)")
+    parser.add_argument("--train-batch", "--train_batch", dest="train_batch", type=int, default=None,
+                        help="training batch size (default: 4 with --quick, 8 on CPU, 64 on cuda)")
+    parser.add_argument("--infer-batches", "--infer_batches", dest="infer_batches", type=_batches, default=None,
+                        help="inference batch sizes, comma-separated (default: 1,8 with --quick, else 1,32)")
+    parser.add_argument("--networks", default=None,
+                        help="comma-separated networks for the train section (default: all; three with --quick)")
+    parser.add_argument("--no-chart", "--no_chart", dest="chart", action="store_false",
+                        help="do not write the PNG chart beside the Markdown file")
     args = parser.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    settings = Settings(
+        device=args.device,
+        quick=args.quick,
+        amp=cuda if args.amp is None else args.amp,
+        channels_last=cuda if args.channels_last is None else args.channels_last,
+        train_batch=args.train_batch,
+        infer_batches=args.infer_batches,
+        networks=tuple(n.strip() for n in args.networks.split(",")) if args.networks else None,
+    )
     torch.manual_seed(0)
     machine = machine_name(args.device)
     parts = [
@@ -63,14 +298,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{', quick' if args.quick else ''}. Times are medians of interleaved rounds in one run.",
     ]
     for name in args.section or list(SECTIONS):
-        parts += ["", f"## {name}", "", SECTIONS[name](args.device, args.quick)]
+        start = time.perf_counter()
+        parts += ["", f"## {name}", "", SECTIONS[name](settings)]
+        _log(f"[{name}: {time.perf_counter() - start:.0f} s]")
     text = "\n".join(parts) + "\n"
     print(text)
     out = args.output or os.path.join(os.path.dirname(__file__), "results", f"{machine}.md")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         f.write(text)
     print(f"wrote {out}", file=sys.stderr)
+    if args.chart:
+        from .chart import chart_for
+
+        png = chart_for(out)
+        if png:
+            print(f"wrote {png}", file=sys.stderr)
     return 0
 
 
