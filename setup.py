@@ -81,9 +81,12 @@ def get_extensions():
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = _DEFAULT_ARCHS
         sources += sorted(os.path.relpath(p, here) for p in glob.glob(os.path.join(csrc, "cuda", "*.cu")))
-        include_dirs += _pip_cuda_include_dirs()
+        # -isystem, not -I: these come after the toolkit's own headers, so a pip CUDA newer than
+        # nvcc (e.g. 13.2 headers with nvcc 13.0) cannot shadow them.
+        pip_inc = [flag for d in _pip_cuda_include_dirs() for flag in ("-isystem", d)]
+        cxx += pip_inc
         # --fmad=false for the same reason as -ffp-contract=off above.
-        extra["nvcc"] = ["-O3", "--fmad=false", "--expt-relaxed-constexpr", "-lineinfo"]
+        extra["nvcc"] = ["-O3", "--fmad=false", "--expt-relaxed-constexpr", "-lineinfo"] + pip_inc
         define_macros.append(("SSDFAST_WITH_CUDA", None))
         ext = CUDAExtension
     else:

@@ -9,9 +9,11 @@
 #include <cstdint>
 #include <vector>
 
+#if !defined(__CUDA_ARCH__)  // host-side checks only; device passes skip the heavy headers
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 #include <c10/util/Exception.h>
+#endif
 
 #if defined(__CUDACC__)
 #define SSDFAST_HD __host__ __device__ __forceinline__
@@ -84,6 +86,7 @@ SSDFAST_HD bool score_before(float sa, int64_t ia, float sb, int64_t ib) {
   return ia < ib;
 }
 
+#if !defined(__CUDA_ARCH__)
 // Host-side argument checks shared by both backends (the Python wrappers check too, with the
 // user-facing names; these guard direct torch.ops.ssdfast.* calls).
 inline void check_boxes(const at::Tensor& t, const char* name, int64_t dim) {
@@ -101,5 +104,7 @@ inline void check_same_device(const at::Tensor& a, const char* an, const at::Ten
   TORCH_CHECK(a.device() == b.device(), "all tensors should be on the same device, got ", an, " on ", a.device(),
               " and ", bn, " on ", b.device());
 }
+
+#endif  // !defined(__CUDA_ARCH__)
 
 }  // namespace ssdfast

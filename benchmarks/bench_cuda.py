@@ -1,0 +1,287 @@
+"""GPU timings of the ssdfast CUDA kernels, printed as one Markdown table.
+
+    python -m benchmarks.bench_cuda                 # full table (a few minutes on an H100)
+    python -m benchmarks.bench_cuda --quick         # fewer rounds, no batch-64 loops
+    python -m benchmarks.bench_cuda --out benchmarks/results/cuda-H100.md
+
+Every contender runs on the same GPU and is timed with CUDA events in interleaved rounds (median
+of the rounds): the compiled kernel (``torch.ops.ssdfast``), its pure-PyTorch twin
+(``ssdfast.ops.reference``), and the code SSD users run today (``benchmarks/baselines.py``: the
+torchvision-style post-processing loop, pytorch-ssd's per-image matching loop, the double-argsort
+mining) or ``torchvision.ops.batched_nms``. Sizes: SSD300 (P = 8732), 81 classes (COCO), batch 1, 8
+and 64; batched_nms at 1k to 20k boxes. Without a CUDA device it prints a note and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from typing import Callable
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+V = [0.1, 0.2]
+CLASSES = 81
+
+
+def _event_time(contenders: dict[str, Callable], rounds: int, min_time: float) -> dict[str, float]:
+    """Median milliseconds per call of each contender (CUDA events, interleaved rounds)."""
+    reps: dict[str, int] = {}
+    with torch.inference_mode():
+        for name, fn in contenders.items():
+            fn()  # warm-up: allocator, lazy init, cuBLAS/cub workspaces
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            reps[name] = max(1, min(1000, int(min_time * 1e3 / max(start.elapsed_time(end), 1e-3))))
+        samples: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(rounds):
+            for name, fn in contenders.items():
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                start.record()
+                for _ in range(reps[name]):
+                    fn()
+                end.record()
+                end.synchronize()
+                samples[name].append(start.elapsed_time(end) / reps[name])
+    return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def _fmt(ms: float | None) -> str:
+    if ms is None:
+        return "—"
+    return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def _ratio(native: float, other: float | None) -> str:
+    return f"{other / native:.1f}x" if other else "—"
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def _random_boxes(*shape: int, max_size: float, g: torch.Generator, device: str) -> torch.Tensor:
+    xy = torch.rand(*shape, 2, generator=g) * (1 - max_size)
+    wh = torch.rand(*shape, 2, generator=g) * max_size + 0.02
+    return torch.cat((xy, xy + wh), -1).to(device)
+
+
+def _gt(batch: int, max_gt: int, g: torch.Generator, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    gt = _random_boxes(batch, max_gt, max_size=0.5, g=g, device=device)
+    counts = torch.randint(1, max_gt + 1, (batch,), generator=g)
+    labels = torch.randint(1, CLASSES, (batch, max_gt), generator=g)
+    labels[torch.arange(max_gt)[None, :] >= counts[:, None]] = -1
+    return gt, labels.to(device)
+
+
+def _cases(device: str, quick: bool) -> list[tuple[str, str, dict[str, Callable]]]:
+    """(op, size, contenders) rows; contenders: native, reference, and baseline when there is one."""
+    import torchvision
+
+    from benchmarks import baselines
+    from benchmarks.ops_cases import ssd300_priors
+    from ssdfast import ops
+    from ssdfast.ops import reference as ref
+
+    ops.backend()  # loads ssdfast._C, which registers torch.ops.ssdfast
+    nat = torch.ops.ssdfast
+    priors = ssd300_priors(device)
+    P = priors.shape[0]
+    priors_xyxy = torch.cat((priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2), 1)
+    g = torch.Generator().manual_seed(0)
+    rows: list[tuple[str, str, dict[str, Callable]]] = []
+
+    gt_boxes = _random_boxes(200, max_size=0.5, g=g, device=device)
+    rows.append(
+        (
+            "box_iou",
+            f"{P} x 200",
+            {
+                "native": lambda: nat.box_iou(priors_xyxy, gt_boxes),
+                "reference": lambda: ref.box_iou(priors_xyxy, gt_boxes),
+                "baseline": lambda: torchvision.ops.box_iou(priors_xyxy, gt_boxes),
+            },
+        )
+    )
+    loc64 = (torch.randn(64, P, 4, generator=g) * 0.2).to(device)
+    boxes64 = _random_boxes(64, P, max_size=0.5, g=g, device=device)
+    rows.append(("encode_boxes", f"B=64, P={P}", {"native": lambda: nat.encode_boxes(boxes64, priors, V), "reference": lambda: ref.encode_boxes(boxes64, priors, V)}))
+    rows.append(("decode_boxes", f"B=64, P={P}", {"native": lambda: nat.decode_boxes(loc64, priors, V), "reference": lambda: ref.decode_boxes(loc64, priors, V)}))
+
+    batches = (1, 8) if quick else (1, 8, 64)
+    for B in batches:
+        gt, gl = _gt(B, 20, g, device)
+        rows.append(
+            (
+                "ssd_targets",
+                f"B={B}, P={P}, G<=20",
+                {
+                    "native": lambda gt=gt, gl=gl: nat.ssd_targets(priors, gt, gl, 0.5, V),
+                    "reference": lambda gt=gt, gl=gl: ref.ssd_targets(priors, gt, gl, 0.5, V),
+                    "baseline": lambda gt=gt, gl=gl: baselines.per_image_matching(priors, gt, gl, 0.5, V),
+                },
+            )
+        )
+    for B in batches:
+        loss = torch.rand(B, P, generator=g).to(device)
+        labels = ((torch.rand(B, P, generator=g) < 0.005).long() * 5).to(device)
+        rows.append(
+            (
+                "hard_negative_mask",
+                f"B={B}, P={P}",
+                {
+                    "native": lambda loss=loss, labels=labels: nat.hard_negative_mask(loss, labels, 3),
+                    "reference": lambda loss=loss, labels=labels: ref.hard_negative_mask(loss, labels, 3),
+                    "baseline": lambda loss=loss, labels=labels: baselines.double_argsort_mining(loss, labels, 3),
+                },
+            )
+        )
+    # The training tail the loss runs every step: targets + mining (the "< 0.5 ms at B=64" goal).
+    B = batches[-1]
+    gt, gl = _gt(B, 20, g, device)
+    conf = torch.randn(B, P, CLASSES, generator=g).to(device)
+    neg_loss = -torch.log_softmax(conf, -1)[..., 0]
+
+    def _tail(impl_targets, impl_mining):
+        def run():
+            labels, loc = impl_targets(priors, gt, gl, 0.5, V)
+            return impl_mining(neg_loss, labels, 3), loc
+
+        return run
+
+    rows.append(
+        (
+            "ssd_targets + hard_negative_mask",
+            f"B={B}, P={P}, G<=20",
+            {
+                "native": _tail(nat.ssd_targets, nat.hard_negative_mask),
+                "reference": _tail(ref.ssd_targets, ref.hard_negative_mask),
+                "baseline": _tail(baselines.per_image_matching, baselines.double_argsort_mining),
+            },
+        )
+    )
+
+    for B in batches:
+        loc = (torch.randn(B, P, 4, generator=g) * 0.2).to(device)
+        logits = torch.randn(B, P, CLASSES, generator=g) * 2
+        logits[..., 0] += 4  # peaked, like a trained model: most priors confidently background
+        scores = torch.softmax(logits, -1).to(device)
+        args = (V, 0.01, 0.45, 200, 200)
+        rows.append(
+            (
+                "ssd_postprocess",
+                f"B={B}, P={P}, C={CLASSES}",
+                {
+                    "native": lambda loc=loc, scores=scores: nat.ssd_postprocess(loc, scores, priors, *args),
+                    "reference": lambda loc=loc, scores=scores: ref.ssd_postprocess(loc, scores, priors, *args),
+                    "baseline": lambda loc=loc, scores=scores: baselines.torchvision_postprocess(loc, scores, priors, *args),
+                },
+            )
+        )
+    # Stress: flat scores, thousands of candidates in every class.
+    B = batches[-1]
+    loc = (torch.randn(B, P, 4, generator=g) * 0.2).to(device)
+    scores = torch.softmax(torch.randn(B, P, CLASSES, generator=g), -1).to(device)
+    args = (V, 0.01, 0.45, 200, 200)
+    rows.append(
+        (
+            "ssd_postprocess (flat scores)",
+            f"B={B}, P={P}, C={CLASSES}",
+            {
+                "native": lambda: nat.ssd_postprocess(loc, scores, priors, *args),
+                "reference": lambda: ref.ssd_postprocess(loc, scores, priors, *args),
+                "baseline": lambda: baselines.torchvision_postprocess(loc, scores, priors, *args),
+            },
+        )
+    )
+
+    for n in (1000, 2000, 5000, 10000, 20000):
+        boxes = _random_boxes(n, max_size=0.2, g=g, device=device)
+        sc = torch.rand(n, generator=g).to(device)
+        idxs = torch.randint(0, CLASSES, (n,), generator=g).to(device)
+        rows.append(
+            (
+                "batched_nms (vs torchvision)",
+                f"N={n}, {CLASSES} classes",
+                {
+                    "native": lambda boxes=boxes, sc=sc, idxs=idxs: nat.batched_nms(boxes, sc, idxs, 0.5),
+                    "reference": lambda boxes=boxes, sc=sc, idxs=idxs: ref.batched_nms(boxes, sc, idxs, 0.5),
+                    "baseline": lambda boxes=boxes, sc=sc, idxs=idxs: torchvision.ops.batched_nms(boxes, sc, idxs, 0.5),
+                },
+            )
+        )
+    boxes = _random_boxes(5000, max_size=0.2, g=g, device=device)
+    sc = torch.rand(5000, generator=g).to(device)
+    idxs = torch.zeros(5000, dtype=torch.long, device=device)
+    rows.append(
+        (
+            "batched_nms (vs torchvision)",
+            "N=5000, 1 class",
+            {
+                "native": lambda: nat.batched_nms(boxes, sc, idxs, 0.5),
+                "reference": lambda: ref.batched_nms(boxes, sc, idxs, 0.5),
+                "baseline": lambda: torchvision.ops.batched_nms(boxes, sc, idxs, 0.5),
+            },
+        )
+    )
+    return rows
+
+
+def run(device: str = "cuda", quick: bool = False) -> str:
+    """Measure every case on ``device`` and return the Markdown table."""
+    name = torch.cuda.get_device_name(device)
+    header = [
+        f"CUDA kernels on {name} (torch {torch.__version__}, CUDA {torch.version.cuda}); milliseconds per call, "
+        "median of interleaved rounds timed with CUDA events. baseline: the torchvision-style loop "
+        "(post-processing), pytorch-ssd's per-image matching loop (targets), the double-argsort mining, "
+        "or torchvision.ops.batched_nms.",
+        "",
+        "| op | size | native ms | reference ms | baseline ms | native vs reference | native vs baseline |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    lines = list(header)
+    for op, size, contenders in _cases(device, quick):
+        t = _event_time(contenders, rounds=3 if quick else 7, min_time=0.05 if quick else 0.2)
+        native = t["native"]
+        lines.append(
+            f"| {op} | {size} | {_fmt(native)} | {_fmt(t.get('reference'))} | {_fmt(t.get('baseline'))} | "
+            f"{_ratio(native, t.get('reference'))} | {_ratio(native, t.get('baseline'))} |"
+        )
+        print(lines[-1], file=sys.stderr, flush=True)
+        torch.cuda.empty_cache()
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and no batch-64 rows")
+    parser.add_argument("--device", default="cuda", help="CUDA device to measure (default: cuda)")
+    parser.add_argument("--out", help="also write the Markdown table to this file")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_cuda: no CUDA device visible; nothing to measure.")
+        return 0
+    from ssdfast import ops
+
+    if ops.backend() != "native":
+        print("bench_cuda: the ssdfast._C extension is not built (pip install --no-build-isolation -e .)", file=sys.stderr)
+        return 1
+    table = run(args.device, args.quick)
+    print(table)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
