@@ -8,6 +8,12 @@
 The steps are also available alone, for code that batches its own images (the evaluator, the
 trainer's validation): :func:`preprocess` (resize + normalize from a config) and
 :func:`postprocess` (softmax + ``ops.ssd_postprocess`` + scaling to pixels + clipping).
+
+Fast path (the default, ``Detector(..., fast=True)``): the detector runs an inference copy of the
+network made once at construction (:func:`ssdfast.models.fuse.inference_model`: BatchNorm folded
+into the convs, channels_last weights, oneDNN convolutions on CPU) on a channels_last batch. Same
+detections as the plain model up to float rounding; ``detector.model`` stays the original (export
+it, compile it, train it).
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from . import ops
 from .engine.checkpoint import model_from_checkpoint
+from .models.fuse import inference_model
 
 __all__ = ["Detections", "Detector", "preprocess", "postprocess", "to_image_tensor"]
 
@@ -105,7 +112,10 @@ def _as_list(images: Any) -> list[Any]:
 
 
 def preprocess(
-    images: Any, config: Any, device: str | torch.device | None = None
+    images: Any,
+    config: Any,
+    device: str | torch.device | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[Tensor, list[tuple[int, int]]]:
     """Images of any sizes -> the network's input batch.
 
@@ -116,6 +126,8 @@ def preprocess(
         images: one image or a list of them (see :func:`to_image_tensor`), or a ``[B, C, H, W]`` tensor.
         config: the model's :class:`~ssdfast.models.SSDConfig` (``image_size``, ``mean``, ``std``).
         device: where to resize and return the batch (default: where the images are).
+        memory_format: of the batch: ``torch.channels_last`` for a channels_last network (the
+            Detector's fast path), same values either way.
 
     Returns:
         ``(batch[B, 3, S, S] float32, sizes)`` with ``sizes[i] = (height, width)`` of image i.
@@ -134,7 +146,9 @@ def preprocess(
     if not out:
         raise ValueError("no images given")
     batch = torch.stack(out)
-    batch = TF.normalize(batch, list(config.mean), list(config.std))
+    if memory_format is not torch.contiguous_format:
+        batch = batch.contiguous(memory_format=memory_format)
+    batch = TF.normalize(batch, list(config.mean), list(config.std))  # elementwise: keeps the memory format
     return batch, sizes
 
 
@@ -173,13 +187,19 @@ class Detector:
     """A network with its preprocessing and post-processing: ``detector(images) -> list[Detections]``.
 
     Args:
-        model: an SSD (``create_model`` / ``model_from_checkpoint``); put in eval mode.
+        model: an SSD (``create_model`` / ``model_from_checkpoint``); moved to ``device`` and put in
+            eval mode. Kept as ``detector.model``, otherwise unchanged.
         class_names: one per class, ``BACKGROUND`` first.
         device: where to run.
         score_threshold: minimum class probability of a detection (0.3 suits display; use 0.01 for
             mAP evaluation).
         iou_threshold: NMS threshold within a class.
         top_k: candidates per class before NMS.  max_detections: detections kept per image.
+        fast: run an inference copy of the network (BatchNorm folded into the convs, channels_last,
+            oneDNN convolutions on CPU; :func:`ssdfast.models.fuse.inference_model`) made here, once,
+            on channels_last batches. Same detections up to float rounding; on CPU, MobileNet
+            networks run up to ~2x faster. ``False`` runs ``model`` itself. The copy is taken now:
+            after changing ``model``'s weights, assign it again (``detector.model = model``).
     """
 
     def __init__(
@@ -191,10 +211,12 @@ class Detector:
         iou_threshold: float = 0.45,
         top_k: int = 200,
         max_detections: int = 200,
+        *,
+        fast: bool = True,
     ):
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.config = model.config
+        self.fast = bool(fast)
+        self.model = model
         self.class_names = list(class_names)
         if len(self.class_names) != self.config.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for a model of {self.config.num_classes} classes")
@@ -202,6 +224,19 @@ class Detector:
         self.iou_threshold = float(iou_threshold)
         self.top_k = int(top_k)
         self.max_detections = int(max_detections)
+
+    @property
+    def model(self) -> nn.Module:
+        """The network given (on ``device``, eval mode); assigning another one rebuilds the fast copy."""
+        return self._model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        self._model = model.to(self.device).eval()
+        self.config = self._model.config
+        # What __call__ runs: the inference copy (fast) or the model itself.
+        self.network = inference_model(self._model) if self.fast else self._model
+        self._memory_format = torch.channels_last if self.fast else torch.contiguous_format
 
     @classmethod
     def from_checkpoint(
@@ -212,10 +247,33 @@ class Detector:
         iou_threshold: float = 0.45,
         max_detections: int = 200,
         top_k: int = 200,
+        *,
+        fast: bool = True,
     ) -> Detector:
         """A detector from an ssdfast checkpoint (network, weights, image size, normalization, class names)."""
         model, class_names = model_from_checkpoint(path, device=device)
-        return cls(model, class_names, device, score_threshold, iou_threshold, top_k, max_detections)
+        return cls(model, class_names, device, score_threshold, iou_threshold, top_k, max_detections, fast=fast)
+
+    def preprocess(self, images: Any) -> tuple[Tensor, list[tuple[int, int]]]:
+        """Images -> ``(batch[B, 3, S, S], sizes)`` on the detector's device, in the layout its
+        network runs fastest on (see :func:`preprocess`)."""
+        return preprocess(images, self.config, self.device, self._memory_format)
+
+    def postprocess(
+        self, confidences: Tensor, locations: Tensor, sizes: Sequence[tuple[int, int]],
+        score_threshold: float | None = None,
+    ) -> list[Detections]:
+        """Network outputs of a batch -> one :class:`Detections` per image, on the CPU (see :func:`postprocess`)."""
+        results = postprocess(
+            confidences, locations, self.network.priors, sizes, self.config.variances,
+            self.score_threshold if score_threshold is None else score_threshold,
+            self.iou_threshold, self.top_k, self.max_detections,
+        )
+        out = []
+        for boxes, scores, labels in results:
+            labels = labels.cpu()
+            out.append(Detections(boxes.cpu(), scores.cpu(), labels, [self.class_names[i] for i in labels.tolist()]))
+        return out
 
     @torch.inference_mode()
     def __call__(self, images: Any, score_threshold: float | None = None) -> list[Detections]:
@@ -229,15 +287,6 @@ class Detector:
         Returns:
             one :class:`Detections` per image (a list, even for a single image), on the CPU.
         """
-        batch, sizes = preprocess(images, self.config, self.device)
-        confidences, locations = self.model(batch)
-        results = postprocess(
-            confidences, locations, self.model.priors, sizes, self.config.variances,
-            self.score_threshold if score_threshold is None else score_threshold,
-            self.iou_threshold, self.top_k, self.max_detections,
-        )
-        out = []
-        for boxes, scores, labels in results:
-            labels = labels.cpu()
-            out.append(Detections(boxes.cpu(), scores.cpu(), labels, [self.class_names[i] for i in labels.tolist()]))
-        return out
+        batch, sizes = self.preprocess(images)
+        confidences, locations = self.network(batch)
+        return self.postprocess(confidences, locations, sizes, score_threshold)

@@ -1,0 +1,312 @@
+"""End-to-end inference contenders: uint8 images of the original size in, per-image boxes in pixels out.
+
+Shared by ``test_bench_e2e.py`` (pytest-benchmark) and ``run.py`` (the images/s table). Each case is
+one network pair at one batch size; every contender takes the same list of ``uint8 [3, H, W]``
+images (480x640 by default, as decoded from a file) and returns per-image detections:
+
+- ``ssdfast``: :class:`ssdfast.Detector` as a user builds it, so with its default fast path
+  (``detector.preprocess``: uint8 resize + normalize into a channels_last batch; the network's
+  inference copy, BatchNorm folded and channels_last, made once when the detector is built;
+  ``detector.postprocess``: softmax + ``ops.ssd_postprocess`` + scaling to pixels);
+- ``torchvision``: ``ssd300_vgg16`` / ``ssdlite320_mobilenet_v3_large`` in eval mode, fed the
+  images as float in [0, 1] (its own transform resizes and normalizes, its own post-processing);
+- ``onnxruntime``: the ssdfast network exported in the ``jetson`` format (softmax scores + decoded
+  boxes, no NMS) run by onnxruntime, then ``ops.ssd_postprocess`` (the boxes re-encoded against the
+  priors, as the op decodes) and scaling to pixels.
+
+Fairness:
+
+- same threads (onnxruntime gets ``torch.get_num_threads()`` intra-op threads), everything under
+  ``torch.inference_mode`` (``time_contenders`` wraps the calls);
+- the same post-processing settings on both sides of a pair: torchvision's defaults for its model
+  (``ssd300_vgg16``: score 0.01, NMS IoU 0.45, top-k 400, 200 detections; ``ssdlite320``: score
+  0.001, NMS IoU 0.55, top-k 300, 300 detections), given to ssdfast as well;
+- the same candidate load: a randomly initialised 81-class network scores every prior ~1/81 for
+  every class, so every (prior, class) pair passes a 0.01 threshold and post-processing would be NMS
+  over P x 80 boxes, which no trained detector produces. So every network (both sides) first gets
+  BatchNorm statistics from the benchmark images (:func:`recalibrate_batchnorm`; with the default
+  ones a random MobileNet's activations shrink to 1e-26), then its classification heads are scaled
+  to foreground logits of standard deviation ``LOGIT_STD`` and their background bias shifted
+  (:func:`calibrate_background`) so that it yields about ``CANDIDATES_PER_IMAGE`` scores above the
+  pair's threshold per image, like a trained detector. Only weights change, never the work a
+  network does.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ssdfast import ops
+
+__all__ = [
+    "INFER_PAIRS",
+    "ORIGINAL_SIZE",
+    "CANDIDATES_PER_IMAGE",
+    "make_images",
+    "calibrate_background",
+    "recalibrate_batchnorm",
+    "torchvision_settings",
+    "ssdfast_detector",
+    "infer_case",
+]
+
+#: ssdfast network -> (torchvision builder, image side of both).
+INFER_PAIRS = {
+    "mb3-large-ssd-lite": ("ssdlite320_mobilenet_v3_large", 320),
+    "vgg16-ssd": ("ssd300_vgg16", 300),
+}
+
+#: (height, width) of the benchmark images before preprocessing.
+ORIGINAL_SIZE = (480, 640)
+
+#: Scores above the score threshold per image that each calibrated network yields.
+CANDIDATES_PER_IMAGE = 2000
+#: Images the statistics are calibrated on (the first ones of every benchmark batch).
+CALIBRATION_IMAGES = 2
+#: Standard deviation of the foreground logits of each calibrated network.
+LOGIT_STD = 2.0
+
+
+def make_images(batch_size: int, height: int = ORIGINAL_SIZE[0], width: int = ORIGINAL_SIZE[1], seed: int = 0) -> list[Tensor]:
+    """``batch_size`` random ``uint8 [3, height, width]`` images (smooth blobs plus noise, so the
+    activations are not those of pure noise); image ``i`` is the same for every ``batch_size``."""
+    images = []
+    for i in range(batch_size):
+        g = torch.Generator().manual_seed(seed * 100_003 + i)
+        low = torch.rand(1, 3, max(1, height // 32), max(1, width // 32), generator=g)
+        smooth = nn.functional.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)[0]
+        noisy = smooth * 200 + torch.rand(3, height, width, generator=g) * 55
+        images.append(noisy.clamp_(0, 255).to(torch.uint8))
+    return images
+
+
+def _last_conv(module: nn.Module) -> nn.Conv2d:
+    if isinstance(module, nn.Conv2d):
+        return module
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise TypeError(f"no Conv2d in {type(module).__name__}")
+    return convs[-1]
+
+
+def _background_shift(logits: Tensor, score_threshold: float, candidates_per_image: int) -> float:
+    """The shift ``d`` of the class-0 logit for which ``logits[B, P, C]`` gives about
+    ``candidates_per_image`` foreground scores ``> score_threshold`` per image (bisection)."""
+    logits = logits.float()
+    batch = logits.shape[0]
+
+    def count(d: float) -> float:
+        shifted = logits.clone()
+        shifted[..., 0] += d
+        return float((torch.softmax(shifted, -1)[..., 1:] > score_threshold).sum()) / batch
+
+    lo, hi = -30.0, 60.0  # count(lo) is large, count(hi) ~ 0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if count(mid) > candidates_per_image:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def calibrate_background(heads: Sequence[nn.Module], num_classes: int, logits: Tensor, score_threshold: float,
+                         candidates_per_image: int = CANDIDATES_PER_IMAGE, logit_std: float = LOGIT_STD) -> float:
+    """Give classification ``heads`` the output statistics of a trained detector.
+
+    ``logits`` are the heads' current outputs ``[B, P, C]`` (channels of each head ordered
+    ``anchor * C + class``, as both ssdfast and torchvision lay them out). The last conv of every head
+    is scaled so the foreground logits have standard deviation ``logit_std``, then its background
+    bias is shifted so that the same inputs give ``candidates_per_image`` foreground scores above
+    ``score_threshold`` per image. Returns the shift.
+    """
+    spread = float(logits[..., 1:].float().std())
+    scale = logit_std / spread if spread > 0 else 1.0
+    d = _background_shift(logits.float() * scale, score_threshold, candidates_per_image)
+    with torch.no_grad():
+        for head in heads:
+            conv = _last_conv(head)
+            conv.weight.mul_(scale)
+            conv.bias.mul_(scale)
+            conv.bias[0::num_classes] += d
+    return d
+
+
+def recalibrate_batchnorm(model: nn.Module, forward: Callable[[], Any]) -> None:
+    """Set every BatchNorm's running statistics to those of one ``forward()`` in training mode.
+
+    Randomly initialised networks with default statistics (mean 0, var 1) shrink their activations
+    layer after layer (torchvision's SSDLite reaches 1e-26 at its last map), which no trained network
+    does and which can push CPU arithmetic into denormals.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one batch sets the statistics
+    model.train()
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+
+
+def torchvision_settings(model: nn.Module) -> dict[str, float | int]:
+    """A torchvision SSD's post-processing settings, as ``ssdfast.detector.postprocess`` names them."""
+    return {
+        "score_threshold": float(model.score_thresh),
+        "iou_threshold": float(model.nms_thresh),
+        "top_k": int(model.topk_candidates),
+        "max_detections": int(model.detections_per_img),
+    }
+
+
+def _torchvision_logits(model: nn.Module, images: list[Tensor]) -> Tensor:
+    """The class logits ``[B, P, C]`` of a torchvision SSD (its transform, backbone and head)."""
+    transformed, _ = model.transform([im.float() / 255 for im in images])
+    features = list(model.backbone(transformed.tensors).values())
+    return model.head(features)["cls_logits"]
+
+
+def _class_names(num_classes: int) -> list[str]:
+    return ["BACKGROUND"] + [f"class{i}" for i in range(1, num_classes)]
+
+
+def ssdfast_detector(name: str, image_size: int, settings: dict[str, Any], calibration_images: list[Tensor], *,
+                     num_classes: int = 81, device: str = "cpu", channels_last: bool = False,
+                     **detector_options: Any):
+    """An :class:`ssdfast.Detector` for a random ``name`` network with calibrated statistics
+    (:func:`recalibrate_batchnorm`, :func:`calibrate_background`) and ``settings`` (see
+    :func:`torchvision_settings`), built as a user would: its defaults (the fast path, which runs
+    channels_last whatever ``channels_last`` says; ``fast=False`` in ``detector_options`` to compare)."""
+    from ssdfast.detector import Detector, preprocess
+    from ssdfast.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes, image_size=image_size).eval()
+    batch = preprocess(calibration_images, model.config)[0]
+    recalibrate_batchnorm(model, lambda: model(batch))
+    with torch.inference_mode():
+        confidences, _ = model(batch)
+    calibrate_background(model.classification_headers, num_classes, confidences, settings["score_threshold"])
+    if channels_last and not detector_options.get("fast", True):
+        model = model.to(memory_format=torch.channels_last)
+    return Detector(model, _class_names(num_classes), device, **settings, **detector_options)
+
+
+def torchvision_detector(builder: str, calibration_images: list[Tensor], *, num_classes: int = 81,
+                         device: str = "cpu", channels_last: bool = False) -> nn.Module:
+    """torchvision's ``builder`` in eval mode, random weights, calibrated statistics."""
+    from .train_cases import torchvision_model
+
+    model = torchvision_model(builder, num_classes).eval()
+    recalibrate_batchnorm(model, lambda: _torchvision_logits(model, calibration_images))
+    with torch.inference_mode():
+        logits = _torchvision_logits(model, calibration_images)
+    calibrate_background(model.head.classification_head.module_list, num_classes, logits, float(model.score_thresh))
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+_ONNX_DIR: str | None = None
+_ONNX_FILES: dict[tuple[str, int, int], str] = {}
+
+
+def _onnx_path(model: nn.Module, key: tuple[str, int, int]) -> str:
+    """Export ``model`` once per process (jetson format, dynamic batch) and return the file."""
+    global _ONNX_DIR
+    from ssdfast.export import export_onnx
+
+    if key not in _ONNX_FILES:
+        if _ONNX_DIR is None:
+            _ONNX_DIR = tempfile.mkdtemp(prefix="ssdfast-bench-onnx-")
+            atexit.register(shutil.rmtree, _ONNX_DIR, True)  # vgg16-ssd's file is ~100 MB
+        path = os.path.join(_ONNX_DIR, f"{key[0]}-{key[1]}-{key[2]}.onnx")
+        export_onnx(model, path, format="jetson", batch_size=None)
+        _ONNX_FILES[key] = path
+    return _ONNX_FILES[key]
+
+
+def onnx_available(device: str = "cpu") -> bool:
+    """onnxruntime is importable and can run on ``device`` (CUDA needs its CUDA provider)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return not device.startswith("cuda") or "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def onnx_contender(detector, images: list[Tensor], device: str = "cpu") -> Callable[[], list]:
+    """The detector's network exported (jetson format) in onnxruntime + ``ops.ssd_postprocess``."""
+    import onnxruntime as ort
+    from torchvision.transforms.v2 import functional as TF
+
+    model = detector.model
+    config = model.config
+    size = int(config.image_size)
+    path = _onnx_path(model, (config.name, size, int(config.num_classes)))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    providers = ["CUDAExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(path, options, providers=providers)
+    input_name = session.get_inputs()[0].name
+    priors = model.priors.detach().float().cpu()
+    variances = tuple(config.variances)
+    st, it = detector.score_threshold, detector.iou_threshold
+    top_k, max_det = detector.top_k, detector.max_detections
+
+    def run() -> list[tuple[Tensor, Tensor, Tensor]]:
+        sizes = [(int(im.shape[1]), int(im.shape[2])) for im in images]
+        resized = torch.stack([TF.resize(im, [size, size], antialias=True) for im in images])
+        x = resized.to(torch.float32).mul_(1 / 127.5).sub_(1.0)  # jetson input: RGB in [-1, 1]
+        scores, boxes = session.run(None, {input_name: x.numpy()})
+        scores_t, boxes_t = torch.from_numpy(scores), torch.from_numpy(boxes)
+        loc = ops.encode_boxes(boxes_t, priors, variances)  # ssd_postprocess decodes: hand it offsets
+        out_boxes, out_scores, labels, num = ops.ssd_postprocess(loc, scores_t, priors, variances, st, it, top_k, max_det)
+        hw = torch.tensor([[w, h, w, h] for h, w in sizes], dtype=torch.float32)
+        out_boxes = torch.minimum((out_boxes * hw[:, None, :]).clamp(min=0), hw[:, None, :])
+        return [(out_boxes[i, :n], out_scores[i, :n], labels[i, :n]) for i, n in enumerate(num.tolist())]
+
+    return run
+
+
+def infer_case(name: str, batch_size: int, *, num_classes: int = 81, device: str = "cpu", channels_last: bool = False,
+               amp: bool = False, onnx: bool = True, images: list[Tensor] | None = None) -> dict[str, Callable[[], Any]]:
+    """Contenders for end-to-end inference of pair ``name`` (see :data:`INFER_PAIRS`) on a batch."""
+    builder, size = INFER_PAIRS[name]
+    images = images if images is not None else make_images(batch_size)
+    calibration = make_images(CALIBRATION_IMAGES)  # the first images of every batch
+    tv_model = torchvision_detector(builder, calibration, num_classes=num_classes, device=device,
+                                    channels_last=channels_last)
+    settings = torchvision_settings(tv_model)
+    detector = ssdfast_detector(name, size, settings, calibration, num_classes=num_classes, device=device,
+                                channels_last=channels_last)
+    device_type = torch.device(device).type
+
+    def ssdfast_run() -> list:
+        with torch.autocast(device_type, enabled=amp):
+            return detector(images)
+
+    def torchvision_run() -> list:
+        with torch.autocast(device_type, enabled=amp):
+            return tv_model([im.to(device).float().div_(255) for im in images])
+
+    out: dict[str, Callable[[], Any]] = {"ssdfast": ssdfast_run, "torchvision": torchvision_run}
+    if onnx and onnx_available(device):
+        out["onnxruntime"] = onnx_contender(detector, images, device)
+    return out

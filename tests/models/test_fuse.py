@@ -1,0 +1,159 @@
+"""Inference copies (BatchNorm folded, channels_last): same outputs as the model, the model untouched,
+and the Detector's fast path gives the same detections as the plain one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
+
+from ssdfast.detector import Detector, preprocess
+from ssdfast.models import create_model, list_models
+from ssdfast.models.fuse import _OneDNNConv2d, fold_batchnorm, inference_model
+
+SMALL_SIZES = {"vgg16-ssd": 272, "vgg16-ssd512": 272}  # the others: 64
+
+
+def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Trained-looking BatchNorms (the default ones are nearly the identity, which folds trivially)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
+                n = m.running_mean.shape[0]
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model
+
+
+def _assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-4) -> None:
+    scale = float(expected.abs().max())
+    assert scale > 0
+    assert float((actual - expected).abs().max()) <= rel * scale
+
+
+def _norms(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_inference_copy_matches_the_model(name):
+    size = SMALL_SIZES.get(name, 64)
+    torch.manual_seed(0)
+    model = _randomize_norms(create_model(name, 4, image_size=size)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = inference_model(model)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        confidences, locations = model(x)
+        fast_conf, fast_loc = fast(x.contiguous(memory_format=torch.channels_last))
+        nchw_conf, _ = fast(x)  # a plain NCHW batch is fine too (converted by the first conv)
+    _assert_rel_close(fast_conf, confidences)
+    _assert_rel_close(fast_loc, locations)
+    _assert_rel_close(nchw_conf, confidences)
+    # every BatchNorm is folded, the copy is an inference-only SSD with the same priors and config
+    assert _norms(fast) == 0 and not fast.training
+    assert not any(p.requires_grad for p in fast.parameters())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
+    assert torch.equal(fast.priors, model.priors) and fast.config == model.config
+    # the original is untouched (its training, torch.compile and ONNX export are unaffected)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_fold_batchnorm_only_where_it_is_exact():
+    torch.manual_seed(0)
+    block = _randomize_norms(Conv2dNormActivation(3, 8, 3, activation_layer=nn.Hardswish)).eval()
+    seq = _randomize_norms(nn.Sequential(nn.Conv2d(8, 8, 1, bias=True), nn.BatchNorm2d(8), nn.ReLU())).eval()
+    frozen = _randomize_norms(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+                                            FrozenBatchNorm2d(8))).eval()
+    model = nn.Sequential(block, seq, frozen).eval()
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        expected = model(x)
+    assert fold_batchnorm(model) == 3
+    assert [type(m) for m in block] == [nn.Conv2d, nn.Identity, nn.Hardswish]  # indices kept
+    assert isinstance(frozen[1], nn.Identity) and frozen[0].bias is not None
+    with torch.no_grad():
+        _assert_rel_close(model(x), expected, 1e-5)
+
+    # not folded: a pair whose conv output is used elsewhere (keep), a BatchNorm without running
+    # statistics, a Conv2d subclass, and children of a ModuleList (their order is not the computation's)
+    class MyConv(nn.Conv2d):
+        pass
+
+    kept = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+    assert fold_batchnorm(kept, keep={(id(kept), 1)}) == 0
+    assert fold_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, track_running_stats=False))) == 0
+    assert fold_batchnorm(nn.Sequential(MyConv(3, 4, 1), nn.BatchNorm2d(4)).eval()) == 0
+    assert fold_batchnorm(nn.ModuleList([nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)]).eval()) == 0
+
+
+def test_inference_copy_keeps_dtype_and_can_stay_nchw():
+    model = _randomize_norms(create_model("mb3-small-ssd-lite", 3, image_size=64)).eval()
+    fast = inference_model(model.double(), memory_format=torch.contiguous_format)
+    assert all(p.dtype == torch.float64 and p.is_contiguous() for p in fast.parameters())
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x)[0], model(x)[0], rtol=1e-9, atol=1e-9)
+    unfolded = inference_model(model, fold=False)
+    assert _norms(unfolded) == _norms(model) > 0
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration", "ignore:`torch.jit.trace")
+def test_onednn_convs_only_where_they_apply():
+    torch.manual_seed(0)
+    model = _randomize_norms(create_model("mb2-ssd-lite", 3, width_mult=0.5, image_size=64)).eval()
+    fast = inference_model(model)
+    convs = [m for m in fast.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m) is _OneDNNConv2d for m in convs) == torch.backends.mkldnn.is_available()
+    assert not any(type(m) is _OneDNNConv2d for m in inference_model(model, onednn=False).modules())
+    x = torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = model(x)[0]
+        _assert_rel_close(fast(x)[0], expected)
+        with torch.backends.mkldnn.flags(enabled=False):  # the user's switch is honoured
+            _assert_rel_close(fast(x)[0], expected)
+        # tracing (so TorchScript ONNX export) sees plain convolutions
+        graph = str(torch.jit.trace(fast, x, check_trace=False).inlined_graph)
+    assert "mkldnn_convolution" not in graph and "aten::_convolution" in graph
+    # an input that requires grad gets gradients through the ordinary path
+    y = x.clone().requires_grad_(True)
+    fast(y)[0].sum().backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+
+
+def _matched(a, b) -> None:
+    """The same detections, up to the order of equal scores."""
+    assert len(a) == len(b) > 0
+    torch.testing.assert_close(a.scores, b.scores, rtol=1e-4, atol=1e-5)
+    for box, label in zip(a.boxes, a.labels):
+        same = (b.labels == label) & ((b.boxes - box).abs().amax(1) <= 1e-2)
+        assert bool(same.any()), f"{box.tolist()} ({int(label)}) not among the plain path's detections"
+
+
+def test_detector_fast_path_gives_the_same_detections():
+    torch.manual_seed(0)
+    model = _randomize_norms(create_model("mb3-large-ssd-lite", 3, width_mult=0.5, image_size=64)).eval()
+    classes = ["BACKGROUND", "cat", "dog"]
+    fast = Detector(model, classes, score_threshold=0.2, max_detections=50)
+    plain = Detector(model, classes, score_threshold=0.2, max_detections=50, fast=False)
+    assert fast.model is model and plain.model is model and plain.network is model
+    assert fast.network is not model and _norms(fast.network) == 0
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), torch.rand(3, 70, 50)]
+    batch, sizes = fast.preprocess(images)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(batch, preprocess(images, model.config)[0])  # same values, other layout
+    for a, b in zip(fast(images, score_threshold=0.0), plain(images, score_threshold=0.0)):
+        _matched(a, b)
+    # a new model (e.g. other weights) rebuilds the fast copy
+    fast.model = _randomize_norms(create_model("mb3-large-ssd-lite", 3, width_mult=0.5, image_size=64), 1)
+    plain.model = fast.model
+    for a, b in zip(fast(images, score_threshold=0.0), plain(images, score_threshold=0.0)):
+        _matched(a, b)
