@@ -1,0 +1,294 @@
+"""What every detection dataset shares: packed annotations, safe image decoding, box clean-up.
+
+A dataset subclass parses its annotation files at construction into a list of :class:`_Record`
+(one per image: path, size, boxes in pixels ``xyxy``, labels, difficult flags) and hands it to
+:meth:`DetectionDataset._set_records`, which clips the boxes to the image, drops zero-area boxes
+(counting both in :attr:`DetectionDataset.stats`) and packs everything into flat numpy arrays, so
+DataLoader workers forked from the main process do not touch (and copy) millions of Python objects.
+
+``__getitem__`` decodes the image with :func:`torchvision.io.decode_image` (libjpeg-turbo), applies
+the transform and returns ``(image, target)``; an unreadable image is logged with its path and gives
+``None`` (``strict=False``; :func:`ssdfast.data.collate_detection` drops it and counts it) or raises
+:class:`DataError` naming the path (``strict=True``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = ["DataError", "DetectionDataset", "read_label_file", "decode_image_file", "BACKGROUND"]
+
+log = logging.getLogger("ssdfast.data")
+
+BACKGROUND = "BACKGROUND"
+
+Transform = Callable[[Tensor, Tensor, Tensor], "tuple[Tensor, Tensor, Tensor]"]
+
+
+class DataError(Exception):
+    """A data file (image, annotation, list) that cannot be used; the message names the file."""
+
+
+@dataclass
+class _Record:
+    """One image as parsed from its annotation: boxes in pixels ``xyxy`` (normalized when the format
+    does not know the image size, see ``DetectionDataset._normalized_boxes``)."""
+
+    image_id: Any
+    path: str
+    width: int  # 0 when unknown before decoding
+    height: int
+    boxes: np.ndarray  # float32 [G, 4]
+    labels: np.ndarray  # int64 [G]
+    difficult: np.ndarray  # bool [G]
+
+
+def _empty_record(image_id: Any, path: str, width: int = 0, height: int = 0) -> _Record:
+    return _Record(image_id, path, width, height, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+
+
+def read_label_file(path: str) -> list[str]:
+    """Class names from a label file, ``BACKGROUND`` first (added when the file does not start with it).
+
+    One name per line as jetson-inference writes it; a single comma-separated line (the original
+    pytorch-ssd format) is accepted too. Blank lines are ignored.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read label file ({exc.strerror or exc})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) == 1 and "," in lines[0]:
+        lines = [name.strip() for name in lines[0].split(",") if name.strip()]
+    if not lines:
+        raise DataError(f"{path}: label file is empty")
+    if lines[0].upper() != BACKGROUND:
+        lines.insert(0, BACKGROUND)
+    else:
+        lines[0] = BACKGROUND
+    if len(set(lines)) != len(lines):
+        dup = sorted({n for n in lines if lines.count(n) > 1})
+        raise DataError(f"{path}: duplicate class names {dup}")
+    return lines
+
+
+def decode_image_file(path: str) -> Tensor:
+    """Read and fully decode an image file -> uint8 ``[3, H, W]`` RGB (raises on unreadable data)."""
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    data = read_file(path)
+    return decode_image(data, mode=ImageReadMode.RGB)
+
+
+def clean_boxes(boxes: np.ndarray, width: float, height: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Clip ``xyxy`` boxes to ``[0, width] x [0, height]``; -> (clipped boxes, keep mask, number clipped).
+
+    ``keep`` is False for boxes of zero (or negative, or non-finite) area after clipping.
+    """
+    if boxes.shape[0] == 0:
+        return boxes, np.zeros(0, bool), 0
+    finite = np.isfinite(boxes).all(axis=1)
+    boxes = np.nan_to_num(boxes, nan=0.0, posinf=0.0, neginf=0.0)
+    clipped = boxes.copy()
+    np.clip(clipped[:, 0::2], 0.0, width, out=clipped[:, 0::2])
+    np.clip(clipped[:, 1::2], 0.0, height, out=clipped[:, 1::2])
+    changed = int((np.abs(clipped - boxes) > 1e-6).any(axis=1).sum())
+    keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return clipped, keep, changed
+
+
+class DetectionDataset(Dataset):
+    """Base of the VOC / COCO / Open Images datasets (see the module docstring).
+
+    ``dataset[i]`` -> ``(image, {"boxes": float32 [G, 4] normalized xyxy, "labels": int64 [G],
+    "index": i})`` or ``None``. With a transform, ``image`` is what the transform returns
+    (``float [3, S, S]`` normalized for :class:`~ssdfast.data.transforms.TrainTransform`); without
+    one it is the decoded ``uint8 [3, H, W]`` image.
+
+    Attributes: ``class_names`` (``BACKGROUND`` first), ``category_ids`` (COCO only, else None),
+    ``stats`` (counts of what was clipped, dropped or skipped while parsing; the ``unreadable_images``
+    count is per process, so use the ``skipped`` count of :func:`collate_detection` with workers).
+    """
+
+    class_names: list[str]
+    category_ids: list[int] | None = None
+    #: True when stored boxes are normalized (image size unknown until decoding: Open Images).
+    _normalized_boxes: bool = False
+
+    def __init__(self, transform: Transform | None = None, keep_difficult: bool = False, strict: bool = False):
+        self.transform = transform
+        self.keep_difficult = keep_difficult
+        self.strict = strict
+        self.category_ids = None
+        self.stats: dict[str, int] = {
+            "images": 0,
+            "boxes": 0,
+            "clipped_boxes": 0,
+            "zero_area_boxes": 0,
+            "difficult_boxes": 0,
+            "unknown_class_boxes": 0,
+            "skipped_images": 0,
+            "bad_annotations": 0,
+            "unreadable_images": 0,
+        }
+        self.bad_files: list[str] = []
+        self._order: np.ndarray | None = None  # dataset index -> record index (balancing)
+
+    # ----------------------------------------------------------------------------- construction
+    def _bad_annotation(self, path: str, message: str) -> None:
+        """A broken annotation file: raise when strict, else warn, record and go on."""
+        if self.strict:
+            raise DataError(f"{path}: {message}")
+        log.warning("skipping %s: %s", path, message)
+        self.stats["bad_annotations"] += 1
+        self.bad_files.append(path)
+
+    def _set_records(self, records: Sequence[_Record]) -> None:
+        """Clip and filter the boxes of ``records`` and pack them into flat arrays."""
+        n = len(records)
+        self._paths: list[str] = [r.path for r in records]
+        self._ids: list[Any] = [r.image_id for r in records]
+        self._sizes = np.array([[r.width, r.height] for r in records], dtype=np.int64).reshape(n, 2)
+        counts = np.zeros(n + 1, dtype=np.int64)
+        all_boxes, all_labels, all_difficult = [], [], []
+        for i, r in enumerate(records):
+            boxes = np.asarray(r.boxes, dtype=np.float32).reshape(-1, 4)
+            if self._normalized_boxes:
+                limit_w, limit_h = 1.0, 1.0
+            else:
+                limit_w, limit_h = (float(r.width), float(r.height)) if r.width > 0 and r.height > 0 else (np.inf, np.inf)
+            boxes, keep, changed = clean_boxes(boxes, limit_w, limit_h)
+            self.stats["clipped_boxes"] += changed
+            self.stats["zero_area_boxes"] += int((~keep).sum())
+            all_boxes.append(boxes[keep])
+            all_labels.append(np.asarray(r.labels, dtype=np.int64)[keep])
+            all_difficult.append(np.asarray(r.difficult, dtype=bool)[keep])
+            counts[i + 1] = int(keep.sum())
+        self._offsets = np.cumsum(counts)
+        self._boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32)
+        self._labels = np.concatenate(all_labels) if all_labels else np.zeros(0, np.int64)
+        self._difficult = np.concatenate(all_difficult) if all_difficult else np.zeros(0, bool)
+        self.stats["images"] = n
+        self.stats["boxes"] = int(self._boxes.shape[0])
+        self.stats["difficult_boxes"] = int(self._difficult.sum())
+
+    # ----------------------------------------------------------------------------- access
+    def __len__(self) -> int:
+        return len(self._paths) if self._order is None else len(self._order)
+
+    def _record_index(self, index: int) -> int:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
+        return index if self._order is None else int(self._order[index])
+
+    def image_path(self, index: int) -> str:
+        """Path of the image of sample ``index``."""
+        return self._paths[self._record_index(index)]
+
+    def _image_size(self, r: int) -> tuple[int, int]:
+        """(width, height) of record ``r`` without decoding (0, 0 when unknown)."""
+        w, h = self._sizes[r]
+        return int(w), int(h)
+
+    def get_annotation(self, index: int) -> dict[str, Any]:
+        """Ground truth of sample ``index`` for evaluation, without decoding the image.
+
+        -> ``{"image_id", "path", "width", "height", "boxes": float32 [G, 4] pixels xyxy,
+        "labels": int64 [G], "difficult": bool [G]}``; difficult (VOC) and crowd (COCO) objects
+        are included and flagged.
+        """
+        r = self._record_index(index)
+        lo, hi = self._offsets[r], self._offsets[r + 1]
+        width, height = self._image_size(r)
+        boxes = self._boxes[lo:hi].copy()
+        if self._normalized_boxes:
+            boxes *= np.array([width, height, width, height], dtype=np.float32)
+        return {
+            "image_id": self._ids[r],
+            "path": self._paths[r],
+            "width": width,
+            "height": height,
+            "boxes": torch.from_numpy(boxes),
+            "labels": torch.from_numpy(self._labels[lo:hi].copy()),
+            "difficult": torch.from_numpy(self._difficult[lo:hi].copy()),
+        }
+
+    def _unreadable(self, path: str, message: str) -> None:
+        if self.strict:
+            raise DataError(f"{path}: {message}")
+        self.stats["unreadable_images"] += 1
+        log.warning("skipping %s: %s", path, message)
+        return None
+
+    def __getitem__(self, index: int):
+        r = self._record_index(index)
+        path = self._paths[r]
+        try:
+            image = decode_image_file(path)
+        except Exception as exc:  # corrupt, truncated, missing: never crash a worker
+            return self._unreadable(path, f"unreadable image ({_one_line(exc)})")
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        lo, hi = self._offsets[r], self._offsets[r + 1]
+        boxes = self._boxes[lo:hi]
+        labels = self._labels[lo:hi]
+        if not self.keep_difficult:
+            easy = ~self._difficult[lo:hi]
+            boxes, labels = boxes[easy], labels[easy]
+        if self._normalized_boxes:
+            boxes = boxes * np.array([width, height, width, height], dtype=np.float32)
+        # the annotation's size may disagree with the file: clip to the decoded image
+        boxes, keep, _ = clean_boxes(boxes, float(width), float(height))
+        boxes_t = torch.from_numpy(np.ascontiguousarray(boxes[keep], dtype=np.float32))
+        labels_t = torch.from_numpy(np.ascontiguousarray(labels[keep], dtype=np.int64))
+        try:
+            if self.transform is not None:
+                image, boxes_t, labels_t = self.transform(image, boxes_t, labels_t)
+            else:
+                boxes_t = boxes_t / torch.tensor([width, height, width, height], dtype=torch.float32)
+        except Exception as exc:
+            if self.strict:
+                raise DataError(f"{path}: transform failed ({_one_line(exc)})") from exc
+            log.exception("skipping %s: transform failed", path)
+            self.stats["unreadable_images"] += 1
+            return None
+        return image, {"boxes": boxes_t.to(torch.float32), "labels": labels_t.to(torch.int64), "index": index}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({len(self)} images, {len(self.class_names) - 1} classes, "
+            f"{self.stats['boxes']} boxes)"
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[-1] if text else type(exc).__name__
+    # torchvision prefixes its C++ location: "decode_jpeg, /path/decode_jpeg.cpp:171, Image is ..."
+    if ".cpp:" in msg and ", " in msg:
+        msg = msg.split(", ")[-1]
+    return msg
+
+
+def discover_names(names: Sequence[str]) -> list[str]:
+    """Class names discovered from annotations -> the 20 VOC classes when they all fit, else sorted."""
+    found = sorted(set(names))
+    if found and set(found) <= set(VOC_CLASSES[1:]):
+        return list(VOC_CLASSES)
+    return [BACKGROUND] + found
+
+
+VOC_CLASSES = [
+    BACKGROUND,
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+]

@@ -1,0 +1,166 @@
+"""COCO through pycocotools: the official 2017 layout and the ``images/<split>/`` layout.
+
+Layouts found under a root (``split`` train -> ``train``, test / val -> ``val``)::
+
+    annotations/instances_train2017.json   train2017/*.jpg         (official)
+    annotations/instances_train.json       images/train/*.jpg      (images/<split>/)
+
+Labels are contiguous, ``1..N`` in the order of the sorted category ids (or the order of a label
+file's names, which then selects a subset of the categories); ``category_ids[label]`` maps back
+(``category_ids[0] == 0`` is the background). Crowd boxes and images without (non-crowd) boxes are
+skipped for training; for evaluation (split test / val) every image is kept and crowd boxes are in
+``get_annotation`` flagged ``difficult``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._base import BACKGROUND, DataError, DetectionDataset, Transform, _Record, log, read_label_file
+
+__all__ = ["COCODataset", "find_coco_split"]
+
+
+def _split_names(split: str) -> list[str]:
+    if split == "train":
+        return ["train"]
+    if split in ("val", "test"):
+        return ["val", "test"]  # COCO's test set has no public annotations: evaluate on val
+    raise ValueError(f"split should be 'train', 'test' or 'val', got {split!r}")
+
+
+def find_coco_split(root: str, split: str) -> tuple[str, str]:
+    """-> (annotation json, image folder) of ``split`` under ``root``; DataError when none is found."""
+    tried = []
+    for name in _split_names(split):
+        for ann_name, img_dirs in (
+            (f"instances_{name}2017.json", [f"{name}2017", os.path.join("images", f"{name}2017"), os.path.join("images", name)]),
+            (f"instances_{name}.json", [os.path.join("images", name), name, f"{name}2017"]),
+            (f"{name}.json", [os.path.join("images", name), name]),
+        ):
+            ann = os.path.join(root, "annotations", ann_name)
+            tried.append(ann)
+            if not os.path.isfile(ann):
+                continue
+            for d in img_dirs:
+                if os.path.isdir(os.path.join(root, d)):
+                    return ann, os.path.join(root, d)
+            return ann, os.path.join(root, img_dirs[0])  # missing images are reported per image
+    raise DataError(f"{root}: no COCO annotation file for split {split!r} (looked for {tried[:3]} ...)")
+
+
+def load_coco(ann_path: str):
+    """pycocotools.COCO of ``ann_path`` without its prints; DataError naming the file when it is broken."""
+    from pycocotools.coco import COCO
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(ann_path)
+    except Exception as exc:  # json errors, missing keys
+        raise DataError(f"{ann_path}: unreadable COCO annotation file ({type(exc).__name__}: {exc})") from None
+    return coco
+
+
+class COCODataset(DetectionDataset):
+    """COCO roots (see the module docstring and :class:`DetectionDataset`).
+
+    Attributes beyond the base: ``category_ids`` (label -> COCO category id, ``[0] == 0``),
+    ``coco`` (the pycocotools ``COCO`` of the first root: the evaluator's ground truth),
+    ``annotation_files``.
+    """
+
+    def __init__(
+        self,
+        roots: str | Sequence[str],
+        split: str = "train",
+        transform: Transform | None = None,
+        label_file: str | None = None,
+        keep_difficult: bool = False,
+        strict: bool = False,
+    ):
+        super().__init__(transform=transform, keep_difficult=keep_difficult, strict=strict)
+        roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
+        if not roots:
+            raise ValueError("COCODataset needs at least one root")
+        self.roots = [os.fspath(r) for r in roots]
+        self.split = split
+        training = split == "train"
+
+        cocos = []
+        self.annotation_files: list[str] = []
+        for root in self.roots:
+            ann, images = find_coco_split(root, split)
+            cocos.append((load_coco(ann), images, ann))
+            self.annotation_files.append(ann)
+        self.coco = cocos[0][0]
+
+        # category id -> name, union over the roots (first name wins)
+        categories: dict[int, str] = {}
+        for coco, _, _ in cocos:
+            for cat in coco.loadCats(coco.getCatIds()):
+                categories.setdefault(int(cat["id"]), str(cat["name"]))
+        if label_file is not None:
+            names = read_label_file(label_file)
+            by_name = {v: k for k, v in categories.items()}
+            missing = [n for n in names[1:] if n not in by_name]
+            if missing:
+                raise DataError(f"{label_file}: classes not among the COCO categories: {missing}")
+            ids = [by_name[n] for n in names[1:]]
+        else:
+            ids = sorted(categories)
+        self.category_ids = [0] + ids
+        self.class_names = [BACKGROUND] + [categories[i] for i in ids]
+        label_of = {cat_id: label for label, cat_id in enumerate(self.category_ids) if label > 0}
+
+        records: list[_Record] = []
+        no_boxes = 0
+        for coco, image_dir, ann_path in cocos:
+            for image_id in sorted(coco.getImgIds()):
+                info = coco.imgs[image_id]
+                path = os.path.join(image_dir, info.get("file_name", f"{image_id:012d}.jpg"))
+                anns = coco.imgToAnns.get(image_id, [])
+                boxes, labels, crowd = [], [], []
+                bad = None
+                for a in anns:
+                    cat = a.get("category_id")
+                    if cat not in label_of:
+                        self.stats["unknown_class_boxes"] += int(cat not in categories)
+                        continue
+                    bbox = a.get("bbox")
+                    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+                        bad = f"annotation {a.get('id')} has a malformed bbox {bbox!r}"
+                        break
+                    x, y, w, h = (float(v) for v in bbox)
+                    is_crowd = bool(a.get("iscrowd", 0))
+                    if is_crowd and training:
+                        continue
+                    boxes.append((x, y, x + w, y + h))
+                    labels.append(label_of[cat])
+                    crowd.append(is_crowd)
+                if bad is not None:
+                    self._bad_annotation(ann_path, f"image {image_id} ({path}): {bad}")
+                    continue
+                rec = _Record(
+                    image_id, path, int(info.get("width", 0) or 0), int(info.get("height", 0) or 0),
+                    np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(labels, dtype=np.int64),
+                    np.array(crowd, dtype=bool),
+                )
+                records.append(rec)
+        self._set_records(records)
+        if training:
+            # images with no usable box teach nothing to SSD's matcher: skip them for training
+            counts = np.diff(self._offsets)
+            keep = np.nonzero(counts > 0)[0]
+            no_boxes = len(records) - len(keep)
+            if no_boxes:
+                self._order = keep
+                self.stats["skipped_images"] += no_boxes
+                log.info("%s: %d images without boxes skipped for training", self.roots[0], no_boxes)
+
+    def category_id(self, label: int) -> int:
+        """The COCO category id of a contiguous label (1..N)."""
+        return self.category_ids[label]

@@ -1,0 +1,143 @@
+"""SSD input transforms on torchvision.transforms.v2 (the paper's augmentations, as torchvision's SSD recipe).
+
+Both transforms take a decoded ``uint8`` image ``[3, H, W]``, boxes in pixels ``xyxy`` ``float [G, 4]``
+and labels ``int64 [G]``, and return ``(image float32 [3, S, S] normalized, boxes float32 [G', 4]
+normalized xyxy in [0, 1], labels int64 [G'])``. The image stays ``uint8`` until the final
+normalization, ``(x / 255 - mean) / std`` with ``mean``/``std`` given for images scaled to [0, 1]
+(``model.config.mean`` / ``model.config.std``).
+
+:class:`TrainTransform`: photometric distortion -> zoom out (expand onto a mean-coloured canvas up to
+4x) -> IoU-constrained random crop (min IoU sampled from {none, 0.1, 0.3, 0.5, 0.7, 0.9}, crop kept
+only when a box centre lies inside; boxes whose centre falls outside are dropped) -> horizontal flip
+-> resize to ``size x size`` -> clamp and drop boxes under 1 output pixel -> normalize.
+:class:`EvalTransform`: resize and normalize only.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+__all__ = ["TrainTransform", "EvalTransform", "normalize_uint8"]
+
+
+def _labels_of(sample: dict) -> Tensor:
+    """labels_getter for SanitizeBoundingBoxes (module level so the transform pickles for workers)."""
+    return sample["labels"]
+
+
+def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
+    mean_t = torch.as_tensor([float(m) for m in mean], dtype=torch.float32)
+    std_t = torch.as_tensor([float(s) for s in std], dtype=torch.float32)
+    if mean_t.numel() != 3 or std_t.numel() != 3:
+        raise ValueError(f"mean and std should have 3 values (one per channel), got {list(mean)} and {list(std)}")
+    if (std_t <= 0).any():
+        raise ValueError(f"std should be positive, got {list(std)}")
+    if (mean_t.abs() > 1.5).any() or (std_t > 1.5).any():
+        raise ValueError(
+            f"mean/std are given for images scaled to [0, 1] (e.g. 0.5, 0.5), got mean={list(mean)} std={list(std)}"
+        )
+    return (mean_t * 255.0).view(3, 1, 1), (std_t * 255.0).view(3, 1, 1)
+
+
+def normalize_uint8(image: Tensor, mean255: Tensor, std255: Tensor) -> Tensor:
+    """uint8 ``[3, H, W]`` -> float32 ``(x - 255 * mean) / (255 * std)`` in one pass."""
+    return image.to(torch.float32).sub_(mean255).div_(std255)
+
+
+def _check_inputs(image: Tensor, boxes: Tensor, labels: Tensor) -> None:
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image should be a uint8 tensor [3, H, W], got {image.dtype} {tuple(image.shape)}")
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes should be [G, 4] pixels xyxy, got {tuple(boxes.shape)}")
+    if labels.shape[0] != boxes.shape[0]:
+        raise ValueError(f"labels should have one entry per box: {labels.shape[0]} labels for {boxes.shape[0]} boxes")
+
+
+class TrainTransform:
+    """SSD training augmentation (see the module docstring).
+
+    Args:
+        size: output side in pixels (square).
+        mean, std: per-channel normalization for images scaled to [0, 1].
+        zoom_out_max: largest zoom-out canvas side, relative to the image (the paper: 4).
+        p_photometric, p_zoom_out, p_flip: probabilities of those steps.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        zoom_out_max: float = 4.0,
+        p_photometric: float = 0.5,
+        p_zoom_out: float = 0.5,
+        p_flip: float = 0.5,
+    ):
+        if int(size) <= 0:
+            raise ValueError(f"size should be positive, got {size}")
+        self.size = int(size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self._mean255, self._std255 = _check_mean_std(mean, std)
+        fill = [int(round(v)) for v in self._mean255.flatten().tolist()]
+        self._photometric = v2.RandomPhotometricDistort(p=p_photometric)
+        self._zoom_out = v2.RandomZoomOut(fill=fill, side_range=(1.0, float(zoom_out_max)), p=p_zoom_out)
+        self._crop = v2.RandomIoUCrop()
+        self._flip = v2.RandomHorizontalFlip(p=p_flip)
+        self._resize = v2.Resize((self.size, self.size), antialias=True)
+        self._clamp = v2.ClampBoundingBoxes()
+        self._sanitize = v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=_labels_of)
+
+    def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """uint8 [3,H,W], pixel xyxy [G,4], int64 [G] -> float [3,S,S] normalized, normalized xyxy [G',4], [G']."""
+        _check_inputs(image, boxes, labels)
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        sample = {
+            "image": tv_tensors.Image(image),
+            "boxes": tv_tensors.BoundingBoxes(boxes.to(torch.float32), format="XYXY", canvas_size=(height, width)),
+            "labels": labels,
+        }
+        sample = self._photometric(sample)
+        sample = self._zoom_out(sample)
+        if labels.numel() > 0:  # the IoU crop needs a box to aim at
+            sample = self._crop(sample)
+        sample = self._flip(sample)
+        sample = self._resize(sample)
+        sample = self._clamp(sample)
+        sample = self._sanitize(sample)
+        out_image = normalize_uint8(sample["image"].as_subclass(torch.Tensor), self._mean255, self._std255)
+        out_boxes = sample["boxes"].as_subclass(torch.Tensor).to(torch.float32) / float(self.size)
+        return out_image, out_boxes.clamp_(0.0, 1.0), sample["labels"].to(torch.int64)
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(size={self.size}, mean={self.mean}, std={self.std})"
+
+
+class EvalTransform:
+    """Resize to ``size x size`` and normalize (see the module docstring)."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]):
+        if int(size) <= 0:
+            raise ValueError(f"size should be positive, got {size}")
+        self.size = int(size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self._mean255, self._std255 = _check_mean_std(mean, std)
+
+    def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """uint8 [3,H,W], pixel xyxy [G,4], int64 [G] -> float [3,S,S] normalized, normalized xyxy [G,4], [G]."""
+        _check_inputs(image, boxes, labels)
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        resized = F.resize(image, [self.size, self.size], antialias=True)
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        out_boxes = (boxes.to(torch.float32) / scale).clamp_(0.0, 1.0)
+        return normalize_uint8(resized, self._mean255, self._std255), out_boxes, labels.to(torch.int64)
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(size={self.size}, mean={self.mean}, std={self.std})"

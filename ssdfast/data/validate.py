@@ -1,0 +1,371 @@
+"""Check a VOC, COCO or Open Images root before training: unreadable images and bad annotations.
+
+Images are decoded fully, with torchvision (what training uses; it rejects truncated JPEGs) and with
+PIL's ``load()``; annotations are checked for unparsable XML / JSON / CSV, boxes outside the image
+(by more than one pixel), zero-area boxes, unknown classes, missing images and sizes that disagree
+with the file. Work is spread over processes (:mod:`concurrent.futures`). Every problem is a
+:class:`Problem` naming the file.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import xml.etree.ElementTree as ET
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from ._base import BACKGROUND, DataError, read_label_file
+
+__all__ = ["Problem", "ValidationReport", "validate_dataset", "check_image"]
+
+_TOLERANCE = 1.0  # pixels a box may stick out of the image before it is reported
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: the file and what is wrong with it."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_dataset` checked and found."""
+
+    root: str
+    dataset_type: str
+    images: int = 0
+    annotation_files: int = 0
+    boxes: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        state = "OK" if self.ok else f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
+        return (
+            f"{self.root} ({self.dataset_type}): checked {self.images} images, {self.annotation_files} "
+            f"annotation files, {self.boxes} boxes: {state}"
+        )
+
+
+# --------------------------------------------------------------------------------- image checks
+def check_image(path: str, expected_size: tuple[int, int] | None = None) -> list[str]:
+    """Decode ``path`` fully -> messages (empty when fine). ``expected_size``: (width, height) the
+    annotation claims (0 or None: not checked)."""
+    if not os.path.isfile(path):
+        return ["image file is missing"]
+    problems: list[str] = []
+    errors: list[str] = []
+    size = None
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
+        torch.set_num_threads(1)
+        image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+        size = (int(image.shape[-1]), int(image.shape[-2]))
+    except Exception as exc:
+        errors.append(f"torchvision: {_short(exc)}")
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.load()
+            size = size or im.size
+    except Exception as exc:
+        errors.append(f"PIL: {_short(exc)}")
+    if errors:
+        problems.append(f"unreadable image ({'; '.join(errors)})")
+    if size is not None and expected_size and all(expected_size) and tuple(expected_size) != tuple(size):
+        problems.append(f"image is {size[0]}x{size[1]} but the annotation says {expected_size[0]}x{expected_size[1]}")
+    return problems
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    msg = lines[-1] if lines else type(exc).__name__
+    if ".cpp:" in msg and ", " in msg:  # torchvision's "decode_jpeg, /path/file.cpp:171, message"
+        msg = msg.split(", ")[-1]
+    return msg
+
+
+def _box_problems(box: Sequence[float], width: int, height: int, what: str) -> list[str]:
+    x1, y1, x2, y2 = box
+    out = []
+    if not all(v == v and abs(v) != float("inf") for v in box):
+        return [f"{what}: non-finite box {list(box)}"]
+    if x2 <= x1 or y2 <= y1:
+        out.append(f"{what}: zero-area box {_fmt(box)}")
+    if width > 0 and height > 0 and (
+        x1 < -_TOLERANCE or y1 < -_TOLERANCE or x2 > width + _TOLERANCE or y2 > height + _TOLERANCE
+    ):
+        out.append(f"{what}: box {_fmt(box)} outside the {width}x{height} image")
+    return out
+
+
+def _fmt(box: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in box) + "]"
+
+
+# --------------------------------------------------------------------------------- VOC
+def _check_voc_item(job: tuple[str, str, frozenset | None]) -> tuple[list[Problem], int, int]:
+    """One VOC id: its XML and its image -> (problems, images checked, boxes)."""
+    root, image_id, classes = job
+    xml_path = os.path.join(root, "Annotations", image_id + ".xml")
+    image_path = os.path.join(root, "JPEGImages", image_id + ".jpg")
+    problems: list[Problem] = []
+    boxes = 0
+    size: tuple[int, int] | None = None
+    if not os.path.isfile(xml_path):
+        problems.append(Problem(xml_path, "annotation file is missing"))
+    else:
+        try:
+            tree = ET.parse(xml_path).getroot()
+            w = int(float(tree.findtext("size/width", "0") or 0))
+            h = int(float(tree.findtext("size/height", "0") or 0))
+            size = (w, h)
+            if w <= 0 or h <= 0:
+                problems.append(Problem(xml_path, f"missing or invalid <size> ({w}x{h})"))
+            for k, obj in enumerate(tree.iter("object")):
+                name = (obj.findtext("name") or "").strip().lower()
+                what = f"object {k} ({name or '?'})"
+                boxes += 1
+                if not name:
+                    problems.append(Problem(xml_path, f"object {k} has no <name>"))
+                elif classes is not None and name not in classes:
+                    problems.append(Problem(xml_path, f"{what}: unknown class {name!r}"))
+                bb = obj.find("bndbox")
+                try:
+                    box = [float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")]  # type: ignore[union-attr]
+                except (AttributeError, TypeError, ValueError):
+                    problems.append(Problem(xml_path, f"{what}: missing or non-numeric <bndbox>"))
+                    continue
+                box[0] -= 1.0  # VOC 1-based indices -> continuous pixels
+                box[1] -= 1.0
+                problems += [Problem(xml_path, m) for m in _box_problems(box, w, h, what)]
+        except ET.ParseError as exc:
+            problems.append(Problem(xml_path, f"unparsable XML ({exc})"))
+        except (OSError, ValueError) as exc:
+            problems.append(Problem(xml_path, f"bad annotation ({exc})"))
+    problems += [Problem(image_path, m) for m in check_image(image_path, size)]
+    return problems, 1, boxes
+
+
+def _voc_jobs(root: str, label_file: str | None, report: ValidationReport) -> list[tuple]:
+    ids: set[str] = set()
+    main = os.path.join(root, "ImageSets", "Main")
+    if os.path.isdir(main):
+        for name in sorted(os.listdir(main)):
+            if not name.endswith(".txt"):
+                continue
+            path = os.path.join(main, name)
+            with open(path, encoding="utf-8", errors="replace") as f:
+                ids.update(line.split()[0] for line in f if line.strip())
+    ann_dir = os.path.join(root, "Annotations")
+    if os.path.isdir(ann_dir):
+        ids.update(n[: -len(".xml")] for n in os.listdir(ann_dir) if n.endswith(".xml"))
+    if label_file is None and os.path.isfile(os.path.join(root, "labels.txt")):
+        label_file = os.path.join(root, "labels.txt")
+    classes = None
+    if label_file is not None:
+        try:
+            classes = frozenset(n.lower() for n in read_label_file(label_file) if n != BACKGROUND)
+        except DataError as exc:
+            report.problems.append(Problem(label_file, str(exc).split(": ", 1)[-1]))
+    else:
+        report.notes.append("no labels.txt: class names not checked")
+    report.annotation_files = len(ids)
+    return [(root, i, classes) for i in sorted(ids)]
+
+
+# --------------------------------------------------------------------------------- COCO
+def _check_image_job(job: tuple[str, tuple[int, int] | None]) -> tuple[list[Problem], int, int]:
+    path, size = job
+    return [Problem(path, m) for m in check_image(path, size)], 1, 0
+
+
+def _coco_jobs(root: str, label_file: str | None, report: ValidationReport) -> list[tuple]:
+    ann_dir = os.path.join(root, "annotations")
+    files = sorted(n for n in os.listdir(ann_dir) if n.endswith(".json") and not n.startswith(("captions", "person_keypoints")))
+    jobs: list[tuple] = []
+    for name in files:
+        path = os.path.join(ann_dir, name)
+        report.annotation_files += 1
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+            if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+                raise ValueError("no 'images' list")
+        except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            report.problems.append(Problem(path, f"unparsable COCO JSON ({exc})"))
+            continue
+        split = name[len("instances_"):] if name.startswith("instances_") else name
+        split = split[: -len(".json")]
+        image_dir = next(
+            (os.path.join(root, d) for d in (split, os.path.join("images", split), os.path.join("images", split.replace("2017", ""))) if os.path.isdir(os.path.join(root, d))),
+            os.path.join(root, split),
+        )
+        categories = {c.get("id") for c in doc.get("categories", []) if isinstance(c, dict)}
+        images: dict[Any, dict] = {}
+        for img in doc["images"]:
+            if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+                report.problems.append(Problem(path, f"malformed image entry {str(img)[:80]}"))
+                continue
+            images[img["id"]] = img
+        for ann in doc.get("annotations", []):
+            report.boxes += 1
+            aid = ann.get("id", "?") if isinstance(ann, dict) else "?"
+            if not isinstance(ann, dict):
+                report.problems.append(Problem(path, f"malformed annotation {str(ann)[:80]}"))
+                continue
+            img = images.get(ann.get("image_id"))
+            what = f"annotation {aid} (image {img['file_name'] if img else ann.get('image_id')})"
+            if img is None:
+                report.problems.append(Problem(path, f"{what}: unknown image_id {ann.get('image_id')!r}"))
+                continue
+            if ann.get("category_id") not in categories:
+                report.problems.append(Problem(path, f"{what}: unknown category_id {ann.get('category_id')!r}"))
+            bbox = ann.get("bbox")
+            try:
+                x, y, w, h = (float(v) for v in bbox)  # type: ignore[union-attr]
+            except (TypeError, ValueError):
+                report.problems.append(Problem(path, f"{what}: malformed bbox {bbox!r}"))
+                continue
+            report.problems += [
+                Problem(path, m) for m in _box_problems((x, y, x + w, y + h), int(img.get("width", 0) or 0), int(img.get("height", 0) or 0), what)
+            ]
+        for img in images.values():
+            size = (int(img.get("width", 0) or 0), int(img.get("height", 0) or 0))
+            jobs.append((os.path.join(image_dir, img["file_name"]), size))
+    if label_file is not None:
+        report.notes.append("--label-file is not used for COCO (names come from the categories)")
+    return jobs
+
+
+# --------------------------------------------------------------------------------- Open Images
+def _oi_jobs(root: str, label_file: str | None, report: ValidationReport) -> list[tuple]:
+    classes = None
+    if label_file is not None:
+        classes = set(read_label_file(label_file)[1:])
+    jobs: list[tuple] = []
+    for name in sorted(os.listdir(root)):
+        if not (name.startswith("sub-") and name.endswith("-annotations-bbox.csv")):
+            continue
+        split = name[len("sub-"): -len("-annotations-bbox.csv")]
+        path = os.path.join(root, name)
+        report.annotation_files += 1
+        image_ids: list[str] = []
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                missing = {"ImageID", "XMin", "XMax", "YMin", "YMax", "ClassName"} - set(reader.fieldnames or ())
+                if missing:
+                    raise ValueError(f"missing columns {sorted(missing)}")
+                seen: set[str] = set()
+                for line, row in enumerate(reader, start=2):
+                    report.boxes += 1
+                    what = f"line {line} (image {row['ImageID']})"
+                    if row["ImageID"] not in seen:
+                        seen.add(row["ImageID"])
+                        image_ids.append(row["ImageID"])
+                    if classes is not None and row["ClassName"] not in classes:
+                        report.problems.append(Problem(path, f"{what}: unknown class {row['ClassName']!r}"))
+                    try:
+                        box = [float(row[k]) for k in ("XMin", "YMin", "XMax", "YMax")]
+                    except (TypeError, ValueError):
+                        report.problems.append(Problem(path, f"{what}: non-numeric box"))
+                        continue
+                    eps = 1e-3
+                    if box[2] <= box[0] or box[3] <= box[1]:
+                        report.problems.append(Problem(path, f"{what}: zero-area box {_fmt(box)}"))
+                    if min(box) < -eps or max(box) > 1 + eps:
+                        report.problems.append(Problem(path, f"{what}: box {_fmt(box)} outside the image (normalized coordinates)"))
+        except (OSError, ValueError, csv.Error, UnicodeDecodeError) as exc:
+            report.problems.append(Problem(path, f"unparsable CSV ({exc})"))
+            continue
+        jobs += [(os.path.join(root, split, i + ".jpg"), None) for i in image_ids]
+    return jobs
+
+
+# --------------------------------------------------------------------------------- driver
+def _detect(root: str) -> str | None:
+    from . import detect_layout
+
+    return detect_layout(root)
+
+
+def _run(fn: Callable, jobs: list[tuple], workers: int, progress: bool, desc: str) -> Iterable[tuple[list[Problem], int, int]]:
+    from tqdm import tqdm
+    import torchvision.io  # noqa: F401  (imported once here, not in every forked worker)
+    from PIL import Image  # noqa: F401
+
+    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, leave=False)
+    try:
+        if workers <= 1 or len(jobs) < 8:
+            for job in jobs:
+                yield fn(job)
+                bar.update()
+            return
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        pool: Executor
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            chunk = max(1, min(64, len(jobs) // (workers * 8)))
+            for result in pool.map(fn, jobs, chunksize=chunk):
+                yield result
+                bar.update()
+    finally:
+        bar.close()
+
+
+def validate_dataset(
+    root: str,
+    dataset_type: str | None = None,
+    label_file: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> ValidationReport:
+    """Check every image and annotation under ``root`` -> :class:`ValidationReport`.
+
+    ``dataset_type``: ``voc``, ``coco`` or ``open_images``; detected from the layout when None.
+    ``workers``: processes (default: the CPU count). Raises :class:`DataError` when ``root`` is not
+    a dataset folder.
+    """
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: not a directory")
+    kind = dataset_type or _detect(root)
+    if kind is None:
+        raise DataError(f"{root}: not a VOC (Annotations/, ImageSets/), COCO (annotations/*.json) or Open Images layout")
+    if kind == "synthetic":
+        kind = _detect(root) or "voc"
+    report = ValidationReport(root=root, dataset_type=kind)
+    if kind == "voc":
+        jobs, fn = _voc_jobs(root, label_file, report), _check_voc_item
+    elif kind == "coco":
+        if not os.path.isdir(os.path.join(root, "annotations")):
+            raise DataError(f"{os.path.join(root, 'annotations')}: no COCO annotations folder")
+        jobs, fn = _coco_jobs(root, label_file, report), _check_image_job
+    elif kind == "open_images":
+        jobs, fn = _oi_jobs(root, label_file, report), _check_image_job
+    else:
+        raise ValueError(f"dataset_type should be voc, coco or open_images, got {kind!r}")
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    for problems, images, boxes in _run(fn, jobs, workers, progress, f"validating {os.path.basename(root) or root}"):
+        report.problems += problems
+        report.images += images
+        report.boxes += boxes
+    report.problems.sort(key=lambda p: (p.path, p.message))
+    return report

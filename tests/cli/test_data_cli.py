@@ -1,0 +1,64 @@
+"""ssdfast-data: synthetic and validate from the command line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssdfast.cli.data import main
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_synthetic_then_validate(tmp_path, capsys):
+    out = tmp_path / "voc"
+    assert main(["synthetic", "--out", str(out), "--format", "voc", "--num-images", "10", "--image-size", "96", "--seed", "1"]) == 0
+    assert len(list((out / "JPEGImages").glob("*.jpg"))) == 10
+    assert main(["validate", str(out), "--no-progress"]) == 0
+    assert "OK" in capsys.readouterr().out
+
+    jpeg = sorted((out / "JPEGImages").glob("*.jpg"))[4]
+    xml = sorted((out / "Annotations").glob("*.xml"))[7]
+    _truncate(jpeg)
+    xml.write_text("<annotation><object>")
+    assert main(["validate", str(out), "--workers", "2", "--no-progress"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"{jpeg}: ") and "truncated" in line for line in lines)
+    assert any(line.startswith(f"{xml}: ") and "unparsable XML" in line for line in lines)
+    assert "2 problems" in lines[-1]
+
+
+@pytest.mark.parametrize("fmt, marker", [("coco", "annotations/instances_train2017.json"), ("open_images", "sub-train-annotations-bbox.csv")])
+def test_other_formats_and_underscore_spellings(tmp_path, fmt, marker, capsys):
+    out = tmp_path / fmt
+    argv = ["synthetic", "--out", str(out), "--format", fmt, "--num_images", "8", "--image_size", "64", "--num_classes", "3"]
+    assert main(argv) == 0
+    assert (out / marker).is_file()
+    assert main(["validate", str(out), "--dataset_type", fmt, "--no_progress"]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "missing")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path)]) == 2  # empty folder: not a dataset
+    assert "not a VOC" in capsys.readouterr().err
+    assert main(["synthetic", "--out", str(tmp_path / "x"), "--num-classes", "40"]) == 2
+    assert "num_classes" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse: unknown format
+        main(["synthetic", "--out", str(tmp_path / "x"), "--format", "yolo"])
+    assert exc.value.code == 2
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    out = tmp_path / "voc"
+    main(["synthetic", "--out", str(out), "--num-images", "4", "--image-size", "64"])
+    _truncate(next((out / "JPEGImages").glob("*.jpg")))
+    proc = subprocess.run([sys.executable, "-m", "ssdfast.cli.data", "validate", str(out), "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "truncated" in proc.stdout
