@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-__all__ = ["UsageError", "make_parser", "add_argument", "run_main", "resolve_device"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["UsageError", "make_parser", "add_argument", "run_main", "resolve_device", "str2bool", "positive_int"]
 
 
 class UsageError(Exception):
@@ -19,6 +22,27 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 def make_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
     """An ArgumentParser that shows defaults in ``--help`` and keeps the description's layout."""
     return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, formatter_class=_HelpFormatter)
+
+
+def str2bool(value: str) -> bool:
+    """argparse type for true/false flag values (1/0, yes/no, on/off too), as pytorch-ssd's."""
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "y", "on"):
+        return True
+    if text in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def positive_int(value: str) -> int:
+    """argparse type for an integer >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"should be a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"should be a positive integer, got {value!r}")
+    return number
 
 
 def _spellings(flags: Sequence[str]) -> list[str]:
@@ -63,7 +87,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
         return 130
 
 
-def resolve_device(device: str | None, use_cuda: bool | None = None) -> "torch.device":  # noqa: F821
+def resolve_device(device: str | None, use_cuda: bool | None = None) -> "torch.device":
     """``--device`` (cpu, cuda, cuda:1, auto) and pytorch-ssd's ``--use-cuda`` -> torch.device.
 
     ``auto`` (or nothing) picks CUDA when available. Asking for CUDA without a GPU is a UsageError.

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from typing import Any
 
-from ._common import UsageError, add_argument, make_parser, resolve_device, run_main
+from ._common import UsageError, add_argument, make_parser, positive_int, resolve_device, run_main, str2bool
 
 __all__ = ["main", "build_parser"]
 
@@ -43,20 +43,8 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _str2bool(value: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "y", "on"):
-        return True
-    if text in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"should be at least 1, got {number}")
-    return number
 
 
 def _unit_interval(value: str) -> float:
@@ -85,22 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
                  help="class names, one a line, BACKGROUND first; default: the checkpoint's")
     add_argument(p, "--metric", default=None, choices=("voc", "coco"),
                  help="voc (devkit AP) or coco (COCOeval AP@[.5:.95]); default: coco for --dataset-type coco, voc otherwise")
-    add_argument(p, "--use-2007-metric", type=_str2bool, nargs="?", const=True, default=True, metavar="BOOL",
+    add_argument(p, "--use-2007-metric", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
                  help="VOC: the 11-point VOC2007 AP (true) or the all-point area of VOC2010+ (false)")
     add_argument(p, "--iou-threshold", type=_unit_interval, default=0.5,
                  help="VOC: a detection matches a ground-truth box when their IoU is above this")
     add_argument(p, "--nms-iou-threshold", type=_unit_interval, default=0.45, help="NMS IoU threshold within a class")
     add_argument(p, "--score-threshold", type=_unit_interval, default=0.01,
                  help="lowest class probability kept as a detection")
-    add_argument(p, "--max-detections", type=_positive_int, default=200, help="detections kept per image")
+    add_argument(p, "--max-detections", type=positive_int, default=200, help="detections kept per image")
     add_argument(p, "--nms-method", default="hard", choices=("hard",),
                  help="NMS flavour (pytorch-ssd's flag; hard NMS is the only one)")
     add_argument(p, "--eval-dir", default=None, metavar="DIR",
                  help="write metrics.json and the detections (det_test_<class>.txt or detections.json) here")
-    add_argument(p, "--batch-size", type=_positive_int, default=16, help="images per forward pass")
+    add_argument(p, "--batch-size", type=positive_int, default=16, help="images per forward pass")
     add_argument(p, "--num-workers", "--workers", type=int, default=2, help="image decoding worker processes")
     add_argument(p, "--device", default="auto", help="device: auto, cpu, cuda, cuda:1 ...")
-    add_argument(p, "--use-cuda", type=_str2bool, nargs="?", const=True, default=None, metavar="BOOL",
+    add_argument(p, "--use-cuda", type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
                  help="use CUDA when available (pytorch-ssd's flag; --device is the general one)")
     add_argument(p, "--quiet", "-q", action="store_true", help="no progress bar")
     return p

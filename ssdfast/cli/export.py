@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import UsageError, add_argument, make_parser, run_main
+from ._common import UsageError, add_argument, make_parser, positive_int, run_main
 
 __all__ = ["main", "build_parser"]
 
@@ -49,14 +49,6 @@ def _batch_size(value: str) -> int | None:
     return number
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"should be a positive integer, got {value!r}")
-    return number
 
 
 def _fraction(value: str) -> float:
@@ -92,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="where to write the class names, one a line, BACKGROUND first (default: labels.txt beside --output)")
     add_argument(p, "--net", default=None,
                  help="network name; read from the checkpoint (an error when given and different)")
-    add_argument(p, "--width", type=_positive_int, default=None,
+    add_argument(p, "--width", type=positive_int, default=None,
                  help="input width; read from the checkpoint (an error when given and different)")
-    add_argument(p, "--height", type=_positive_int, default=None,
+    add_argument(p, "--height", type=positive_int, default=None,
                  help="input height; read from the checkpoint (an error when given and different)")
 
     nms = p.add_argument_group("post-processing (onnx-nms, trt-nms)")
@@ -102,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="a detection needs a class probability above this (the Detector's default; 0.01 for mAP)")
     add_argument(nms, "--iou-threshold", "--nms-threshold", type=_fraction, default=0.45,
                  help="NMS IoU threshold within a class")
-    add_argument(nms, "--top-k", type=_positive_int, default=200,
+    add_argument(nms, "--top-k", type=positive_int, default=200,
                  help="candidates per class before NMS (onnx-nms; EfficientNMS has no per-class cut)")
-    add_argument(nms, "--max-detections", type=_positive_int, default=200,
+    add_argument(nms, "--max-detections", type=positive_int, default=200,
                  help="detections per image after NMS (K, the size of the detection outputs)")
 
     chk = p.add_argument_group("checking")
@@ -113,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(raw outputs within --tolerance; onnx-nms: the Detector's detections); exit 1 on a mismatch")
     add_argument(chk, "--check-images", nargs="+", default=None, metavar="PATH",
                  help="images (files or folders) for --check; default: generated test images")
-    add_argument(chk, "--check-count", type=_positive_int, default=4,
+    add_argument(chk, "--check-count", type=positive_int, default=4,
                  help="how many images --check uses at most")
     add_argument(chk, "--tolerance", type=float, default=1e-4,
                  help="largest absolute difference --check accepts")
@@ -125,10 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(trt, "--fp16", action="store_true", help="allow FP16 kernels in the engine")
     add_argument(trt, "--int8", action="store_true", help="INT8 engine, calibrated on --calib-dir")
     add_argument(trt, "--calib-dir", default=None, metavar="DIR", help="images to calibrate INT8 on")
-    add_argument(trt, "--calib-count", type=_positive_int, default=256, help="calibration images used at most")
-    add_argument(trt, "--max-batch-size", type=_positive_int, default=8,
+    add_argument(trt, "--calib-count", type=positive_int, default=256, help="calibration images used at most")
+    add_argument(trt, "--max-batch-size", type=positive_int, default=8,
                  help="largest batch of a dynamic-batch engine")
-    add_argument(trt, "--workspace", type=_positive_int, default=None, metavar="MB",
+    add_argument(trt, "--workspace", type=positive_int, default=None, metavar="MB",
                  help="TensorRT builder workspace (default: 1024 when building here, trtexec's own default "
                       "otherwise; trtexec >= 8.4 takes it as --memPoolSize)")
     add_argument(trt, "--verify-engine", default=None, metavar="ENGINE",

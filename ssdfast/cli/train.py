@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import UsageError, add_argument, make_parser, resolve_device, run_main
+from ._common import UsageError, add_argument, make_parser, positive_int, resolve_device, run_main, str2bool
 
 __all__ = ["main", "build_parser", "parse_args"]
 
@@ -35,20 +35,8 @@ labels.txt, train.log, metrics.jsonl, curves.png, tensorboard/ (when tensorboard
 """
 
 
-def _str2bool(value: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "y", "on"):
-        return True
-    if text in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"should be at least 1, got {number}")
-    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,17 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
                  help="cosine schedule length (epochs, or iterations with --iterations); default: the run's length")
     add_argument(g, "--warmup", type=int, default=0, help="linear learning-rate warmup, in iterations")
     add_argument(g, "--grad-clip", type=float, default=None, help="clip the gradient norm to this value")
-    add_argument(g, "--batch-size", type=_positive_int, default=32, help="images per batch (per process)")
+    add_argument(g, "--batch-size", type=positive_int, default=32, help="images per batch (per process)")
     add_argument(g, "--num-epochs", "--epochs", type=int, default=120, help="number of epochs")
     add_argument(g, "--iterations", type=int, default=None,
                  help="train this many iterations instead of --num-epochs")
 
     g = p.add_argument_group("running")
     add_argument(g, "--num-workers", "--workers", type=int, default=4, help="data loading worker processes")
-    add_argument(g, "--validation-epochs", type=_positive_int, default=5,
+    add_argument(g, "--validation-epochs", type=positive_int, default=5,
                  help="validate (loss and mAP) every this many epochs, and after the last")
-    add_argument(g, "--debug-steps", type=_positive_int, default=100, help="log the training loss every this many steps")
-    add_argument(g, "--use-cuda", type=_str2bool, nargs="?", const=True, default=None, metavar="BOOL",
+    add_argument(g, "--debug-steps", type=positive_int, default=100, help="log the training loss every this many steps")
+    add_argument(g, "--use-cuda", type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
                  help="use CUDA when available (pytorch-ssd's flag; --device is the general one)")
     add_argument(g, "--device", default="auto", help="device: auto, cpu, cuda, cuda:1 ...")
     add_argument(g, "--checkpoint-folder", "--model-dir", default="models", metavar="DIR",
@@ -128,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(g, "--compile", action="store_true", help="torch.compile the model")
     add_argument(g, "--channels-last", action="store_true", help="channels-last memory format")
     add_argument(g, "--seed", type=int, default=0, help="random seed (data order, augmentation, initialisation)")
-    add_argument(g, "--max-nonfinite-steps", type=_positive_int, default=10,
+    add_argument(g, "--max-nonfinite-steps", type=positive_int, default=10,
                  help="stop after this many steps in a row with a NaN/inf loss (each one is skipped)")
     add_argument(g, "--metric", default="auto", choices=("auto", "voc", "coco"),
                  help="validation mAP: auto is COCO AP for --dataset-type coco, VOC mAP@0.5 otherwise")
@@ -203,7 +191,7 @@ def _config_value(action: argparse.Action, value: Any) -> Any:
         if isinstance(item, (list, dict)):
             raise ValueError(f"expected a single value, got {item!r}")
         text = item if isinstance(item, str) else str(item)
-        if isinstance(item, bool) and action.type is not _str2bool:
+        if isinstance(item, bool) and action.type is not str2bool:
             text = str(item).lower()
         converted = action.type(text) if action.type is not None else text
         if action.choices is not None and converted not in action.choices:
