@@ -37,7 +37,7 @@ def _parser():
     add_argument(syn, "--image-size", type=int, default=256, help="long side of the images in pixels")
     add_argument(syn, "--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     add_argument(syn, "--num-classes", type=int, default=5, help=f"number of shape classes (1-{len(SHAPES)})")
-    add_argument(syn, "--workers", type=int, default=None, help="drawing processes (default: up to 8 for 64+ images)")
+    add_argument(syn, "--workers", type=int, default=None, help="drawing processes; None: up to 8 for 64 images or more")
 
     val = sub.add_parser(
         "validate",
@@ -48,9 +48,9 @@ def _parser():
         formatter_class=parser.formatter_class,
     )
     val.add_argument("dirs", nargs="+", metavar="DIR", help="dataset root(s)")
-    add_argument(val, "--dataset-type", default=None, choices=("voc", "coco", "open_images"), help="layout of DIR (default: detected)")
-    add_argument(val, "--label-file", default=None, help="class names file to check VOC / Open Images names against (default: DIR/labels.txt when present)")
-    add_argument(val, "--workers", type=int, default=None, help="checking processes (default: the number of CPUs)")
+    add_argument(val, "--dataset-type", default=None, choices=("voc", "coco", "open_images"), help="layout of DIR; None: detected from its folders")
+    add_argument(val, "--label-file", default=None, help="class names file to check VOC / Open Images names against; None: DIR/labels.txt when present")
+    add_argument(val, "--workers", type=int, default=None, help="checking processes; None: the number of CPUs")
     add_argument(val, "--no-progress", action="store_true", help="no progress bar")
     return parser
 

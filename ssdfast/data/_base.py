@@ -14,7 +14,7 @@ the transform and returns ``(image, target)``; an unreadable image is logged wit
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np

@@ -131,10 +131,11 @@ class COCODataset(DetectionDataset):
                         self.stats["unknown_class_boxes"] += int(cat not in categories)
                         continue
                     bbox = a.get("bbox")
-                    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+                    try:
+                        x, y, w, h = (float(v) for v in bbox)
+                    except (TypeError, ValueError):  # not 4 numbers
                         bad = f"annotation {a.get('id')} has a malformed bbox {bbox!r}"
                         break
-                    x, y, w, h = (float(v) for v in bbox)
                     is_crowd = bool(a.get("iscrowd", 0))
                     if is_crowd and training:
                         continue
@@ -160,6 +161,12 @@ class COCODataset(DetectionDataset):
                 self._order = keep
                 self.stats["skipped_images"] += no_boxes
                 log.info("%s: %d images without boxes skipped for training", self.roots[0], no_boxes)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers started by spawn/forkserver get a copy: they never need the (large) COCO index
+        state = self.__dict__.copy()
+        state["coco"] = None
+        return state
 
     def category_id(self, label: int) -> int:
         """The COCO category id of a contiguous label (1..N)."""

@@ -22,6 +22,7 @@ __all__ = ["VOCDataset", "parse_voc_xml", "voc_split_file"]
 
 #: parse the XML files with a process pool above this many files
 _PARALLEL_PARSE_MIN = 4000
+_PARALLEL_PARSE_MIN_CPUS = 4
 
 
 def voc_split_file(root: str, split: str) -> str:
@@ -85,8 +86,9 @@ def _parse_safe(path: str) -> dict[str, Any] | str:
 
 
 def _parse_all(paths: Sequence[str]) -> list[dict[str, Any] | str]:
+    # ~13k files/s on one core: a pool only pays off with several cores and many files
     workers = min(os.cpu_count() or 1, 8)
-    if len(paths) >= _PARALLEL_PARSE_MIN and workers > 1:
+    if len(paths) >= _PARALLEL_PARSE_MIN and workers >= _PARALLEL_PARSE_MIN_CPUS:
         with ProcessPoolExecutor(workers) as pool:
             return list(pool.map(_parse_safe, paths, chunksize=256))
     return [_parse_safe(p) for p in paths]
@@ -156,6 +158,9 @@ class VOCDataset(DetectionDataset):
             labels = np.array([class_index[o[0]] for o in objs], dtype=np.int64)
             difficult = np.array([o[1] for o in objs], dtype=bool)
             path = os.path.join(root, "JPEGImages", image_id + ".jpg")
+            named = ann["filename"]
+            if named and named != image_id + ".jpg" and not os.path.isfile(path):
+                path = os.path.join(root, "JPEGImages", os.path.basename(named))  # e.g. a .png set
             records.append(_Record(image_id, path, ann["width"], ann["height"], boxes, labels, difficult))
         if unknown:
             log.warning(

@@ -86,3 +86,17 @@ def test_broken_json_names_the_file(tmp_path, coco_root):
     path.write_text('{"images": [')
     with pytest.raises(DataError, match=str(path)):
         COCODataset(root, "train")
+
+
+def test_malformed_bbox_skips_the_image_or_raises(tmp_path, coco_root):
+    root = copy_dataset(coco_root, tmp_path / "coco")
+    path = root / "annotations" / "instances_train2017.json"
+    doc = json.loads(path.read_text())
+    victim = doc["annotations"][0]
+    victim["bbox"] = [1, 2, "x"]
+    path.write_text(json.dumps(doc))
+    ds = COCODataset(root, "train")
+    assert ds.stats["bad_annotations"] == 1 and ds.bad_files == [str(path)]
+    assert victim["image_id"] not in [ds.get_annotation(i)["image_id"] for i in range(len(ds))]
+    with pytest.raises(DataError, match=f"{path}.*image {victim['image_id']}"):
+        COCODataset(root, "train", strict=True)

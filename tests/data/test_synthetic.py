@@ -43,8 +43,8 @@ def test_voc_layout(voc_root):
 
 def test_deterministic_and_independent_of_workers(tmp_path):
     a = synthetic.generate(tmp_path / "a", "voc", num_images=6, image_size=64, seed=7, workers=1)
-    b = synthetic.generate(tmp_path / "b", "voc", num_images=6, image_size=64, seed=7, workers=2)
-    c = synthetic.generate(tmp_path / "c", "voc", num_images=6, image_size=64, seed=8, workers=1)
+    synthetic.generate(tmp_path / "b", "voc", num_images=6, image_size=64, seed=7, workers=2)
+    synthetic.generate(tmp_path / "c", "voc", num_images=6, image_size=64, seed=8, workers=1)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
     assert a == str(tmp_path / "a")
 

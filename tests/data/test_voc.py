@@ -140,3 +140,18 @@ def test_broken_xml_skipped_or_raised(tmp_path, voc_root, caplog):
     assert str(bad) in caplog.text
     with pytest.raises(DataError, match=str(bad)):
         VOCDataset(root, "train", strict=True)
+
+
+def test_parallel_parse_matches_sequential(tmp_path, voc_root, monkeypatch):
+    import ssdfast.data.voc as voc
+
+    root = copy_dataset(voc_root, tmp_path / "voc")
+    (root / "Annotations" / f"{_first_train_id(root)}.xml").write_text("<annotation>")
+    sequential = VOCDataset(root, "train")
+    monkeypatch.setattr(voc, "_PARALLEL_PARSE_MIN", 1)  # large-dataset path: a process pool
+    monkeypatch.setattr(voc, "_PARALLEL_PARSE_MIN_CPUS", 1)
+    parallel = VOCDataset(root, "train")
+    assert parallel.bad_files == sequential.bad_files and len(parallel) == len(sequential)
+    for i in range(len(sequential)):
+        a, b = sequential.get_annotation(i), parallel.get_annotation(i)
+        assert a["path"] == b["path"] and torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
