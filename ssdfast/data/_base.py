@@ -14,6 +14,7 @@ the transform and returns ``(image, target)``; an unreadable image is logged wit
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -142,6 +143,13 @@ class DetectionDataset(Dataset):
         self._order: np.ndarray | None = None  # dataset index -> record index (balancing)
 
     # ----------------------------------------------------------------------------- construction
+    def _set_roots(self, roots: str | os.PathLike | Sequence[str | os.PathLike]) -> None:
+        """``self.roots``: one root or several, as strings; none at all is an error."""
+        roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
+        if not roots:
+            raise ValueError(f"{type(self).__name__} needs at least one root")
+        self.roots = [os.fspath(r) for r in roots]
+
     def _bad_annotation(self, path: str, message: str) -> None:
         """A broken annotation file: raise when strict, else warn, record and go on."""
         if self.strict:

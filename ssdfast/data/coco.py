@@ -83,10 +83,7 @@ class COCODataset(DetectionDataset):
         strict: bool = False,
     ):
         super().__init__(transform=transform, keep_difficult=keep_difficult, strict=strict)
-        roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
-        if not roots:
-            raise ValueError("COCODataset needs at least one root")
-        self.roots = [os.fspath(r) for r in roots]
+        self._set_roots(roots)
         self.split = split
         training = split == "train"
 

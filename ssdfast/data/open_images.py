@@ -88,12 +88,9 @@ class OpenImagesDataset(DetectionDataset):
         seed: int = 0,
     ):
         super().__init__(transform=transform, keep_difficult=keep_difficult, strict=strict)
-        roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
-        if not roots:
-            raise ValueError("OpenImagesDataset needs at least one root")
+        self._set_roots(roots)
         if split not in _SPLIT_DIRS:
             raise ValueError(f"split should be 'train', 'val' or 'test', got {split!r}")
-        self.roots = [os.fspath(r) for r in roots]
         self.split = split
         folder = _SPLIT_DIRS[split]
 

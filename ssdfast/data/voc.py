@@ -116,10 +116,7 @@ class VOCDataset(DetectionDataset):
         strict: bool = False,
     ):
         super().__init__(transform=transform, keep_difficult=keep_difficult, strict=strict)
-        roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
-        if not roots:
-            raise ValueError("VOCDataset needs at least one root")
-        self.roots = [os.fspath(r) for r in roots]
+        self._set_roots(roots)
         self.split = split
 
         entries: list[tuple[str, str, str]] = []  # (root, image id, xml path)
