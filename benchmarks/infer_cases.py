@@ -9,7 +9,9 @@ images (480x640 by default, as decoded from a file) and returns per-image detect
   inference copy, BatchNorm folded and channels_last, made once when the detector is built;
   ``detector.postprocess``: softmax + ``ops.ssd_postprocess`` + scaling to pixels);
 - ``torchvision``: ``ssd300_vgg16`` / ``ssdlite320_mobilenet_v3_large`` in eval mode, fed the
-  images as float in [0, 1] (its own transform resizes and normalizes, its own post-processing);
+  images as float in [0, 1] (its own transform resizes and normalizes, its own post-processing),
+  as shipped (NCHW);
+- ``torchvision-cl``: the same model converted to channels_last by hand (same weights);
 - ``onnxruntime``: the ssdfast network exported in the ``jetson`` format (softmax scores + decoded
   boxes, no NMS) run by onnxruntime, then ``ops.ssd_postprocess`` (the boxes re-encoded against the
   priors, as the op decodes) and scaling to pixels.
@@ -34,6 +36,7 @@ Fairness:
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import shutil
 import tempfile
@@ -185,12 +188,11 @@ def _class_names(num_classes: int) -> list[str]:
 
 
 def ssdfast_detector(name: str, image_size: int, settings: dict[str, Any], calibration_images: list[Tensor], *,
-                     num_classes: int = 81, device: str = "cpu", channels_last: bool = False,
-                     **detector_options: Any):
+                     num_classes: int = 81, device: str = "cpu", **detector_options: Any):
     """An :class:`ssdfast.Detector` for a random ``name`` network with calibrated statistics
     (:func:`recalibrate_batchnorm`, :func:`calibrate_background`) and ``settings`` (see
-    :func:`torchvision_settings`), built as a user would: its defaults (the fast path, which runs
-    channels_last whatever ``channels_last`` says; ``fast=False`` in ``detector_options`` to compare)."""
+    :func:`torchvision_settings`), built as a user would: its defaults (the fast path, channels_last;
+    ``fast=False`` in ``detector_options`` to compare)."""
     from ssdfast.detector import Detector, preprocess
     from ssdfast.models import create_model
 
@@ -201,8 +203,6 @@ def ssdfast_detector(name: str, image_size: int, settings: dict[str, Any], calib
     with torch.inference_mode():
         confidences, _ = model(batch)
     calibrate_background(model.classification_headers, num_classes, confidences, settings["score_threshold"])
-    if channels_last and not detector_options.get("fast", True):
-        model = model.to(memory_format=torch.channels_last)
     return Detector(model, _class_names(num_classes), device, **settings, **detector_options)
 
 
@@ -262,6 +262,9 @@ def onnx_contender(detector, images: list[Tensor], device: str = "cpu") -> Calla
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # onnxruntime's pool threads busy-wait for work after each run by default; interleaved with the
+    # other contenders they would spin on the cores the next contender computes on.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CUDAExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
     session = ort.InferenceSession(path, options, providers=providers)
     input_name = session.get_inputs()[0].name
@@ -285,28 +288,32 @@ def onnx_contender(detector, images: list[Tensor], device: str = "cpu") -> Calla
     return run
 
 
-def infer_case(name: str, batch_size: int, *, num_classes: int = 81, device: str = "cpu", channels_last: bool = False,
-               amp: bool = False, onnx: bool = True, images: list[Tensor] | None = None) -> dict[str, Callable[[], Any]]:
-    """Contenders for end-to-end inference of pair ``name`` (see :data:`INFER_PAIRS`) on a batch."""
+def infer_case(name: str, batch_size: int, *, num_classes: int = 81, device: str = "cpu",
+               torchvision_channels_last: bool = True, amp: bool = False, onnx: bool = True,
+               images: list[Tensor] | None = None) -> dict[str, Callable[[], Any]]:
+    """Contenders for end-to-end inference of pair ``name`` (see :data:`INFER_PAIRS`) on a batch:
+    ``ssdfast``, ``torchvision``, ``torchvision-cl`` (when ``torchvision_channels_last``) and
+    ``onnxruntime`` (when ``onnx`` and it is installed)."""
     builder, size = INFER_PAIRS[name]
     images = images if images is not None else make_images(batch_size)
     calibration = make_images(CALIBRATION_IMAGES)  # the first images of every batch
-    tv_model = torchvision_detector(builder, calibration, num_classes=num_classes, device=device,
-                                    channels_last=channels_last)
+    tv_model = torchvision_detector(builder, calibration, num_classes=num_classes, device=device)
     settings = torchvision_settings(tv_model)
-    detector = ssdfast_detector(name, size, settings, calibration, num_classes=num_classes, device=device,
-                                channels_last=channels_last)
+    detector = ssdfast_detector(name, size, settings, calibration, num_classes=num_classes, device=device)
     device_type = torch.device(device).type
 
     def ssdfast_run() -> list:
         with torch.autocast(device_type, enabled=amp):
             return detector(images)
 
-    def torchvision_run() -> list:
+    def torchvision_run(model: nn.Module = tv_model) -> list:
         with torch.autocast(device_type, enabled=amp):
-            return tv_model([im.to(device).float().div_(255) for im in images])
+            return model([im.to(device).float().div_(255) for im in images])
 
     out: dict[str, Callable[[], Any]] = {"ssdfast": ssdfast_run, "torchvision": torchvision_run}
+    if torchvision_channels_last:
+        tv_cl = copy.deepcopy(tv_model).to(memory_format=torch.channels_last)
+        out["torchvision-cl"] = lambda: torchvision_run(tv_cl)
     if onnx and onnx_available(device):
         out["onnxruntime"] = onnx_contender(detector, images, device)
     return out

@@ -2,7 +2,7 @@
 
     python -m benchmarks.run --quick            # CPU, a few minutes
     python -m benchmarks.run --section ops      # one section
-    python -m benchmarks.run --device cuda      # on a GPU (AMP and channels-last by default)
+    python -m benchmarks.run --device cuda      # on a GPU (AMP by default)
 
 Sections:
   ops        each kernel vs its pure-PyTorch reference and the loop SSD users run today
@@ -39,9 +39,9 @@ class Settings:
     device: str = "cpu"
     quick: bool = False
     amp: bool = False
-    channels_last: bool = False
+    channels_last: bool = True  # ssdfast trains channels_last, as ssdfast-train does by default
     train_batch: int | None = None  # default: 4 quick, 8 CPU, 64 GPU
-    infer_batches: tuple[int, ...] | None = None  # default: (1, 8) quick, (1, 32) otherwise
+    infer_batches: tuple[int, ...] | None = None  # default: (1, 32)
     networks: tuple[str, ...] | None = None  # train section; default: quick's three or all
 
 
@@ -104,13 +104,14 @@ def train_section(s: Settings) -> str:
     mode = ", ".join(m for m, on in (("AMP", s.amp), ("channels-last", s.channels_last)) if on) or "float32"
     rows = [
         f"One step (forward, MultiBoxLoss, backward, SGD) at batch {batch}, 81 classes, {mode}. "
-        "native / reference: the same ssdfast network with `ssdfast.ops` on the compiled kernels or on "
-        "the pure-PyTorch reference; torchvision: its counterpart (`weights=None`) on the same images "
-        "and boxes.",
+        "native / reference: the same ssdfast network, as `ssdfast-train` runs it, with `ssdfast.ops` on "
+        "the compiled kernels or on the pure-PyTorch reference; torchvision: its counterpart "
+        "(`weights=None`) on the same images and boxes, in NCHW as its reference scripts train it"
+        + ("; torchvision-cl: the same converted to channels-last by hand." if s.channels_last else "."),
         "",
-        "| network (px) | native ms | reference ms | torchvision ms | native images/s | native vs reference "
-        "| native vs torchvision |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| network (px) | native ms | reference ms | torchvision ms | torchvision-cl ms | native images/s "
+        "| native vs reference | native vs torchvision | native vs torchvision-cl |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
         contenders = train_cases.train_case(name, batch, device=s.device, amp=s.amp, channels_last=s.channels_last)
@@ -120,8 +121,9 @@ def train_section(s: Settings) -> str:
         tv = train_cases.TORCHVISION_TWINS.get(name)
         rows.append(
             f"| {name} ({train_cases.image_size_of(name)}){f' vs {tv}' if tv else ''} | {_ms(native)} | "
-            f"{_ms(t.get('reference'))} | {_ms(t.get('torchvision'))} | {batch / first:.1f} | "
-            f"{_x(native, t.get('reference'))} | {_x(native, t.get('torchvision'))} |"
+            f"{_ms(t.get('reference'))} | {_ms(t.get('torchvision'))} | {_ms(t.get('torchvision-cl'))} | "
+            f"{batch / first:.1f} | {_x(native, t.get('reference'))} | {_x(native, t.get('torchvision'))} | "
+            f"{_x(native, t.get('torchvision-cl'))} |"
         )
         _log(rows[-1])
         del contenders
@@ -131,36 +133,43 @@ def train_section(s: Settings) -> str:
 def infer_section(s: Settings) -> str:
     from . import infer_cases
 
-    batches = s.infer_batches or ((1, 8) if s.quick else (1, 32))
+    batches = s.infer_batches or (1, 32)
     h, w = infer_cases.ORIGINAL_SIZE
-    mode = ", ".join(m for m, on in (("AMP", s.amp), ("channels-last", s.channels_last)) if on) or "float32"
+    mode = "AMP" if s.amp else "float32"
     rows = [
         f"End to end from uint8 {h}x{w} images to boxes in pixels, 81 classes, {mode}, "
         f"{torch.get_num_threads()} threads for every contender, `torch.inference_mode`. "
-        "ssdfast: `Detector` (preprocess, network, `ops.ssd_postprocess`); torchvision: the model in eval "
-        "mode with its own transform and post-processing; onnxruntime: the ssdfast network exported "
-        "(`jetson` format) + `ops.ssd_postprocess`. Both sides of a pair use torchvision's post-processing "
-        f"settings and their heads are calibrated to {infer_cases.CANDIDATES_PER_IMAGE} candidates per image "
-        "(see benchmarks/infer_cases.py). Bars: mb3-large-ssd-lite >= 1.3x, vgg16-ssd >= 1.1x torchvision.",
+        "ssdfast: `Detector` as built by default (preprocess, its inference copy of the network, "
+        "`ops.ssd_postprocess`); torchvision: the model in eval mode with its own transform and "
+        "post-processing, as shipped (NCHW); torchvision-cl: the same converted to channels-last by hand; "
+        "onnxruntime: the ssdfast network exported (`jetson` format) + `ops.ssd_postprocess`. Both sides of "
+        "a pair use torchvision's post-processing settings and their heads are calibrated to "
+        f"{infer_cases.CANDIDATES_PER_IMAGE} candidates per image (see benchmarks/infer_cases.py). "
+        "Bars (vs torchvision as shipped): mb3-large-ssd-lite >= 1.3x, vgg16-ssd >= 1.1x.",
         "",
-        "| network vs torchvision (batch) | ssdfast images/s | torchvision images/s | onnxruntime images/s "
-        "| ssdfast vs torchvision | onnxruntime vs torchvision | bar |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| network vs torchvision (batch) | ssdfast images/s | torchvision images/s | torchvision-cl images/s "
+        "| onnxruntime images/s | ssdfast vs torchvision | ssdfast vs torchvision-cl | onnxruntime vs torchvision "
+        "| bar |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     bars = {"mb3-large-ssd-lite": 1.3, "vgg16-ssd": 1.1}
     for name, (builder, size) in infer_cases.INFER_PAIRS.items():
         for batch in batches:
-            contenders = infer_cases.infer_case(name, batch, device=s.device, amp=s.amp, channels_last=s.channels_last)
+            contenders = infer_cases.infer_case(name, batch, device=s.device, amp=s.amp)
             # Building the case ran every network once; a batch of seconds needs no extra warm-up call.
-            t = time_contenders(contenders, rounds=_rounds(s), warmup=1 if batch == 1 else 0, device=s.device)
+            # Small batches take milliseconds: more and longer rounds (~0.5 s each) average out noise.
+            small = batch <= 4
+            t = time_contenders(contenders, rounds=max(5, _rounds(s)) if small else _rounds(s),
+                                warmup=1 if small else 0, min_time=0.5 if small else 0.05, device=s.device)
             ips = {k: batch / v for k, v in t.items()}
             ratio = ips["ssdfast"] / ips["torchvision"]
             bar = bars.get(name)
             verdict = "—" if bar is None else f"{'met' if ratio >= bar else 'MISSED'} ({bar}x)"
-            ort = ips.get("onnxruntime")
+            ort, tv_cl = ips.get("onnxruntime"), ips.get("torchvision-cl")
             rows.append(
                 f"| {name} ({size}) vs {builder} ({batch}) | {ips['ssdfast']:.1f} | {ips['torchvision']:.1f} | "
-                f"{f'{ort:.1f}' if ort else '—'} | {ratio:.2f}x | {_x(t.get('onnxruntime'), t['torchvision'])} | "
+                f"{f'{tv_cl:.1f}' if tv_cl else '—'} | {f'{ort:.1f}' if ort else '—'} | {ratio:.2f}x | "
+                f"{_x(t['ssdfast'], t.get('torchvision-cl'))} | {_x(t.get('onnxruntime'), t['torchvision'])} | "
                 f"{verdict} |"
             )
             _log(rows[-1])
@@ -268,12 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="autocast (float16) training and inference (default: on for cuda)")
     parser.add_argument("--channels-last", "--channels_last", dest="channels_last",
-                        action=argparse.BooleanOptionalAction, default=None,
-                        help="channels-last networks and inputs (default: on for cuda)")
+                        action=argparse.BooleanOptionalAction, default=True,
+                        help="train the ssdfast networks channels-last, as ssdfast-train does (default: on); "
+                             "torchvision is timed in NCHW and, with this on, channels-last too")
     parser.add_argument("--train-batch", "--train_batch", dest="train_batch", type=int, default=None,
                         help="training batch size (default: 4 with --quick, 8 on CPU, 64 on cuda)")
     parser.add_argument("--infer-batches", "--infer_batches", dest="infer_batches", type=_batches, default=None,
-                        help="inference batch sizes, comma-separated (default: 1,8 with --quick, else 1,32)")
+                        help="inference batch sizes, comma-separated (default: 1,32)")
     parser.add_argument("--networks", default=None,
                         help="comma-separated networks for the train section (default: all; three with --quick)")
     parser.add_argument("--no-chart", "--no_chart", dest="chart", action="store_false",
@@ -284,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         quick=args.quick,
         amp=cuda if args.amp is None else args.amp,
-        channels_last=cuda if args.channels_last is None else args.channels_last,
+        channels_last=args.channels_last,
         train_batch=args.train_batch,
         infer_batches=args.infer_batches,
         networks=tuple(n.strip() for n in args.networks.split(",")) if args.networks else None,

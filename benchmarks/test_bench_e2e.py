@@ -44,7 +44,7 @@ def _run(benchmark, fn, rounds: int = 3):
         return benchmark.pedantic(fn, rounds=rounds, warmup_rounds=1)
 
 
-_TRAIN = [(n, w) for n in TRAIN_NETWORKS for w in ("native", "reference", "torchvision")]
+_TRAIN = [(n, w) for n in TRAIN_NETWORKS for w in ("native", "reference", "torchvision", "torchvision-cl")]
 
 
 @pytest.mark.parametrize("network,who", _TRAIN, ids=[f"{n}-{w}" for n, w in _TRAIN])
@@ -56,7 +56,7 @@ def test_train_step(benchmark, network, who):
     _run(benchmark, contenders[who])
 
 
-_INFER = [(n, w) for n in infer_cases.INFER_PAIRS for w in ("ssdfast", "torchvision", "onnxruntime")]
+_INFER = [(n, w) for n in infer_cases.INFER_PAIRS for w in ("ssdfast", "torchvision", "torchvision-cl", "onnxruntime")]
 
 
 @pytest.mark.parametrize("network,who", _INFER, ids=[f"{n}-{w}" for n, w in _INFER])

@@ -8,7 +8,14 @@ One contender is one optimizer step: forward, loss, backward, SGD step (no host 
   pure-PyTorch reference (``ssdfast.ops._BACKEND``, restored after each call);
 - ``torchvision``: ``ssd300_vgg16`` / ``ssdlite320_mobilenet_v3_large`` (``weights=None,
   weights_backbone=None``) in training mode, given the same images (a list of ``[3, S, S]`` float
-  images in [0, 1]) and the same boxes in pixels; its own transform normalizes them.
+  images in [0, 1]) and the same boxes in pixels; its own transform normalizes them. In NCHW, as
+  torchvision's detection reference scripts train it;
+- ``torchvision-cl``: the same model and images in channels_last, what a user who converts it by
+  hand gets (only when the ssdfast side runs channels_last).
+
+The ssdfast side runs as ``ssdfast-train`` does by default: channels_last (``channels_last=False``
+for NCHW) and fused SGD (:func:`ssdfast.engine.trainer.make_sgd`); torchvision gets
+``torch.optim.SGD``'s default implementation, as in its reference scripts.
 
 The ssdfast networks take the batch already normalized (the data pipeline's output), so their step
 starts one normalization later than torchvision's; that normalization costs < 1% of a step.
@@ -125,9 +132,18 @@ def make_batch(batch_size: int, image_size: int, num_classes: int = 81, max_gt: 
     return TrainBatch(images.to(device), boxes.to(device), labels.to(device))
 
 
-def _sgd(model: torch.nn.Module) -> torch.optim.Optimizer:
-    # pytorch-ssd's defaults, with a small learning rate so repeated steps on one batch stay finite.
-    return torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
+#: pytorch-ssd's SGD settings, with a small learning rate so repeated steps on one batch stay finite.
+SGD_OPTIONS = {"lr": 1e-4, "momentum": 0.9, "weight_decay": 5e-4}
+
+
+def _sgd(model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer of a contender: ssdfast's as ``ssdfast-train`` builds it (fused when it can),
+    torchvision's as its reference scripts do (``torch.optim.SGD``'s default implementation)."""
+    if fused:
+        from ssdfast.engine.trainer import make_sgd
+
+        return make_sgd(model.parameters(), **SGD_OPTIONS)
+    return torch.optim.SGD(model.parameters(), **SGD_OPTIONS)
 
 
 def _step_fn(loss_fn: Callable[[], Tensor], optimizer: torch.optim.Optimizer, device: str, amp: bool) -> Callable[[], None]:
@@ -159,7 +175,7 @@ def ssdfast_step(name: str, batch: TrainBatch, *, num_classes: int = 81, device:
     model = model.to(memory_format=memory_format)
     criterion = MultiBoxLoss(model.priors, variances=model.config.variances).to(device)
     images = batch.normalized(model.config.mean, model.config.std).contiguous(memory_format=memory_format)
-    optimizer = _sgd(model)
+    optimizer = _sgd(model, fused=True)
 
     def loss() -> Tensor:
         confidences, locations = model(images)
@@ -205,16 +221,20 @@ def torchvision_step(builder: str, batch: TrainBatch, *, num_classes: int = 81, 
 
 
 def train_case(name: str, batch_size: int, *, num_classes: int = 81, device: str = "cpu", amp: bool = False,
-               channels_last: bool = False, torchvision: bool = True, seed: int = 0) -> dict[str, Callable[[], None]]:
+               channels_last: bool = True, torchvision: bool = True, seed: int = 0) -> dict[str, Callable[[], None]]:
     """Contenders for one training step of network ``name``: native, reference and (when it has a
-    torchvision counterpart and ``torchvision``) torchvision, all on the same batch."""
+    torchvision counterpart and ``torchvision``) torchvision in NCHW and, when ``channels_last``,
+    torchvision in channels_last, all on the same batch."""
     size = image_size_of(name)
     batch = make_batch(batch_size, size, num_classes, seed=seed, device=device)
     out = ssdfast_step(name, batch, num_classes=num_classes, device=device, amp=amp, channels_last=channels_last,
                        image_size=size)
     if torchvision and name in TORCHVISION_TWINS:
-        out["torchvision"] = torchvision_step(TORCHVISION_TWINS[name], batch, num_classes=num_classes,
-                                              device=device, amp=amp, channels_last=channels_last)
+        builder = TORCHVISION_TWINS[name]
+        out["torchvision"] = torchvision_step(builder, batch, num_classes=num_classes, device=device, amp=amp)
+        if channels_last:
+            out["torchvision-cl"] = torchvision_step(builder, batch, num_classes=num_classes, device=device,
+                                                     amp=amp, channels_last=True)
     return out
 
 

@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(g, "--amp", nargs="?", const="auto", default=None, choices=("auto", "bf16", "fp16", "none"),
                  help="mixed precision: --amp alone is bf16 on CPU and fp16 (with a GradScaler) on CUDA")
     add_argument(g, "--compile", action="store_true", help="torch.compile the model")
-    add_argument(g, "--channels-last", action="store_true", help="channels-last memory format")
+    add_argument(g, "--channels-last", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
+                 help="train in the channels-last memory format (default true: 1.2-1.7x faster steps on CPU, "
+                      "the fast layout for AMP on GPUs); --channels-last false keeps NCHW")
     add_argument(g, "--seed", type=int, default=0, help="random seed (data order, augmentation, initialisation)")
     add_argument(g, "--max-nonfinite-steps", type=positive_int, default=10,
                  help="stop after this many steps in a row with a NaN/inf loss (each one is skipped)")

@@ -1,4 +1,5 @@
-"""Inference copies of networks: BatchNorm folded into the convs, channels_last, eval, no grad.
+"""Inference copies of networks: BatchNorm folded into the convs, activations fused into them,
+weights pre-packed for oneDNN, channels_last, eval, no grad.
 
 >>> from ssdfast.models.fuse import inference_model
 >>> fast = inference_model(model)              # a new module; ``model`` itself is not changed
@@ -10,8 +11,10 @@ run oneDNN's kernels without a layout conversion each (and channels_last is the 
 CUDA convolutions too). And PyTorch's own choice of CPU kernel sends 1x1 convolutions with one
 thread and batches under 16, and 3x3 ones on small inputs, to an im2col + BLAS path ~2x slower
 than oneDNN on this project's CPUs: on CPU the copy's convolutions always run oneDNN, except on
-tiny maps (see :class:`_OneDNNConv2d`). With one thread, mb3-large-ssd-lite's network runs ~2x
-faster than the model itself, at batch 1 and 8.
+tiny maps (see :class:`_OneDNNConv2d`). There, each convolution also reads its weights already
+in oneDNN's blocked layout (packed once per input shape instead of reordered at every call) and
+applies the ReLU / ReLU6 / Hardswish after it as a post-op while its output is still in cache.
+mb3-large-ssd-lite's network runs ~2x faster than the model itself at batch 1 (2 threads).
 
 Folding is generic: any ``nn.Conv2d`` directly followed by a ``BatchNorm2d`` (or torchvision's
 ``FrozenBatchNorm2d``) inside an ``nn.Sequential`` — torchvision's ``Conv2dNormActivation`` blocks,
@@ -25,9 +28,10 @@ order of the children says nothing about the order of the computation.
 from __future__ import annotations
 
 import copy
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -38,30 +42,82 @@ _NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm, FrozenBatchNorm2d)
 #: Below this many output pixels (batch x height x width) a convolution keeps PyTorch's choice:
 #: oneDNN's fixed cost per call (~40 us) outweighs its faster arithmetic on 1x1 / 3x3 maps.
 _ONEDNN_MIN_PIXELS = 64
+#: Input shapes per convolution whose weights are kept pre-packed in oneDNN's blocked layout
+#: (a few batch / image sizes in practice; more run with the plain weights, still on oneDNN).
+_MAX_PACKED_SHAPES = 4
+
+def _relu(x: Tensor, scalars: list[float]) -> Tensor:
+    return F.relu(x)
+
+
+def _hardtanh(x: Tensor, scalars: list[float]) -> Tensor:
+    return F.hardtanh(x, scalars[0], scalars[1])
+
+
+def _hardswish(x: Tensor, scalars: list[float]) -> Tensor:
+    return F.hardswish(x)
+
+
+def _post_op(act: nn.Module) -> tuple[str, list[float], Callable[[Tensor, list[float]], Tensor]] | None:
+    """``(oneDNN post-op name, its scalars, the same as a function)`` of an activation module, or None."""
+    kind = type(act)
+    if kind is nn.ReLU:
+        return "relu", [], _relu
+    if kind is nn.ReLU6:
+        return "hardtanh", [0.0, 6.0], _hardtanh
+    if kind is nn.Hardtanh:
+        return "hardtanh", [float(act.min_val), float(act.max_val)], _hardtanh
+    if kind is nn.Hardswish:
+        return "hardswish", [], _hardswish
+    return None
 
 
 class _OneDNNConv2d(nn.Conv2d):
-    """A ``Conv2d`` that calls oneDNN's convolution (``aten::mkldnn_convolution``, what
-    ``F.conv2d`` itself picks for most CPU convolutions) for float32 CPU inputs of at least
-    ``_ONEDNN_MIN_PIXELS`` output pixels. Same parameters, state dict and results (up to float
-    rounding) as ``nn.Conv2d``; anything else (another device or dtype, CPU autocast, an input that
-    requires grad, tracing and so ONNX export, ``torch.compile``, ``torch.backends.mkldnn`` disabled)
-    goes through ``F.conv2d`` as usual.
+    """A ``Conv2d`` that runs oneDNN's convolution directly for float32 CPU inputs of at least
+    ``_ONEDNN_MIN_PIXELS`` output pixels, with
+
+    - its weights pre-packed, once per input shape, in the blocked layout oneDNN's kernel reads
+      (otherwise every call reorders them: ~20% of mb3-large-ssd-lite's time at batch 1);
+    - the activation that follows it in its ``nn.Sequential`` (ReLU, ReLU6, Hardtanh, Hardswish)
+      applied as a oneDNN post-op in the same pass over the output (see :func:`_fuse_activations`).
+
+    Same parameters and state dict as ``nn.Conv2d`` and the same results up to float rounding.
+    Anything else (another device or dtype, CPU autocast, an input that requires grad, tracing and
+    so ONNX export, ``torch.compile``, ``torch.backends.mkldnn`` disabled) runs ``F.conv2d`` and the
+    activation as ordinary operators.
     """
 
     _onednn_sizes: dict[torch.Size, bool]  # input shape -> enough output pixels (set by _use_onednn)
+    _packed: dict[torch.Size, Tensor]  # input shape -> weight in oneDNN's layout for it
+    post_op: str = "none"  # oneDNN post-op name of the fused activation ("none": no activation)
+    post_scalars: list[float] = []
+    _post_fn: Callable[[Tensor, list[float]], Tensor] | None = None
 
-    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if self._onednn(input, weight):
-            return torch.ops.aten.mkldnn_convolution(
-                input, weight, bias, self.padding, self.stride, self.dilation, self.groups
+    def forward(self, input: Tensor) -> Tensor:
+        if self._onednn(input, self.weight):
+            return torch.ops.mkldnn._convolution_pointwise(
+                input, self._weight_for(input), self.bias, self.padding, self.stride, self.dilation, self.groups,
+                self.post_op, self.post_scalars, None,
             )
-        return super()._conv_forward(input, weight, bias)
+        out = self._conv_forward(input, self.weight, self.bias)
+        return out if self._post_fn is None else self._post_fn(out, self.post_scalars)
+
+    def _weight_for(self, input: Tensor) -> Tensor:
+        packed = self._packed.get(input.shape)
+        if packed is None:
+            if len(self._packed) >= _MAX_PACKED_SHAPES:
+                return self.weight
+            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                self.weight.detach().contiguous().to_mkldnn(), list(self.padding), list(self.stride),
+                list(self.dilation), self.groups, list(input.shape),
+            )
+            self._packed[input.shape] = packed
+        return packed
 
     def _onednn(self, input: Tensor, weight: Tensor) -> bool:
         # Cheap tests first: this runs for every convolution of every call.
         if (input.device.type != "cpu" or input.dtype != torch.float32 or weight.dtype != torch.float32
-                or input.requires_grad or input.dim() != 4):
+                or input.requires_grad or weight.requires_grad or input.dim() != 4 or input.is_mkldnn):
             return False
         # ONNX export (TorchScript-based) traces; the dynamo-based exporters and torch.compile compile.
         if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
@@ -77,10 +133,26 @@ class _OneDNNConv2d(nn.Conv2d):
                 self._onednn_sizes[input.shape] = big
         return big and torch.backends.mkldnn.enabled
 
+    def __deepcopy__(self, memo: dict) -> _OneDNNConv2d:
+        # oneDNN tensors cannot be deep-copied; the copy packs its own weights when first called.
+        packed, self._packed = self._packed, {}
+        try:
+            clone = self.__class__.__new__(self.__class__)
+            memo[id(self)] = clone
+            for key, value in self.__dict__.items():
+                clone.__dict__[key] = copy.deepcopy(value, memo)
+        finally:
+            self._packed = packed
+        return clone
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        return {**state, "_packed": {}}
+
 
 def _use_onednn(module: nn.Module) -> int:
-    """Make every plain zero-padded ``nn.Conv2d`` of ``module`` a :class:`_OneDNNConv2d` (in place:
-    only the class changes, no parameter). Returns how many."""
+    """Make every plain zero-padded float ``nn.Conv2d`` of ``module`` a :class:`_OneDNNConv2d` (in
+    place: only the class changes, no parameter). Returns how many."""
     if not torch.backends.mkldnn.is_available():
         return 0
     count = 0
@@ -88,8 +160,38 @@ def _use_onednn(module: nn.Module) -> int:
         if type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str):
             m.__class__ = _OneDNNConv2d
             m._onednn_sizes = {}
+            m._packed = {}
             count += 1
     return count
+
+
+def _fuse_activations(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()) -> int:
+    """Give every :class:`_OneDNNConv2d` followed in its ``nn.Sequential`` (past ``nn.Identity``,
+    e.g. a folded BatchNorm) by a ReLU, ReLU6, Hardtanh or Hardswish that activation as a post-op,
+    and replace the activation by ``nn.Identity`` (indices kept). Not across a ``keep`` boundary
+    (``(id(sequential), i)``: the output of ``sequential[i - 1]`` is used elsewhere). Returns how many."""
+    keep = set(keep)
+    fused = 0
+    for container in list(module.modules()):
+        if not isinstance(container, nn.Sequential):
+            continue
+        names = list(container._modules)
+        for i, name in enumerate(names):
+            conv = container._modules[name]
+            if type(conv) is not _OneDNNConv2d or conv._post_fn is not None:
+                continue
+            j = i + 1
+            while j < len(names) and (id(container), j) not in keep and isinstance(container._modules[names[j]], nn.Identity):
+                j += 1
+            if j >= len(names) or (id(container), j) in keep:
+                continue
+            post = _post_op(container._modules[names[j]])
+            if post is None:
+                continue
+            conv.post_op, conv.post_scalars, conv._post_fn = post
+            setattr(container, names[j], nn.Identity())
+            fused += 1
+    return fused
 
 
 def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
@@ -195,6 +297,6 @@ def inference_model(
         fold_batchnorm(fast, keep=_observed_boundaries(fast))
     if memory_format is not torch.contiguous_format:
         fast = fast.to(memory_format=memory_format)
-    if onednn:
-        _use_onednn(fast)
+    if onednn and _use_onednn(fast):
+        _fuse_activations(fast, keep=_observed_boundaries(fast))
     return fast

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 
@@ -157,3 +158,55 @@ def test_detector_fast_path_gives_the_same_detections():
     plain.model = fast.model
     for a, b in zip(fast(images, score_threshold=0.0), plain(images, score_threshold=0.0)):
         _matched(a, b)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch build")
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+def test_activations_fused_into_onednn_convs_except_across_observed_maps():
+    import copy
+    import io
+
+    from ssdfast.models import fuse
+
+    torch.manual_seed(0)
+    model = _randomize_norms(create_model("mb3-large-ssd-lite", 5, width_mult=0.5, image_size=96)).eval()
+    fast = inference_model(model)
+    convs = [m for m in fast.modules() if isinstance(m, _OneDNNConv2d)]
+    posts = {m.post_op for m in convs}
+    assert {"relu", "hardtanh", "hardswish", "none"} <= posts  # ReLU, ReLU6, Hardswish all fused
+    # no activation module is left right after a fused conv; the SSD's own feature maps are intact
+    activations = (nn.ReLU, nn.ReLU6, nn.Hardswish)
+    left = sum(isinstance(m, activations) for m in fast.modules())
+    assert left < sum(isinstance(m, activations) for m in model.modules())
+    images = torch.randn(6, 3, 96, 96).contiguous(memory_format=torch.channels_last)
+    x = images[:3]
+    with torch.no_grad():
+        expected = model(x)
+        for batch in (3, 1, 2, 4, 5, 6):  # more input shapes than are kept pre-packed
+            out, ref = fast(images[:batch]), model(images[:batch])
+            _assert_rel_close(out[0], ref[0])
+            _assert_rel_close(out[1], ref[1])
+    assert max(len(m._packed) for m in convs) == fuse._MAX_PACKED_SHAPES
+    # copies and saved modules work (packed weights are not copied, they are packed again)
+    clone = copy.deepcopy(fast)
+    buffer = io.BytesIO()
+    torch.save(fast, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    with torch.no_grad():
+        for other in (clone, loaded):
+            assert all(not m._packed for m in other.modules() if isinstance(m, _OneDNNConv2d))
+            _assert_rel_close(other(x)[0], expected[0])
+
+    # a conv whose pre-activation output is a feature map the network takes keeps its activation
+    seq = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Identity(), nn.ReLU6(), nn.Conv2d(8, 8, 1), nn.Hardswish())
+    fuse._use_onednn(seq)
+    assert fuse._fuse_activations(seq, keep={(id(seq), 2)}) == 1
+    assert isinstance(seq[2], nn.ReLU6) and seq[0].post_op == "none" and seq[3].post_op == "hardswish"
+    y = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        manual = F.hardswish(seq[3]._conv_forward(torch.clamp(seq[0]._conv_forward(y, seq[0].weight, seq[0].bias), 0, 6),
+                                                  seq[3].weight, seq[3].bias))
+        _assert_rel_close(seq(y), manual, 1e-5)
+        with torch.backends.mkldnn.flags(enabled=False):  # the ordinary path applies the fused activation itself
+            _assert_rel_close(seq(y), manual, 1e-5)
