@@ -159,7 +159,7 @@ def infer_section(s: Settings) -> str:
             # Building the case ran every network once; a batch of seconds needs no extra warm-up call.
             # Small batches take milliseconds: more and longer rounds (~0.5 s each) average out noise.
             small = batch <= 4
-            t = time_contenders(contenders, rounds=max(5, _rounds(s)) if small else _rounds(s),
+            t = time_contenders(contenders, rounds=max(5, _rounds(s)),
                                 warmup=1 if small else 0, min_time=0.5 if small else 0.05, device=s.device)
             ips = {k: batch / v for k, v in t.items()}
             ratio = ips["ssdfast"] / ips["torchvision"]

@@ -200,6 +200,12 @@ class Detector:
             on channels_last batches. Same detections up to float rounding; on CPU, MobileNet
             networks run up to ~2x faster. ``False`` runs ``model`` itself. The copy is taken now:
             after changing ``model``'s weights, assign it again (``detector.model = model``).
+        chunk_size: on CPU with ``fast``, the network runs on at most this many images at a time
+            (then the outputs are concatenated; same results). Default (None): as many as keep its
+            largest feature map under 32 MiB, found on the first call for each input size. Bigger
+            maps are fresh ``mmap`` pages for glibc's allocator, zeroed by the kernel on every call:
+            that costs more than the network itself (mb3-large-ssd-lite at batch 32 ran 2.2x
+            faster in chunks of 4). 0 turns chunking off.
     """
 
     def __init__(
@@ -213,9 +219,13 @@ class Detector:
         max_detections: int = 200,
         *,
         fast: bool = True,
+        chunk_size: int | None = None,
     ):
         self.device = torch.device(device)
         self.fast = bool(fast)
+        if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) < 0):
+            raise ValueError(f"chunk_size should be None or an integer >= 0, got {chunk_size!r}")
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
         self.model = model
         self.class_names = list(class_names)
         if len(self.class_names) != self.config.num_classes:
@@ -237,6 +247,7 @@ class Detector:
         # What __call__ runs: the inference copy (fast) or the model itself.
         self.network = inference_model(self._model) if self.fast else self._model
         self._memory_format = torch.channels_last if self.fast else torch.contiguous_format
+        self._chunks: dict[tuple[int, ...], int] = {}  # input shape of one image -> images per call
 
     @classmethod
     def from_checkpoint(
@@ -249,10 +260,12 @@ class Detector:
         top_k: int = 200,
         *,
         fast: bool = True,
+        chunk_size: int | None = None,
     ) -> Detector:
         """A detector from an ssdfast checkpoint (network, weights, image size, normalization, class names)."""
         model, class_names = model_from_checkpoint(path, device=device)
-        return cls(model, class_names, device, score_threshold, iou_threshold, top_k, max_detections, fast=fast)
+        return cls(model, class_names, device, score_threshold, iou_threshold, top_k, max_detections, fast=fast,
+                   chunk_size=chunk_size)
 
     def preprocess(self, images: Any) -> tuple[Tensor, list[tuple[int, int]]]:
         """Images -> ``(batch[B, 3, S, S], sizes)`` on the detector's device, in the layout its
@@ -288,5 +301,46 @@ class Detector:
             one :class:`Detections` per image (a list, even for a single image), on the CPU.
         """
         batch, sizes = self.preprocess(images)
-        confidences, locations = self.network(batch)
+        confidences, locations = self.run_network(batch)
         return self.postprocess(confidences, locations, sizes, score_threshold)
+
+    def run_network(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        """The network on a preprocessed ``batch``, in chunks on CPU (see ``chunk_size``):
+        ``(confidences[B, P, C], locations[B, P, 4])``."""
+        if not self.fast or batch.device.type != "cpu" or self.chunk_size == 0 or batch.shape[0] <= 1:
+            return self.network(batch)
+        key = tuple(batch.shape[1:])
+        chunk = self.chunk_size or self._chunks.get(key)
+        parts: list[tuple[Tensor, Tensor]] = []
+        if chunk is None:  # first call at this size: one image alone, measuring its feature maps
+            largest, first = _largest_output_bytes(self.network, batch[:1])
+            chunk = max(1, _CHUNK_BYTES // max(largest, 1))
+            self._chunks[key] = chunk
+            parts.append(first)
+            batch = batch[1:]
+        if chunk >= batch.shape[0] and not parts:
+            return self.network(batch)
+        parts += [self.network(part) for part in batch.split(chunk)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+#: Feature maps up to this size stay in glibc's heap (its largest mmap threshold, 64-bit).
+_CHUNK_BYTES = 32 * 1024 * 1024
+
+
+def _largest_output_bytes(network: nn.Module, one_image: Tensor) -> tuple[int, tuple[Tensor, Tensor]]:
+    """``network(one_image)`` and the size in bytes of the largest tensor any of its modules returned."""
+    largest = [0]
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        for t in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(t, Tensor):
+                largest[0] = max(largest[0], t.numel() * t.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in network.modules()]
+    try:
+        out = network(one_image)
+    finally:
+        for h in handles:
+            h.remove()
+    return largest[0], out

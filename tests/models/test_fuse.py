@@ -210,3 +210,34 @@ def test_activations_fused_into_onednn_convs_except_across_observed_maps():
         _assert_rel_close(seq(y), manual, 1e-5)
         with torch.backends.mkldnn.flags(enabled=False):  # the ordinary path applies the fused activation itself
             _assert_rel_close(seq(y), manual, 1e-5)
+
+
+def test_detector_runs_big_cpu_batches_in_chunks_with_the_same_results(monkeypatch):
+    from ssdfast import detector as detector_module
+
+    torch.manual_seed(0)
+    model = _randomize_norms(create_model("mb2-ssd-lite", 3, width_mult=0.5, image_size=64)).eval()
+    classes = ["BACKGROUND", "cat", "dog"]
+    images = [torch.randint(0, 255, (3, 50 + 7 * i, 60), dtype=torch.uint8) for i in range(7)]
+    whole = Detector(model, classes, score_threshold=0.0, chunk_size=0)
+    batch, _ = whole.preprocess(images)
+    expected = whole.run_network(batch)
+    assert not whole._chunks
+    # the default: a chunk size from the largest feature map of one image (here tiny maps: 7 at a time,
+    # so lower the limit to force chunks of 2)
+    largest, _ = detector_module._largest_output_bytes(whole.network, batch[:1])
+    monkeypatch.setattr(detector_module, "_CHUNK_BYTES", 2 * largest + 1)
+    auto = Detector(model, classes, score_threshold=0.0)
+    calls = []
+    auto.network.register_forward_pre_hook(lambda m, args: calls.append(int(args[0].shape[0])))
+    for _ in range(2):  # the first call measures (one image alone), the next ones reuse the size
+        calls.clear()
+        out = auto.run_network(batch)
+        torch.testing.assert_close(out[0], expected[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out[1], expected[1], rtol=1e-4, atol=1e-5)
+    assert auto._chunks == {tuple(batch.shape[1:]): 2} and calls == [2, 2, 2, 1]
+    fixed = Detector(model, classes, score_threshold=0.0, chunk_size=3)
+    for a, b in zip(fixed(images), whole(images)):
+        _matched(a, b)
+    with pytest.raises(ValueError, match="chunk_size"):
+        Detector(model, classes, chunk_size=-1)
