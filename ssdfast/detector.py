@@ -30,7 +30,7 @@ from . import ops
 from .engine.checkpoint import model_from_checkpoint
 from .models.fuse import inference_model
 
-__all__ = ["Detections", "Detector", "preprocess", "postprocess", "to_image_tensor"]
+__all__ = ["Detections", "Detector", "preprocess", "postprocess", "run_in_chunks", "to_image_tensor"]
 
 
 @dataclass
@@ -307,21 +307,32 @@ class Detector:
     def run_network(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         """The network on a preprocessed ``batch``, in chunks on CPU (see ``chunk_size``):
         ``(confidences[B, P, C], locations[B, P, 4])``."""
-        if not self.fast or batch.device.type != "cpu" or self.chunk_size == 0 or batch.shape[0] <= 1:
+        if not self.fast:
             return self.network(batch)
-        key = tuple(batch.shape[1:])
-        chunk = self.chunk_size or self._chunks.get(key)
-        parts: list[tuple[Tensor, Tensor]] = []
-        if chunk is None:  # first call at this size: one image alone, measuring its feature maps
-            largest, first = _largest_output_bytes(self.network, batch[:1])
-            chunk = max(1, _CHUNK_BYTES // max(largest, 1))
-            self._chunks[key] = chunk
-            parts.append(first)
-            batch = batch[1:]
-        if chunk >= batch.shape[0] and not parts:
-            return self.network(batch)
-        parts += [self.network(part) for part in batch.split(chunk)]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        return run_in_chunks(self.network, batch, self.chunk_size, self._chunks)
+
+
+def run_in_chunks(network: nn.Module, batch: Tensor, chunk_size: int | None = None,
+                  sizes: dict[tuple[int, ...], int] | None = None) -> tuple[Tensor, Tensor]:
+    """``network(batch)`` for an SSD, on CPU in chunks of at most ``chunk_size`` images (None: as many
+    as keep its largest feature map under 32 MiB, measured on the first image and remembered in
+    ``sizes`` per input shape; 0: no chunks). Same outputs; see :class:`Detector`'s ``chunk_size``."""
+    if batch.device.type != "cpu" or chunk_size == 0 or batch.shape[0] <= 1:
+        return network(batch)
+    key = tuple(batch.shape[1:])
+    sizes = {} if sizes is None else sizes
+    chunk = chunk_size or sizes.get(key)
+    parts: list[tuple[Tensor, Tensor]] = []
+    if chunk is None:  # first call at this size: one image alone, measuring its feature maps
+        largest, first = _largest_output_bytes(network, batch[:1])
+        chunk = max(1, _CHUNK_BYTES // max(largest, 1))
+        sizes[key] = chunk
+        parts.append(first)
+        batch = batch[1:]
+    if chunk >= batch.shape[0] and not parts:
+        return network(batch)
+    parts += [network(part) for part in batch.split(chunk)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 #: Feature maps up to this size stay in glibc's heap (its largest mmap threshold, 64-bit).

@@ -96,6 +96,12 @@ def test_voc_on_a_real_model(data_dirs, model, capsys):
     assert again["mAP"] == out["mAP"] or (math.isnan(again["mAP"]) and math.isnan(out["mAP"]))
     all_point = evaluate(model, dataset, batch_size=4, metric="voc", use_2007_metric=False, progress=False)
     assert all_point["use_2007_metric"] is False
+    # the default fast path (inference copy) and the model itself give the same detections
+    plain = evaluate(model, dataset, batch_size=2, metric="voc", progress=False, fast=False)
+    for a, b in zip(out["detections"], plain["detections"]):
+        assert a["index"] == b["index"] and len(a["scores"]) == len(b["scores"])
+        np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+    assert plain["mAP"] == pytest.approx(out["mAP"], abs=1e-3)
 
 
 def test_unreadable_image_is_skipped(tmp_path, model):

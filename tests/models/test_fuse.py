@@ -236,6 +236,7 @@ def test_detector_runs_big_cpu_batches_in_chunks_with_the_same_results(monkeypat
         torch.testing.assert_close(out[0], expected[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(out[1], expected[1], rtol=1e-4, atol=1e-5)
     assert auto._chunks == {tuple(batch.shape[1:]): 2} and calls == [2, 2, 2, 1]
+    assert detector_module.run_in_chunks(whole.network, batch, 0)[0].shape == expected[0].shape
     fixed = Detector(model, classes, score_threshold=0.0, chunk_size=3)
     for a, b in zip(fixed(images), whole(images)):
         _matched(a, b)
