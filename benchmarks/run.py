@@ -104,7 +104,8 @@ def train_section(s: Settings) -> str:
     mode = ", ".join(m for m, on in (("AMP", s.amp), ("channels-last", s.channels_last)) if on) or "float32"
     rows = [
         f"One step (forward, MultiBoxLoss, backward, SGD) at batch {batch}, 81 classes, {mode}. "
-        "native / reference: the same ssdfast network, as `ssdfast-train` runs it, with `ssdfast.ops` on "
+        "native / reference: the same ssdfast network, as `ssdfast-train` runs it (channels-last unless "
+        "`--no-channels-last`, fused SGD), with `ssdfast.ops` on "
         "the compiled kernels or on the pure-PyTorch reference; torchvision: its counterpart "
         "(`weights=None`) on the same images and boxes, in NCHW as its reference scripts train it"
         + ("; torchvision-cl: the same converted to channels-last by hand." if s.channels_last else "."),

@@ -1,6 +1,6 @@
 """pytest-benchmark: end-to-end cases at small sizes (CPU): training step, inference, COCO evaluation.
 
-    python -m pytest benchmarks/test_bench_e2e.py --benchmark-json=benchmarks/results/e2e.json
+    python -m pytest benchmarks/test_bench_e2e.py --benchmark-autosave  # JSON in benchmarks/results/pytest-benchmark/
     python -m pytest benchmarks/test_bench_e2e.py --benchmark-compare     # against the last saved run
     python -m pytest benchmarks -q --benchmark-disable                     # smoke: every case runs once
 

@@ -1,6 +1,6 @@
 """pytest-benchmark: each op, native vs reference vs today's loop, at SSD300 sizes (CPU).
 
-    python -m pytest benchmarks/test_bench_ops.py --benchmark-json=benchmarks/results/ops.json
+    python -m pytest benchmarks/test_bench_ops.py --benchmark-autosave  # JSON in benchmarks/results/pytest-benchmark/
     python -m pytest benchmarks/test_bench_ops.py --benchmark-compare   # against the last saved run
 """
 from __future__ import annotations
