@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import math
-import os
 import random
 import sys
 import time
@@ -747,7 +745,6 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train to ``num_epochs`` (or ``iterations``) and return a summary dict."""
-        cfg = self.config
         self._log_start()
         self._call_hooks("before_train")
         try:

@@ -28,7 +28,7 @@ order of the children says nothing about the order of the computation.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -165,6 +165,14 @@ def _use_onednn(module: nn.Module) -> int:
     return count
 
 
+def _sequentials(module: nn.Module) -> Iterator[tuple[nn.Sequential, list[str]]]:
+    """Every ``nn.Sequential`` in ``module`` with its children's names (listed first: callers
+    replace children while iterating)."""
+    for container in list(module.modules()):
+        if isinstance(container, nn.Sequential):
+            yield container, list(container._modules)
+
+
 def _fuse_activations(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()) -> int:
     """Give every :class:`_OneDNNConv2d` followed in its ``nn.Sequential`` (past ``nn.Identity``,
     e.g. a folded BatchNorm) by a ReLU, ReLU6, Hardtanh or Hardswish that activation as a post-op,
@@ -172,10 +180,7 @@ def _fuse_activations(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()
     (``(id(sequential), i)``: the output of ``sequential[i - 1]`` is used elsewhere). Returns how many."""
     keep = set(keep)
     fused = 0
-    for container in list(module.modules()):
-        if not isinstance(container, nn.Sequential):
-            continue
-        names = list(container._modules)
+    for container, names in _sequentials(module):
         for i, name in enumerate(names):
             conv = container._modules[name]
             if type(conv) is not _OneDNNConv2d or conv._post_fn is not None:
@@ -249,10 +254,7 @@ def fold_batchnorm(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()) -
     """
     keep = set(keep)
     folded = 0
-    for container in list(module.modules()):
-        if not isinstance(container, nn.Sequential):
-            continue
-        names = list(container._modules)
+    for container, names in _sequentials(module):
         for i in range(1, len(names)):
             conv, norm = container._modules[names[i - 1]], container._modules[names[i]]
             if (id(container), i) in keep or conv is None or norm is None or not _foldable(conv, norm):

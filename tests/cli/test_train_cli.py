@@ -13,13 +13,7 @@ TINY = ["--net", "mb2-ssd-lite", "--mb2-width-mult", "0.25", "--resolution", "96
         "--num-epochs", "1", "--num-workers", "0", "--debug-steps", "1", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

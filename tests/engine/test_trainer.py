@@ -1,7 +1,6 @@
 """The training loop: schedules, parameter groups, data order, outputs, non-finite losses, AMP."""
 from __future__ import annotations
 
-import json
 import math
 import random
 
@@ -25,22 +24,7 @@ from ssdfast.engine.trainer import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def voc_data(tmp_path_factory):
-    from ssdfast.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("voc")
-    generate(root, format="voc", num_images=15, image_size=96, seed=0, num_classes=3)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(data, folder, **overrides) -> TrainConfig:
