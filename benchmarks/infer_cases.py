@@ -207,7 +207,7 @@ def ssdfast_detector(name: str, image_size: int, settings: dict[str, Any], calib
 
 
 def torchvision_detector(builder: str, calibration_images: list[Tensor], *, num_classes: int = 81,
-                         device: str = "cpu", channels_last: bool = False) -> nn.Module:
+                         device: str = "cpu") -> nn.Module:
     """torchvision's ``builder`` in eval mode, random weights, calibrated statistics."""
     from .train_cases import torchvision_model
 
@@ -216,10 +216,7 @@ def torchvision_detector(builder: str, calibration_images: list[Tensor], *, num_
     with torch.inference_mode():
         logits = _torchvision_logits(model, calibration_images)
     calibrate_background(model.head.classification_head.module_list, num_classes, logits, float(model.score_thresh))
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return model.to(device)
 
 
 _ONNX_DIR: str | None = None

@@ -161,11 +161,10 @@ def run_inference(
     start = time.perf_counter()
     if fast:
         network = inference_model(core)
-        memory_format = torch.channels_last
         chunks: dict[tuple[int, ...], int] = {}
 
         def forward(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return run_in_chunks(network, images.contiguous(memory_format=memory_format), None, chunks)
+            return run_in_chunks(network, images.contiguous(memory_format=torch.channels_last), None, chunks)
     else:
         forward = model
     try:

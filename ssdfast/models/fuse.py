@@ -46,29 +46,26 @@ _ONEDNN_MIN_PIXELS = 64
 #: (a few batch / image sizes in practice; more run with the plain weights, still on oneDNN).
 _MAX_PACKED_SHAPES = 4
 
-def _relu(x: Tensor, scalars: list[float]) -> Tensor:
-    return F.relu(x)
+
+#: oneDNN post-op name -> the same activation as an ordinary function of (output, scalars).
+_POST_OP_FNS: dict[str, Callable[[Tensor, list[float]], Tensor]] = {
+    "relu": lambda x, scalars: F.relu(x),
+    "hardtanh": lambda x, scalars: F.hardtanh(x, scalars[0], scalars[1]),
+    "hardswish": lambda x, scalars: F.hardswish(x),
+}
 
 
-def _hardtanh(x: Tensor, scalars: list[float]) -> Tensor:
-    return F.hardtanh(x, scalars[0], scalars[1])
-
-
-def _hardswish(x: Tensor, scalars: list[float]) -> Tensor:
-    return F.hardswish(x)
-
-
-def _post_op(act: nn.Module) -> tuple[str, list[float], Callable[[Tensor, list[float]], Tensor]] | None:
-    """``(oneDNN post-op name, its scalars, the same as a function)`` of an activation module, or None."""
+def _post_op(act: nn.Module) -> tuple[str, list[float]] | None:
+    """``(oneDNN post-op name, its scalars)`` of an activation module, or None."""
     kind = type(act)
     if kind is nn.ReLU:
-        return "relu", [], _relu
+        return "relu", []
     if kind is nn.ReLU6:
-        return "hardtanh", [0.0, 6.0], _hardtanh
+        return "hardtanh", [0.0, 6.0]
     if kind is nn.Hardtanh:
-        return "hardtanh", [float(act.min_val), float(act.max_val)], _hardtanh
+        return "hardtanh", [float(act.min_val), float(act.max_val)]
     if kind is nn.Hardswish:
-        return "hardswish", [], _hardswish
+        return "hardswish", []
     return None
 
 
@@ -91,7 +88,6 @@ class _OneDNNConv2d(nn.Conv2d):
     _packed: dict[torch.Size, Tensor]  # input shape -> weight in oneDNN's layout for it
     post_op: str = "none"  # oneDNN post-op name of the fused activation ("none": no activation)
     post_scalars: list[float] = []
-    _post_fn: Callable[[Tensor, list[float]], Tensor] | None = None
 
     def forward(self, input: Tensor) -> Tensor:
         if self._onednn(input, self.weight):
@@ -100,7 +96,7 @@ class _OneDNNConv2d(nn.Conv2d):
                 self.post_op, self.post_scalars, None,
             )
         out = self._conv_forward(input, self.weight, self.bias)
-        return out if self._post_fn is None else self._post_fn(out, self.post_scalars)
+        return out if self.post_op == "none" else _POST_OP_FNS[self.post_op](out, self.post_scalars)
 
     def _weight_for(self, input: Tensor) -> Tensor:
         packed = self._packed.get(input.shape)
@@ -133,21 +129,10 @@ class _OneDNNConv2d(nn.Conv2d):
                 self._onednn_sizes[input.shape] = big
         return big and torch.backends.mkldnn.enabled
 
-    def __deepcopy__(self, memo: dict) -> _OneDNNConv2d:
-        # oneDNN tensors cannot be deep-copied; the copy packs its own weights when first called.
-        packed, self._packed = self._packed, {}
-        try:
-            clone = self.__class__.__new__(self.__class__)
-            memo[id(self)] = clone
-            for key, value in self.__dict__.items():
-                clone.__dict__[key] = copy.deepcopy(value, memo)
-        finally:
-            self._packed = packed
-        return clone
-
     def __getstate__(self) -> dict:
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        return {**state, "_packed": {}}
+        # oneDNN tensors can be neither pickled nor deep-copied (both go through here): copies and
+        # loaded modules pack their own weights when first called.
+        return {**super().__getstate__(), "_packed": {}}
 
 
 def _use_onednn(module: nn.Module) -> int:
@@ -183,7 +168,7 @@ def _fuse_activations(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()
     for container, names in _sequentials(module):
         for i, name in enumerate(names):
             conv = container._modules[name]
-            if type(conv) is not _OneDNNConv2d or conv._post_fn is not None:
+            if type(conv) is not _OneDNNConv2d or conv.post_op != "none":
                 continue
             j = i + 1
             while j < len(names) and (id(container), j) not in keep and isinstance(container._modules[names[j]], nn.Identity):
@@ -193,7 +178,7 @@ def _fuse_activations(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()
             post = _post_op(container._modules[names[j]])
             if post is None:
                 continue
-            conv.post_op, conv.post_scalars, conv._post_fn = post
+            conv.post_op, conv.post_scalars = post
             setattr(container, names[j], nn.Identity())
             fused += 1
     return fused
