@@ -31,13 +31,15 @@ from ._base import BACKGROUND, DataError, DetectionDataset, Transform, _Record, 
 __all__ = ["OpenImagesDataset", "balanced_order"]
 
 _SPLIT_DIRS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+#: Columns a ``sub-<split>-annotations-bbox.csv`` must have (the reader and ``ssdfast-data validate``).
+CSV_COLUMNS = frozenset({"ImageID", "XMin", "XMax", "YMin", "YMax", "ClassName"})
 
 
 def _read_csv(path: str) -> list[dict[str, str]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            missing = {"ImageID", "XMin", "XMax", "YMin", "YMax", "ClassName"} - set(reader.fieldnames or ())
+            missing = CSV_COLUMNS - set(reader.fieldnames or ())
             if missing:
                 raise DataError(f"{path}: missing columns {sorted(missing)}")
             return list(reader)

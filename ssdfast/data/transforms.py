@@ -110,7 +110,22 @@ class _IoUCrop(v2.RandomIoUCrop):
                 )
 
 
-class TrainTransform:
+class _SquareNormalized:
+    """What both transforms share: the output side and the normalization, checked."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]):
+        if int(size) <= 0:
+            raise ValueError(f"size should be positive, got {size}")
+        self.size = int(size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self._mean255, self._std255 = _check_mean_std(mean, std)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, mean={self.mean}, std={self.std})"
+
+
+class TrainTransform(_SquareNormalized):
     """SSD training augmentation (see the module docstring).
 
     Args:
@@ -131,12 +146,7 @@ class TrainTransform:
         p_zoom_out: float = 0.5,
         p_flip: float = 0.5,
     ):
-        if int(size) <= 0:
-            raise ValueError(f"size should be positive, got {size}")
-        self.size = int(size)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self._mean255, self._std255 = _check_mean_std(mean, std)
+        super().__init__(size, mean, std)
         fill = [int(round(v)) for v in self._mean255.flatten().tolist()]
         self._photometric = v2.RandomPhotometricDistort(p=p_photometric)
         self._zoom_out = v2.RandomZoomOut(fill=fill, side_range=(1.0, float(zoom_out_max)), p=p_zoom_out)
@@ -167,20 +177,10 @@ class TrainTransform:
         out_boxes = sample["boxes"].as_subclass(torch.Tensor).to(torch.float32) / float(self.size)
         return out_image, out_boxes.clamp_(0.0, 1.0), sample["labels"].to(torch.int64)
 
-    def __repr__(self) -> str:
-        return f"TrainTransform(size={self.size}, mean={self.mean}, std={self.std})"
 
 
-class EvalTransform:
+class EvalTransform(_SquareNormalized):
     """Resize to ``size x size`` and normalize (see the module docstring)."""
-
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]):
-        if int(size) <= 0:
-            raise ValueError(f"size should be positive, got {size}")
-        self.size = int(size)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self._mean255, self._std255 = _check_mean_std(mean, std)
 
     def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """uint8 [3,H,W], pixel xyxy [G,4], int64 [G] -> float [3,S,S] normalized, normalized xyxy [G,4], [G]."""
@@ -190,6 +190,3 @@ class EvalTransform:
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         out_boxes = (boxes.to(torch.float32) / scale).clamp_(0.0, 1.0)
         return normalize_uint8(resized, self._mean255, self._std255), out_boxes, labels.to(torch.int64)
-
-    def __repr__(self) -> str:
-        return f"EvalTransform(size={self.size}, mean={self.mean}, std={self.std})"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from ._base import BACKGROUND, DataError, read_label_file
+from .open_images import CSV_COLUMNS
 
 __all__ = ["Problem", "ValidationReport", "validate_dataset", "check_image"]
 
@@ -269,7 +270,7 @@ def _oi_jobs(root: str, label_file: str | None, report: ValidationReport) -> lis
         try:
             with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
-                missing = {"ImageID", "XMin", "XMax", "YMin", "YMax", "ClassName"} - set(reader.fieldnames or ())
+                missing = CSV_COLUMNS - set(reader.fieldnames or ())
                 if missing:
                     raise ValueError(f"missing columns {sorted(missing)}")
                 seen: set[str] = set()

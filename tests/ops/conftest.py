@@ -6,6 +6,13 @@ import torch
 
 from ssdfast import ops
 
+#: SSD's default box-coding variances.
+V = [0.1, 0.2]
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
 
 def random_boxes(*shape: int, max_size: float = 0.4, generator: torch.Generator | None = None) -> torch.Tensor:
     """Valid xyxy boxes inside [0, 1]: ``[*shape, 4]``."""
@@ -23,6 +30,30 @@ def grid_priors(sizes=(8, 4, 2), scales=(0.2, 0.45, 0.8)) -> torch.Tensor:
         for w, h in ((s, s), (s * 1.41, s / 1.41), (s / 1.41, s * 1.41)):
             out.append(torch.stack((cx.flatten(), cy.flatten(), torch.full((n * n,), w), torch.full((n * n,), h)), -1))
     return torch.cat(out)
+
+
+def sample_calls(seed: int, device: str = "cpu") -> list[tuple[str, tuple]]:
+    """One small valid call of every op, ``(op name, arguments)``, with tensors on ``device``."""
+    g = gen(seed)
+    priors = grid_priors()
+    P = priors.shape[0]
+    gt = random_boxes(2, 3, generator=g)
+    gl = torch.tensor([[1, 2, -1], [3, -1, -1]])
+    boxes = random_boxes(50, generator=g)
+    calls = [
+        ("box_iou", (random_boxes(5, generator=g), random_boxes(7, generator=g))),
+        ("encode_boxes", (random_boxes(2, P, generator=g), priors, V)),
+        ("decode_boxes", (torch.randn(2, P, 4, generator=g) * 0.1, priors, V)),
+        ("match_priors", (priors, gt, gl, 0.5)),
+        ("ssd_targets", (priors, gt, gl, 0.5, V)),
+        ("hard_negative_mask", (torch.rand(2, P, generator=g), torch.randint(0, 3, (2, P), generator=g), 3)),
+        ("batched_nms", (boxes, torch.rand(50, generator=g), torch.randint(0, 3, (50,), generator=g), 0.5)),
+        (
+            "ssd_postprocess",
+            (torch.randn(2, P, 4, generator=g) * 0.1, torch.softmax(torch.randn(2, P, 4, generator=g), -1), priors, V, 0.01, 0.45, 50, 20),
+        ),
+    ]
+    return [(name, tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)) for name, args in calls]
 
 
 def ssd300_like_priors() -> torch.Tensor:

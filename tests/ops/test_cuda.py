@@ -16,20 +16,15 @@ import torch
 from ssdfast import ops
 from ssdfast.ops import reference as ref
 
-from .conftest import grid_priors, random_boxes, ssd300_like_priors
+from .conftest import V, gen, grid_priors, random_boxes, sample_calls, ssd300_like_priors
 
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-V = [0.1, 0.2]
 HALF_DTYPES = [torch.float16, torch.bfloat16]
 DEV = "cuda"
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def cuda(*tensors: torch.Tensor):
@@ -508,32 +503,9 @@ def test_ssd_postprocess_cuda_graph_capture(cuda_native, priors_8732):
             assert torch.equal(a, b)
 
 
-def _sample_calls():
-    g = gen(70)
-    priors = grid_priors()
-    P = priors.shape[0]
-    gt = random_boxes(2, 3, generator=g)
-    gl = torch.tensor([[1, 2, -1], [3, -1, -1]])
-    boxes = random_boxes(50, generator=g)
-    calls = [
-        ("box_iou", (random_boxes(5, generator=g), random_boxes(7, generator=g))),
-        ("encode_boxes", (random_boxes(2, P, generator=g), priors, V)),
-        ("decode_boxes", (torch.randn(2, P, 4, generator=g) * 0.1, priors, V)),
-        ("match_priors", (priors, gt, gl, 0.5)),
-        ("ssd_targets", (priors, gt, gl, 0.5, V)),
-        ("hard_negative_mask", (torch.rand(2, P, generator=g), torch.randint(0, 3, (2, P), generator=g), 3)),
-        ("batched_nms", (boxes, torch.rand(50, generator=g), torch.randint(0, 3, (50,), generator=g), 0.5)),
-        (
-            "ssd_postprocess",
-            (torch.randn(2, P, 4, generator=g) * 0.1, torch.softmax(torch.randn(2, P, 4, generator=g), -1), priors, V, 0.01, 0.45, 50, 20),
-        ),
-    ]
-    return [(name, tuple(a.to(DEV) if isinstance(a, torch.Tensor) else a for a in args)) for name, args in calls]
-
-
 @pytest.mark.parametrize("index", range(8), ids=lambda i: ["box_iou", "encode_boxes", "decode_boxes", "match_priors", "ssd_targets", "hard_negative_mask", "batched_nms", "ssd_postprocess"][i])
 def test_opcheck_cuda(cuda_native, index):
-    name, args = _sample_calls()[index]
+    name, args = sample_calls(70, DEV)[index]
     op = getattr(torch.ops.ssdfast, name).default
     test_utils = ("test_schema", "test_autograd_registration", "test_faketensor")
     if name != "batched_nms":  # data-dependent output size

@@ -13,15 +13,10 @@ from hypothesis import strategies as st
 from ssdfast import ops
 from ssdfast.ops import reference as ref
 
-from .conftest import grid_priors, random_boxes
+from .conftest import V, gen, grid_priors, random_boxes, sample_calls
 
-V = [0.1, 0.2]
 HYP = settings(max_examples=30, deadline=None)
 HALF_DTYPES = [torch.float16, torch.bfloat16]
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- box_iou
@@ -384,29 +379,7 @@ def test_ssd_postprocess_empty(native):
 # ----------------------------------------------------------------------------- registration, compile, backends
 
 
-def _sample_calls():
-    g = gen(41)
-    priors = grid_priors()
-    P = priors.shape[0]
-    gt = random_boxes(2, 3, generator=g)
-    gl = torch.tensor([[1, 2, -1], [3, -1, -1]])
-    boxes = random_boxes(50, generator=g)
-    return [
-        ("box_iou", (random_boxes(5, generator=g), random_boxes(7, generator=g))),
-        ("encode_boxes", (random_boxes(2, P, generator=g), priors, V)),
-        ("decode_boxes", (torch.randn(2, P, 4, generator=g) * 0.1, priors, V)),
-        ("match_priors", (priors, gt, gl, 0.5)),
-        ("ssd_targets", (priors, gt, gl, 0.5, V)),
-        ("hard_negative_mask", (torch.rand(2, P, generator=g), torch.randint(0, 3, (2, P), generator=g), 3)),
-        ("batched_nms", (boxes, torch.rand(50, generator=g), torch.randint(0, 3, (50,), generator=g), 0.5)),
-        (
-            "ssd_postprocess",
-            (torch.randn(2, P, 4, generator=g) * 0.1, torch.softmax(torch.randn(2, P, 4, generator=g), -1), priors, V, 0.01, 0.45, 50, 20),
-        ),
-    ]
-
-
-@pytest.mark.parametrize("name,args", _sample_calls(), ids=[c[0] for c in _sample_calls()])
+@pytest.mark.parametrize("name,args", sample_calls(41), ids=[c[0] for c in sample_calls(41)])
 def test_opcheck(native, name, args):
     op = getattr(torch.ops.ssdfast, name).default
     test_utils = ("test_schema", "test_autograd_registration", "test_faketensor")
