@@ -127,7 +127,7 @@ def _test_count(data_dir: Path) -> int:
 def _evaluate(checkpoint: Path, data_dir: Path, device: str) -> float:
     from .data import build_dataset
     from .data.transforms import EvalTransform
-    from .engine.checkpoint import model_from_checkpoint
+    from .checkpoint import model_from_checkpoint
     from .evaluation import evaluate
 
     model, _ = model_from_checkpoint(checkpoint, device=device)

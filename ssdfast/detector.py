@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from . import ops
-from .engine.checkpoint import model_from_checkpoint
+from .checkpoint import model_from_checkpoint
 from .models.fuse import inference_model
 
 __all__ = ["Detections", "Detector", "preprocess", "postprocess", "run_in_chunks", "to_image_tensor"]

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from ssdfast.detector import Detections, Detector, postprocess, preprocess
-from ssdfast.engine.checkpoint import save_checkpoint
+from ssdfast.checkpoint import save_checkpoint
 from ssdfast.models import create_model
 
 CLASSES = ["BACKGROUND", "cat", "dog"]

@@ -3,12 +3,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["UsageError", "make_parser", "add_argument", "run_main", "resolve_device", "str2bool", "positive_int"]
+    from ..checkpoint import LoadedModel
+
+__all__ = [
+    "UsageError",
+    "make_parser",
+    "add_argument",
+    "run_main",
+    "resolve_device",
+    "str2bool",
+    "positive_int",
+    "add_model_file_arguments",
+    "load_model_arg",
+]
 
 
 class UsageError(Exception):
@@ -105,3 +117,33 @@ def resolve_device(device: str | None, use_cuda: bool | None = None) -> "torch.d
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: no CUDA device is available on this machine")
     return dev
+
+
+def add_model_file_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The flags that describe a model file, as pytorch-ssd names them: what a pytorch-ssd ``.pth``
+    needs to load (its network, class names, width and input size), checked against an ssdfast
+    checkpoint, which carries them."""
+    add_argument(parser, "--net", default=None,
+                 help="network name (vgg16-ssd, mb1-ssd, mb1-ssd-lite, mb2-ssd-lite, mb3-large-ssd-lite, ...): "
+                      "needed for a pytorch-ssd .pth; an ssdfast checkpoint carries it (checked when given)")
+    add_argument(parser, "--label-file", "--labels", default=None, metavar="FILE",
+                 help="class names (one per line with or without BACKGROUND first, or comma-separated): "
+                      "for a pytorch-ssd .pth, default labels.txt beside it; for a checkpoint, they rename its classes")
+    add_argument(parser, "--mb2-width-mult", "--width-mult", type=float, default=None, metavar="W",
+                 help="MobileNet width multiplier of a pytorch-ssd .pth (default 1.0); a checkpoint carries it")
+    add_argument(parser, "--resolution", type=int, default=None, metavar="PIXELS",
+                 help="input size of a pytorch-ssd .pth (default: the network's, 300 or 512); a checkpoint carries it")
+
+
+def load_model_arg(path: str, args: argparse.Namespace, device: Any = "cpu", flag: str = "--trained-model") -> "LoadedModel":
+    """The model file ``path`` (given with ``flag``) read with the flags of :func:`add_model_file_arguments`;
+    a file that does not load is a :class:`UsageError` of one line."""
+    from ..checkpoint import CheckpointError, load_model_file
+
+    try:
+        return load_model_file(path, net=getattr(args, "net", None), label_file=getattr(args, "label_file", None),
+                               width_mult=getattr(args, "mb2_width_mult", None),
+                               resolution=getattr(args, "resolution", None), device=device)
+    except CheckpointError as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UsageError(f"{flag}: {first}") from None

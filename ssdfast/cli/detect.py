@@ -735,7 +735,7 @@ def _main(argv: list[str] | None) -> int:
     device = resolve_device(args.device)
 
     from ..detector import Detector
-    from ..engine.checkpoint import CheckpointError
+    from ..checkpoint import CheckpointError
 
     try:
         detector = Detector.from_checkpoint(args.checkpoint, device=device, score_threshold=args.threshold,

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, list[str], list[int] | None]:
     """(model, class names, category ids) from an ssdfast checkpoint or a pytorch-ssd state dict."""
     from ..data import DataError, read_label_file
-    from ..engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from ..checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
     path = args.trained_model
     if not os.path.isfile(path):

@@ -154,7 +154,7 @@ def _resolve_checkpoint(args: argparse.Namespace) -> Path:
 
 
 def _load_model(path: Path) -> tuple[Any, list[str]]:
-    from ssdfast.engine.checkpoint import CheckpointError, model_from_checkpoint
+    from ssdfast.checkpoint import CheckpointError, model_from_checkpoint
 
     try:
         return model_from_checkpoint(path, device="cpu")

@@ -234,7 +234,7 @@ def _resume_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, An
     alone continues it; flags given now (and ``--config``) override them."""
     if not Path(path).is_file():
         return {}  # the trainer reports the missing file
-    from ..engine.checkpoint import CheckpointError, load_checkpoint
+    from ..checkpoint import CheckpointError, load_checkpoint
 
     try:
         ckpt = load_checkpoint(path)

@@ -23,16 +23,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..io import BACKGROUND, FileError, read_label_file
+
 __all__ = ["DataError", "DetectionDataset", "read_label_file", "decode_image_file", "BACKGROUND"]
 
 log = logging.getLogger("ssdfast.data")
 
-BACKGROUND = "BACKGROUND"
-
 Transform = Callable[[Tensor, Tensor, Tensor], "tuple[Tensor, Tensor, Tensor]"]
 
 
-class DataError(Exception):
+class DataError(FileError):
     """A data file (image, annotation, list) that cannot be used; the message names the file."""
 
 
@@ -52,32 +52,6 @@ class _Record:
 
 def _empty_record(image_id: Any, path: str, width: int = 0, height: int = 0) -> _Record:
     return _Record(image_id, path, width, height, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
-
-
-def read_label_file(path: str) -> list[str]:
-    """Class names from a label file, ``BACKGROUND`` first (added when the file does not start with it).
-
-    One name per line as jetson-inference writes it; a single comma-separated line (the original
-    pytorch-ssd format) is accepted too. Blank lines are ignored.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read label file ({exc.strerror or exc})") from None
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) == 1 and "," in lines[0]:
-        lines = [name.strip() for name in lines[0].split(",") if name.strip()]
-    if not lines:
-        raise DataError(f"{path}: label file is empty")
-    if lines[0].upper() != BACKGROUND:
-        lines.insert(0, BACKGROUND)
-    else:
-        lines[0] = BACKGROUND
-    if len(set(lines)) != len(lines):
-        dup = sorted({n for n in lines if lines.count(n) > 1})
-        raise DataError(f"{path}: duplicate class names {dup}")
-    return lines
 
 
 def decode_image_file(path: str) -> Tensor:

@@ -530,7 +530,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- building
     def _load_resume_checkpoint(self) -> dict:
-        from .checkpoint import CheckpointError, load_checkpoint
+        from ..checkpoint import CheckpointError, load_checkpoint
 
         path = self.config.resume
         try:
@@ -670,7 +670,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
 
     def _write_labels(self) -> None:
-        (self.folder / "labels.txt").write_text("\n".join(self.class_names) + "\n", encoding="utf-8")
+        from ..io import write_label_file
+
+        write_label_file(self.class_names, self.folder / "labels.txt")
 
     # -------------------------------------------------------------------------------- state
     def train_state(self) -> dict:
@@ -720,7 +722,7 @@ class Trainer:
         """Write a checkpoint (weights + :meth:`train_state`) in the checkpoint folder (rank 0 only)."""
         if not self.is_main:
             return None
-        from .checkpoint import save_checkpoint
+        from ..checkpoint import save_checkpoint
 
         path = self.folder / name
         save_checkpoint(path, self.model, self.class_names, category_ids=self.category_ids, train_state=self.train_state())

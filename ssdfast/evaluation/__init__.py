@@ -89,7 +89,7 @@ def _collate(batch: Sequence[tuple[Any, Any, int]]) -> tuple[Tensor, list[tuple[
 
 def _core(model: nn.Module) -> nn.Module:
     """The SSD inside DDP / torch.compile wrappers (for ``config`` and ``priors``)."""
-    from ..engine.checkpoint import unwrap_model
+    from ..checkpoint import unwrap_model
 
     core = unwrap_model(model)
     if not (hasattr(core, "config") and hasattr(core, "priors")):

@@ -16,7 +16,6 @@ from .onnx import (
     ExportResult,
     PostprocessSettings,
     export_onnx,
-    write_labels,
 )
 from .tensorrt import (
     EngineInfo,
@@ -38,7 +37,6 @@ __all__ = [
     "ExportModule",
     "ExportResult",
     "export_onnx",
-    "write_labels",
     "CheckReport",
     "CheckError",
     "check_export",

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..io import write_label_file
+
 __all__ = [
     "FORMATS",
     "DEFAULT_OPSET",
@@ -47,7 +49,6 @@ __all__ = [
     "export_onnx",
     "append_onnx_nms",
     "append_efficient_nms",
-    "write_labels",
     "model_image_size",
 ]
 
@@ -772,7 +773,7 @@ def export_onnx(
 
     written_labels = None
     if class_names is not None:
-        written_labels = write_labels(class_names, labels_path or path.parent / "labels.txt")
+        written_labels = write_label_file(class_names, labels_path or path.parent / "labels.txt")
     return ExportResult(
         path=path,
         format=format,
@@ -786,23 +787,3 @@ def export_onnx(
         settings=None if format == "jetson" else settings,
         labels_path=written_labels,
     )
-
-
-def write_labels(class_names: Sequence[str], path: str | os.PathLike) -> Path:
-    """Write one class name per line, BACKGROUND first, exactly ``len(class_names)`` lines.
-
-    A first name other than BACKGROUND (any case) is an error: jetson-inference takes line ``i`` as
-    the name of class ``i`` and class 0 is the background.
-    """
-    names = [str(n) for n in class_names]
-    if not names or names[0].upper() != "BACKGROUND":
-        raise ValueError(f"class_names should start with BACKGROUND, got {names[:1]}")
-    for name in names:
-        if "\n" in name or "\r" in name or not name.strip():
-            raise ValueError(f"class names should be non-empty single lines, got {name!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(n + "\n" for n in names), encoding="utf-8")
-    os.replace(tmp, path)
-    return path

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 
 from ..priors import PriorSpec
 from .mobilenet import mb1_ssd, mb1_ssd_lite, mb2_ssd_lite, mb3_large_ssd_lite, mb3_small_ssd_lite
+from .pytorch_ssd import model_from_pytorch_ssd
 from .ssd import SSD, SSDConfig
 from .vgg import vgg16_ssd, vgg16_ssd512
 from .weights import LoadReport, load_base_net, load_pretrained_ssd
@@ -27,11 +28,13 @@ __all__ = [
     "MODEL_BUILDERS",
     "DEFAULT_IMAGE_SIZES",
     "list_models",
+    "canonical_name",
     "create_model",
     "model_from_config",
     "load_base_net",
     "load_pretrained_ssd",
     "LoadReport",
+    "model_from_pytorch_ssd",
 ]
 
 #: name -> builder(num_classes, image_size=..., width_mult=..., prior_spec=...) -> SSD
@@ -53,6 +56,11 @@ _WIDTH_MULT_NETS = ("mb2-ssd-lite", "mb3-large-ssd-lite", "mb3-small-ssd-lite")
 def list_models() -> list[str]:
     """The network names ``create_model`` accepts."""
     return list(MODEL_BUILDERS)
+
+
+def canonical_name(name: str) -> str:
+    """A network name as :func:`list_models` spells it: ``MB2_SSD_Lite`` -> ``mb2-ssd-lite``."""
+    return str(name).strip().lower().replace("_", "-")
 
 
 def create_model(
@@ -77,7 +85,7 @@ def create_model(
         an :class:`SSD` whose ``forward(images[B, 3, S, S])`` gives
         ``(confidences[B, P, num_classes], locations[B, P, 4])``, with ``.priors`` and ``.config``.
     """
-    key = name.strip().lower().replace("_", "-")
+    key = canonical_name(name)
     if key not in MODEL_BUILDERS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(MODEL_BUILDERS)}")
     if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:

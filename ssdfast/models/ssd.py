@@ -40,6 +40,10 @@ class SSDConfig:
         prior_spec: the priors (see :mod:`ssdfast.priors`).
         variances: box-coding variances (center, size).
         width_mult: width multiplier of the MobileNet backbones (1.0 elsewhere).
+        antialias: how images are resized to ``image_size``: with antialiasing (torchvision's
+            default, what ssdfast trains with) or, when False, plain bilinear as OpenCV's
+            ``cv2.resize`` does (what pytorch-ssd trained its models with: a model loaded from a
+            pytorch-ssd file gets False, so it sees the images it was trained on).
     """
 
     name: str
@@ -50,6 +54,7 @@ class SSDConfig:
     prior_spec: PriorSpec
     variances: tuple[float, float] = (0.1, 0.2)
     width_mult: float = 1.0
+    antialias: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.prior_spec, Mapping):
@@ -60,6 +65,7 @@ class SSDConfig:
         self.std = tuple(float(s) for s in self.std)
         self.variances = tuple(float(v) for v in self.variances)
         self.width_mult = float(self.width_mult)
+        self.antialias = bool(self.antialias)
         if self.num_classes < 2:
             raise ValueError(
                 f"num_classes should count the background and at least one class (>= 2), got {self.num_classes}"

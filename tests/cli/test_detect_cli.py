@@ -14,7 +14,7 @@ import ssdfast.cli.detect as detect
 from ssdfast.cli.detect import _MjpegAviReader, _MjpegAviWriter, main
 from ssdfast.data import build_dataset
 from ssdfast.data.synthetic import generate
-from ssdfast.engine.checkpoint import save_checkpoint
+from ssdfast.checkpoint import save_checkpoint
 from ssdfast.models import create_model
 
 SIZE = 128

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ssdfast.cli.export import main
-from ssdfast.engine.checkpoint import save_checkpoint
+from ssdfast.checkpoint import save_checkpoint
 from ssdfast.export.tensorrt import file_sha256, sidecar_path, tensorrt_available
 from tests.export._export_models import CLASS_NAMES, make_model
 

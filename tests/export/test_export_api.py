@@ -12,7 +12,8 @@ import torch
 
 from ._export_models import CLASS_NAMES, make_model
 from ssdfast import ops
-from ssdfast.export import ExportModule, PostprocessSettings, check_export, export_onnx, write_labels
+from ssdfast.export import ExportModule, PostprocessSettings, check_export, export_onnx
+from ssdfast.io import write_label_file as write_labels
 from ssdfast.export.check import prepare_inputs, sample_images, unsupported_ops, validate_efficient_nms
 from ssdfast.export.onnx import efficient_nms_attributes
 

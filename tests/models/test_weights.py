@@ -12,7 +12,7 @@ from torch import nn
 
 import pytest
 
-from ssdfast.engine.checkpoint import save_checkpoint
+from ssdfast.checkpoint import save_checkpoint
 from ssdfast.models import create_model, load_base_net, load_pretrained_ssd
 
 

@@ -13,6 +13,9 @@ Format (a plain dict, readable with ``torch.load(path, weights_only=True)``)::
 
 Writes are atomic: a temporary file in the same directory, flushed and fsync'ed, then
 ``os.replace``'d over the target, so a crash never leaves a partial checkpoint behind.
+
+:func:`load_model_file` is what every command that takes a model calls: it reads an ssdfast
+checkpoint or a pytorch-ssd ``.pth`` (a bare state dict, given its network name and class names) alike.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import dataclasses
 import os
 import pathlib
 import tempfile
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -34,6 +38,8 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "unwrap_model",
+    "LoadedModel",
+    "load_model_file",
 ]
 
 FORMAT = "ssdfast-checkpoint"
@@ -179,11 +185,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise CheckpointError(
             f"cannot read checkpoint {p} (corrupt or not a torch file?): {type(exc).__name__}: {exc}"
         ) from exc
+    return _checked(ckpt, p)
+
+
+def _checked(ckpt: Any, p: str) -> dict[str, Any]:
+    """``ckpt`` (read from ``p``) checked to be an ssdfast checkpoint this version reads."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{p} is not an ssdfast checkpoint (no format tag {FORMAT!r}); "
-            "a pytorch-ssd model or a bare state dict can be loaded with --pretrained-ssd "
-            "(ssdfast.models.load_pretrained_ssd)"
+            "a pytorch-ssd model loads with its --net and --label-file (ssdfast.checkpoint.load_model_file)"
         )
     version = ckpt.get("version")
     if not isinstance(version, int) or version > VERSION:
@@ -198,7 +208,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
 
 
 def model_from_checkpoint(
-    ckpt_or_path: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu"
+    ckpt_or_path: str | os.PathLike | Mapping[str, Any], device: str | torch.device = "cpu", *,
+    where: str = "checkpoint",
 ) -> tuple[nn.Module, list[str]]:
     """Rebuild the network a checkpoint describes and load its weights.
 
@@ -206,10 +217,10 @@ def model_from_checkpoint(
         ``(model, class_names)``: the SSD on ``device`` in eval mode, and the class names
         (``BACKGROUND`` first).
     """
-    from ..models import model_from_config  # models import torchvision: keep this module light
+    from .models import model_from_config  # models import torchvision: keep this module light
 
     if isinstance(ckpt_or_path, Mapping):
-        ckpt, where = dict(ckpt_or_path), "checkpoint"
+        ckpt = dict(ckpt_or_path)
     else:
         ckpt, where = load_checkpoint(ckpt_or_path), os.fspath(ckpt_or_path)
     try:
@@ -221,3 +232,120 @@ def model_from_checkpoint(
     if len(class_names) != model.config.num_classes:
         raise CheckpointError(f"{where} has {len(class_names)} class names for {model.config.num_classes} classes")
     return model.to(device).eval(), class_names
+
+
+@dataclass
+class LoadedModel:
+    """A model file read by :func:`load_model_file`.
+
+    Attributes:
+        model: the SSD, on the device asked for, in eval mode.
+        class_names: one per class, ``BACKGROUND`` first.
+        category_ids: COCO category id of each label (ssdfast checkpoints of COCO runs), else None.
+        kind: ``"ssdfast"`` (a checkpoint) or ``"pytorch-ssd"`` (a bare state dict).
+        path: the file.
+        checkpoint: the whole ssdfast checkpoint (training state included); None for pytorch-ssd files.
+        label_file: the label file the class names came from (None when the checkpoint's own were used).
+    """
+
+    model: nn.Module
+    class_names: list[str]
+    category_ids: list[int] | None
+    kind: str
+    path: str
+    checkpoint: dict[str, Any] | None = None
+    label_file: str | None = None
+
+
+def load_model_file(
+    path: str | os.PathLike,
+    *,
+    net: str | None = None,
+    label_file: str | os.PathLike | None = None,
+    width_mult: float | None = None,
+    resolution: int | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Read an ssdfast checkpoint or a pytorch-ssd ``.pth`` into a ready network.
+
+    Args:
+        path: the model file.
+        net: the network name. A pytorch-ssd file needs it (it does not say); for an ssdfast
+            checkpoint it is checked against the file's.
+        label_file: class names (any of the three label-file formats). A pytorch-ssd file takes
+            them from here, else from ``labels.txt`` beside it; for a checkpoint they replace its
+            names (same count required).
+        width_mult: MobileNet width multiplier (pytorch-ssd's ``--mb2-width-mult``); checked
+            against a checkpoint's.
+        resolution: input size (pytorch-ssd's ``--resolution``); checked against a checkpoint's.
+        device: where the model goes.
+
+    Raises:
+        CheckpointError (a ValueError) naming the file and, where one would fix it, the option.
+    """
+    from .io import FileError, read_label_file
+    from .models import canonical_name, model_from_pytorch_ssd
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise CheckpointError(f"model file {p} does not exist")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read model file {p} (corrupt or not a torch file?): {_first_line(exc)}") from None
+    names = None
+    if label_file is not None:
+        try:
+            names = read_label_file(label_file)
+        except FileError as exc:
+            raise CheckpointError(f"label file {exc}") from None
+
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        ckpt = _checked(obj, p)
+        if net is not None and canonical_name(net) != ckpt["net"]:
+            raise CheckpointError(f"{p} holds a {ckpt['net']} network, not {net} (leave out --net, or give the right file)")
+        model, class_names = model_from_checkpoint(ckpt, device=device, where=p)
+        cfg = model.config
+        if width_mult is not None and abs(float(width_mult) - cfg.width_mult) > 1e-9:
+            raise CheckpointError(f"{p} has width multiplier {cfg.width_mult}, not {width_mult}")
+        if resolution is not None and int(resolution) != cfg.image_size:
+            raise CheckpointError(f"{p} takes {cfg.image_size}x{cfg.image_size} images, not resolution {resolution}")
+        if names is not None:
+            if len(names) != len(class_names):
+                raise CheckpointError(
+                    f"label file {os.fspath(label_file)} has {len(names)} classes (background included) but "
+                    f"{p} predicts {len(class_names)}: {', '.join(class_names[1:])}"
+                )
+            class_names = names
+        return LoadedModel(model, class_names, ckpt.get("category_ids"), "ssdfast", p, ckpt,
+                           None if label_file is None else os.fspath(label_file))
+
+    # A pytorch-ssd file: a bare state dict (possibly wrapped as {"state_dict": ...}).
+    if net is None:
+        raise CheckpointError(
+            f"{p} is not an ssdfast checkpoint; if it is a pytorch-ssd model, give its network "
+            "with --net (e.g. --net mb1-ssd) and its class names with --label-file"
+        )
+    if names is None:
+        beside = os.path.join(os.path.dirname(os.path.abspath(p)), "labels.txt")
+        if not os.path.isfile(beside):
+            raise CheckpointError(
+                f"{p} is a pytorch-ssd model, which does not hold its class names: give its label file "
+                "with --label-file (no labels.txt beside it)"
+            )
+        label_file = beside
+        try:
+            names = read_label_file(beside)
+        except FileError as exc:
+            raise CheckpointError(f"label file {exc}") from None
+    try:
+        model, _report = model_from_pytorch_ssd(obj, net, len(names), width_mult=width_mult, image_size=resolution)
+    except ValueError as exc:
+        raise CheckpointError(f"{p} does not load as a pytorch-ssd {canonical_name(net)} with the "
+                              f"{len(names)} classes of {label_file}: {_first_line(exc)}") from None
+    return LoadedModel(model.to(device).eval(), names, None, "pytorch-ssd", p, None, os.fspath(label_file))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

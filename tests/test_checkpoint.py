@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-import ssdfast.engine.checkpoint as checkpoint_module
-from ssdfast.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+import ssdfast.checkpoint as checkpoint_module
+from ssdfast.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_file,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from ssdfast.models import create_model
 
 CLASSES = ["BACKGROUND", "cat", "dog"]
@@ -96,7 +102,7 @@ def test_errors_name_the_file(model, tmp_path):
         load_checkpoint(corrupt)
     foreign = tmp_path / "mb2-ssd-lite-mp-0_686.pth"
     torch.save(model.state_dict(), foreign)  # a pytorch-ssd style bare state dict
-    with pytest.raises(ValueError, match=f"{foreign} is not an ssdfast checkpoint.*--pretrained-ssd"):
+    with pytest.raises(ValueError, match=f"{foreign} is not an ssdfast checkpoint.*--net and --label-file"):
         model_from_checkpoint(foreign)
     future = tmp_path / "future.pth"
     torch.save({"format": "ssdfast-checkpoint", "version": 99}, future)
@@ -107,3 +113,55 @@ def test_errors_name_the_file(model, tmp_path):
     with pytest.raises(CheckpointError, match=r"train_state\['args'\]\['f'\]"):
         save_checkpoint(tmp_path / "x.pth", model, CLASSES, train_state={"args": {"f": object()}})
     assert issubclass(CheckpointError, ValueError)
+
+
+# ------------------------------------------------------------------ load_model_file: every command's loader
+def _outputs(model, seed=0):
+    x = torch.randn(2, 3, model.config.image_size, model.config.image_size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def test_load_model_file_reads_an_ssdfast_checkpoint(tmp_path, model):
+    path = tmp_path / "best.pth"
+    save_checkpoint(path, model, CLASSES)
+    loaded = load_model_file(path)
+    assert loaded.kind == "ssdfast" and loaded.class_names == CLASSES and loaded.checkpoint is not None
+    assert loaded.model.config.antialias is True
+    for a, b in zip(_outputs(loaded.model), _outputs(model)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    labels = tmp_path / "names.txt"
+    labels.write_text("kitten,puppy\n", encoding="utf-8")
+    assert load_model_file(path, net="MB2_SSD_Lite", label_file=labels).class_names == ["BACKGROUND", "kitten", "puppy"]
+    with pytest.raises(CheckpointError, match="holds a mb2-ssd-lite network, not vgg16-ssd"):
+        load_model_file(path, net="vgg16-ssd")
+    labels.write_text("a\nb\nc\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=f"label file {labels} has 4 classes .* predicts 3"):
+        load_model_file(path, label_file=labels)
+    with pytest.raises(CheckpointError, match="takes 64x64 images, not resolution 512"):
+        load_model_file(path, resolution=512)
+
+
+def test_load_model_file_reads_a_pytorch_ssd_state_dict(tmp_path, model):
+    folder = tmp_path / "models" / "fruit"
+    folder.mkdir(parents=True)
+    path = folder / "mb2-ssd-lite-Epoch-9-Loss-2.1.pth"
+    torch.save(model.state_dict(), path)  # what pytorch-ssd's net.save() writes: a bare state dict
+    with pytest.raises(CheckpointError, match="--net"):
+        load_model_file(path)
+    with pytest.raises(CheckpointError, match="--label-file"):
+        load_model_file(path, net="mb2-ssd-lite", width_mult=0.25, resolution=64)
+    (folder / "labels.txt").write_text("cat\ndog\n", encoding="utf-8")  # dusty-nv's: no BACKGROUND
+    loaded = load_model_file(path, net="mb2-ssd-lite", width_mult=0.25, resolution=64)
+    assert loaded.kind == "pytorch-ssd" and loaded.checkpoint is None
+    assert loaded.class_names == CLASSES and loaded.label_file == str(folder / "labels.txt")
+    assert loaded.model.config.antialias is False  # fed as pytorch-ssd fed it
+    assert not loaded.model.training
+    for a, b in zip(_outputs(loaded.model), _outputs(model)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    other = tmp_path / "voc-model-labels.txt"
+    other.write_text("BACKGROUND,a,b,c,d\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="5 classes of .*voc-model-labels.txt"):
+        load_model_file(path, net="mb2-ssd-lite", width_mult=0.25, resolution=64, label_file=other)
+    with pytest.raises(CheckpointError, match="does not load as a pytorch-ssd mb1-ssd"):
+        load_model_file(path, net="mb1-ssd", resolution=64)
