@@ -1,21 +1,22 @@
 """Detection data: VOC, COCO, Open Images and a synthetic set; SSD transforms; the batching loader.
 
 ``dataset[i]`` -> ``(image float32 [3, S, S] normalized, {"boxes": float32 [G, 4] normalized xyxy,
-"labels": int64 [G], "index": i})``, or ``None`` when the image is unreadable and the dataset is not
-strict; :func:`collate_detection` pads a batch and counts the ``None`` it dropped.
+"labels": int64 [G], "index": i, "notes": [warnings, when any]})``, or a :class:`SkippedSample` when the
+image is unreadable and the dataset is not strict; :func:`collate_detection` pads a batch into a
+:class:`DetectionBatch`, counting the samples it dropped and keeping every note.
 """
 from __future__ import annotations
 
 import os
 import random
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ._base import BACKGROUND, DataError, DetectionDataset, log, read_label_file
+from ._base import BACKGROUND, DataError, DetectionDataset, SkippedSample, log, read_label_file
 from .coco import COCODataset
 from .open_images import OpenImagesDataset
 from .voc import VOCDataset
@@ -31,6 +32,8 @@ __all__ = [
     "build_dataset",
     "detect_layout",
     "collate_detection",
+    "DetectionBatch",
+    "SkippedSample",
     "make_loader",
     "read_label_file",
 ]
@@ -108,18 +111,37 @@ def build_dataset(
     return OpenImagesDataset(roots, balance=balance, **common)
 
 
-def collate_detection(batch: Sequence[Any]) -> tuple[Tensor, Tensor, Tensor, list[int], int]:
-    """Stack a list of ``dataset[i]`` results, dropping ``None`` (unreadable samples).
+class DetectionBatch(NamedTuple):
+    """A batch from :func:`collate_detection`.
 
-    Returns ``(images [B, 3, S, S], gt_boxes [B, Gmax, 4] normalized xyxy (zeros where padded),
-    gt_labels int64 [B, Gmax] (-1 where padded), indices list[int], skipped)`` with
-    ``Gmax = max(1, most boxes in an image)``. When every sample was dropped, ``images`` is an empty
-    ``[0]`` tensor and ``B == 0``.
+    Attributes:
+        images: ``[B, 3, S, S]`` (an empty ``[0]`` tensor when every sample was dropped).
+        gt_boxes: ``[B, Gmax, 4]`` normalized xyxy, zeros where padded (``Gmax = max(1, most boxes)``).
+        gt_labels: int64 ``[B, Gmax]``, -1 where padded.
+        indices: the dataset index of each image.
+        skipped: how many samples were dropped (unreadable images).
+        notes: one line per thing the user should hear about, each naming its file: the skipped
+            images and the images used with a warning (e.g. truncated). The trainer logs them.
     """
-    items = [b for b in batch if b is not None]
+
+    images: Tensor
+    gt_boxes: Tensor
+    gt_labels: Tensor
+    indices: list[int]
+    skipped: int
+    notes: list[str]
+
+
+def collate_detection(batch: Sequence[Any]) -> DetectionBatch:
+    """Stack a list of ``dataset[i]`` results into a :class:`DetectionBatch`, dropping unreadable
+    samples (:class:`SkippedSample`, or ``None`` from other datasets) and keeping their notes."""
+    notes = [b.note for b in batch if isinstance(b, SkippedSample)]
+    items = [b for b in batch if b is not None and not isinstance(b, SkippedSample)]
     skipped = len(batch) - len(items)
+    notes += [note for _, t in items for note in t.get("notes", ())]
     if not items:
-        return torch.zeros(0), torch.zeros(0, 1, 4), torch.full((0, 1), -1, dtype=torch.int64), [], skipped
+        return DetectionBatch(torch.zeros(0), torch.zeros(0, 1, 4), torch.full((0, 1), -1, dtype=torch.int64), [],
+                              skipped, notes)
     images = torch.stack([img for img, _ in items])
     gmax = max(1, max(int(t["boxes"].shape[0]) for _, t in items))
     gt_boxes = torch.zeros(len(items), gmax, 4, dtype=torch.float32)
@@ -131,7 +153,7 @@ def collate_detection(batch: Sequence[Any]) -> tuple[Tensor, Tensor, Tensor, lis
             gt_boxes[k, :g] = t["boxes"]
             gt_labels[k, :g] = t["labels"]
         indices.append(int(t["index"]))
-    return images, gt_boxes, gt_labels, indices, skipped
+    return DetectionBatch(images, gt_boxes, gt_labels, indices, skipped, notes)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -187,7 +209,7 @@ def make_loader(
     seed: int = 0,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader of ``(images, gt_boxes, gt_labels, indices, skipped)`` batches (:func:`collate_detection`).
+    """A DataLoader of :class:`DetectionBatch` batches (:func:`collate_detection`).
 
     Pinned memory when CUDA is available, persistent workers when ``num_workers > 0``, a generator
     seeded with ``seed`` (same shuffling, and with workers the same augmentation, for the same seed

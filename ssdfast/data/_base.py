@@ -6,10 +6,12 @@ A dataset subclass parses its annotation files at construction into a list of :c
 (counting both in :attr:`DetectionDataset.stats`) and packs everything into flat numpy arrays, so
 DataLoader workers forked from the main process do not touch (and copy) millions of Python objects.
 
-``__getitem__`` decodes the image with :func:`torchvision.io.decode_image` (libjpeg-turbo), applies
-the transform and returns ``(image, target)``; an unreadable image is logged with its path and gives
-``None`` (``strict=False``; :func:`ssdfast.data.collate_detection` drops it and counts it) or raises
-:class:`DataError` naming the path (``strict=True``).
+``__getitem__`` decodes the image with :func:`ssdfast.io.load_image` (the one image reader), applies
+the transform and returns ``(image, target)``. What the console should hear about travels with the
+sample, so it reaches the main process from DataLoader workers: a truncated image that decodes is
+used and its warning put in ``target["notes"]``; an unreadable image gives a :class:`SkippedSample`
+(``strict=False``; :func:`ssdfast.data.collate_detection` drops it, counts it and keeps its note) or
+raises :class:`DataError` naming the path (``strict=True``, which also refuses truncated images).
 """
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..io import BACKGROUND, FileError, read_label_file
+from ..io import BACKGROUND, FileError, ImageError, load_image, read_label_file
 
-__all__ = ["DataError", "DetectionDataset", "read_label_file", "decode_image_file", "BACKGROUND"]
+__all__ = ["DataError", "DetectionDataset", "SkippedSample", "read_label_file", "BACKGROUND"]
 
 log = logging.getLogger("ssdfast.data")
 
@@ -50,16 +52,22 @@ class _Record:
     difficult: np.ndarray  # bool [G]
 
 
+@dataclass
+class SkippedSample:
+    """What ``dataset[i]`` gives for an image that cannot be used (``strict=False``): its index, file
+    and why (one line, naming the file)."""
+
+    index: int
+    path: str
+    reason: str
+
+    @property
+    def note(self) -> str:
+        return f"skipped {self.reason}"
+
+
 def _empty_record(image_id: Any, path: str, width: int = 0, height: int = 0) -> _Record:
     return _Record(image_id, path, width, height, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
-
-
-def decode_image_file(path: str) -> Tensor:
-    """Read and fully decode an image file -> uint8 ``[3, H, W]`` RGB (raises on unreadable data)."""
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
-    data = read_file(path)
-    return decode_image(data, mode=ImageReadMode.RGB)
 
 
 def clean_boxes(boxes: np.ndarray, width: float, height: float) -> tuple[np.ndarray, np.ndarray, int]:
@@ -204,20 +212,27 @@ class DetectionDataset(Dataset):
             "difficult": torch.from_numpy(self._difficult[lo:hi].copy()),
         }
 
-    def _unreadable(self, path: str, message: str) -> None:
+    def _unreadable(self, index: int, path: str, reason: str) -> SkippedSample:
+        """``reason`` names the file; strict datasets raise it, the others skip the sample."""
         if self.strict:
-            raise DataError(f"{path}: {message}")
+            raise DataError(reason)
         self.stats["unreadable_images"] += 1
-        log.warning("skipping %s: %s", path, message)
-        return None
+        log.warning("skipping %s", reason)
+        return SkippedSample(index, path, reason)
 
     def __getitem__(self, index: int):
         r = self._record_index(index)
         path = self._paths[r]
         try:
-            image = decode_image_file(path)
-        except Exception as exc:  # corrupt, truncated, missing: never crash a worker
-            return self._unreadable(path, f"unreadable image ({_one_line(exc)})")
+            loaded = load_image(path)
+        except ImageError as exc:  # corrupt, truncated past use, missing: never crash a worker
+            return self._unreadable(index, path, str(exc))
+        except Exception as exc:  # anything else a decoder may throw
+            return self._unreadable(index, path, f"{path}: unreadable image ({_one_line(exc)})")
+        if loaded.warning is not None and self.strict:
+            raise DataError(f"{loaded.warning} (strict: not used)")
+        image = loaded.pixels
+        notes = [] if loaded.warning is None else [loaded.warning]
         height, width = int(image.shape[-2]), int(image.shape[-1])
         lo, hi = self._offsets[r], self._offsets[r + 1]
         boxes = self._boxes[lo:hi]
@@ -240,9 +255,11 @@ class DetectionDataset(Dataset):
             if self.strict:
                 raise DataError(f"{path}: transform failed ({_one_line(exc)})") from exc
             log.exception("skipping %s: transform failed", path)
-            self.stats["unreadable_images"] += 1
-            return None
-        return image, {"boxes": boxes_t.to(torch.float32), "labels": labels_t.to(torch.int64), "index": index}
+            return self._unreadable(index, path, f"{path}: transform failed ({_one_line(exc)})")
+        target = {"boxes": boxes_t.to(torch.float32), "labels": labels_t.to(torch.int64), "index": index}
+        if notes:
+            target["notes"] = notes
+        return image, target
 
     def __repr__(self) -> str:
         return (

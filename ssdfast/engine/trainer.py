@@ -776,7 +776,7 @@ class Trainer:
                    disable=True if not (self.is_main and cfg.progress) else None, dynamic_ncols=True,
                    leave=False, file=sys.stderr)
         try:
-            for images, gt_boxes, gt_labels, _indices, _skipped in loader:
+            for images, gt_boxes, gt_labels, _indices, _skipped, _notes in loader:
                 if self.step >= self.max_steps:
                     break
                 out = self.train_step(images, gt_boxes, gt_labels)
@@ -949,7 +949,7 @@ class Trainer:
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64)
         batches = 0
-        for images, gt_boxes, gt_labels, _indices, _skipped in loader:
+        for images, gt_boxes, gt_labels, _indices, _skipped, _notes in loader:
             if images.shape[0] == 0:
                 continue
             images = images.to(self.device)

@@ -161,6 +161,8 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     except Exception:
         pixels = None
     if pixels is None or pixels.shape[1] == 0 or pixels.shape[2] == 0:
+        if "truncated" in (first_error + pil_error).lower():
+            raise ImageError(f"{p}: truncated image, too little of it to decode")
         reason = pil_error if "cannot identify" not in pil_error else "not an image file, or a format not supported"
         raise ImageError(f"{p}: unreadable image ({reason})")
     missing = _missing_fraction(pixels)

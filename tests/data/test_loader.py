@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from ssdfast.data import DataError, build_dataset, collate_detection, make_loader
+from ssdfast.data import DataError, SkippedSample, build_dataset, collate_detection, make_loader
 from ssdfast.data.transforms import EvalTransform, TrainTransform
 
 from .conftest import copy_dataset, truncate_file
@@ -20,12 +20,12 @@ def test_collate_pads_and_counts_skipped():
     a = (torch.zeros(3, 8, 8), {"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([2]), "index": 4})
     b = (torch.ones(3, 8, 8), {"boxes": torch.rand(3, 4), "labels": torch.tensor([1, 1, 3]), "index": 7})
     c = (torch.ones(3, 8, 8), {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "index": 9})
-    images, boxes, labels, indices, skipped = collate_detection([a, None, b, c, None])
+    images, boxes, labels, indices, skipped, _notes = collate_detection([a, None, b, c, None])
     assert images.shape == (3, 3, 8, 8) and boxes.shape == (3, 3, 4) and labels.shape == (3, 3)
     assert labels.tolist() == [[2, -1, -1], [1, 1, 3], [-1, -1, -1]]
     assert indices == [4, 7, 9] and skipped == 2
     assert boxes[0, 1:].abs().sum() == 0
-    images, boxes, labels, indices, skipped = collate_detection([None, None])
+    images, boxes, labels, indices, skipped, _notes = collate_detection([None, None])
     assert images.shape[0] == 0 and indices == [] and skipped == 2
 
 
@@ -38,7 +38,7 @@ def test_loader_batches_and_is_reproducible(voc_root):
     assert [i for i, _ in first] == [i for i, _ in again]
     assert all(torch.equal(x, y) for (_, x), (_, y) in zip(first, again))
     assert sorted(i for idx, _ in first for i in idx) == list(range(len(ds)))
-    images, boxes, labels, indices, skipped = next(iter(loader))
+    images, boxes, labels, indices, skipped, _notes = next(iter(loader))
     assert images.shape == (4, 3, 64, 64) and skipped == 0
     assert ((labels == -1) | (labels >= 1)).all()
 
@@ -71,13 +71,15 @@ def test_corrupt_image_skipped_with_count(corrupt_voc, caplog):
     root, bad = corrupt_voc
     ds = build_dataset("voc", [str(root)], transform=EvalTransform(32, MEAN, STD))
     with caplog.at_level(logging.WARNING, logger="ssdfast.data"):
-        assert ds[2] is None
+        sample = ds[2]
+        assert isinstance(sample, SkippedSample) and sample.path == bad
     assert bad in caplog.text and ds.stats["unreadable_images"] == 1
     seen = skipped = 0
-    for images, boxes, labels, indices, n_skipped in make_loader(ds, batch_size=3, shuffle=False, num_workers=2):
+    for images, boxes, labels, indices, n_skipped, notes in make_loader(ds, batch_size=3, shuffle=False, num_workers=2):
         seen += images.shape[0]
         skipped += n_skipped
         assert 2 not in indices
+        assert (bad in " ".join(notes)) == (n_skipped == 1)  # the skip reaches the main process
     assert skipped == 1 and seen == len(ds) - 1
 
 
@@ -110,7 +112,7 @@ def test_missing_image_skipped(tmp_path, voc_root):
     root = copy_dataset(voc_root, tmp_path / "voc")
     ds = build_dataset("voc", [str(root)])
     __import__("os").remove(ds.image_path(0))
-    assert ds[0] is None
+    assert isinstance(ds[0], SkippedSample)
     with pytest.raises(DataError, match=ds.image_path(0)):
         build_dataset("voc", [str(root)], strict=True)[0]
 

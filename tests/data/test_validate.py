@@ -21,7 +21,7 @@ def test_clean_datasets_pass(voc_root, coco_root, oi_root):
 def test_voc_problems_found_by_path(tmp_path, voc_root):
     root = copy_dataset(voc_root, tmp_path / "voc")
     jpeg = sorted((root / "JPEGImages").glob("*.jpg"))[1]
-    truncate_file(jpeg, 0.6)
+    truncate_file(jpeg)
     broken = sorted((root / "Annotations").glob("*.xml"))[2]
     broken.write_text("<annotation><size><width>10</width>")
     odd = sorted((root / "Annotations").glob("*.xml"))[3]
