@@ -1,8 +1,13 @@
-"""Print the ssdfast benchmark tables (Markdown) and save them under benchmarks/results/.
+"""Print the ssdfast benchmark tables (Markdown); save them only when asked.
 
-    python -m benchmarks.run --quick            # CPU, a few minutes
+    python -m benchmarks.run --quick            # CPU, a few minutes; prints the tables
+    python benchmarks/run.py --quick            # the same
     python -m benchmarks.run --section ops      # one section
     python -m benchmarks.run --device cuda      # on a GPU (AMP by default)
+    python -m benchmarks.run --quick --save     # also write benchmarks/results/<machine>.md (+ .png)
+    python -m benchmarks.run --output my.md     # also write my.md (+ my.png)
+
+The committed results under benchmarks/results/ are only replaced with ``--save``.
 
 Sections:
   ops        each kernel vs its pure-PyTorch reference and the loop SSD users run today
@@ -25,6 +30,10 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
+
+if __package__ in (None, ""):  # `python benchmarks/run.py`: run as the module it is
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    __package__ = "benchmarks"
 
 import torch
 
@@ -274,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and smaller sizes (CPU, minutes)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--section", action="append", choices=list(SECTIONS), help="run only these sections")
-    parser.add_argument("--output", default=None, help="Markdown file to write (default benchmarks/results/<machine>.md)")
+    parser.add_argument("--output", default=None, metavar="FILE.md",
+                        help="also write the tables to this Markdown file (and a PNG chart beside it)")
+    parser.add_argument("--save", action="store_true",
+                        help="also write them to benchmarks/results/<machine>.md, replacing the committed results "
+                             "for this machine")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="autocast (float16) training and inference (default: on for cuda)")
     parser.add_argument("--channels-last", "--channels_last", dest="channels_last",
@@ -314,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"[{name}: {time.perf_counter() - start:.0f} s]")
     text = "\n".join(parts) + "\n"
     print(text)
-    out = args.output or os.path.join(os.path.dirname(__file__), "results", f"{machine}.md")
+    if args.output is None and not args.save:
+        print("(not saved: --save writes benchmarks/results/<machine>.md, --output FILE.md another file)",
+              file=sys.stderr)
+        return 0
+    out = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"{machine}.md")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         f.write(text)

@@ -1,0 +1,34 @@
+"""benchmarks/run.py: both ways of starting it work, and committed results change only when asked."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_starts_as_a_script_and_as_a_module(tmp_path):
+    for cmd in ([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--help"],
+                [sys.executable, "-m", "benchmarks.run", "--help"]):
+        out = subprocess.run(cmd, cwd=tmp_path if cmd[1].endswith(".py") else ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "--save" in out.stdout
+
+
+def test_results_are_written_only_when_asked(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import run
+    finally:
+        sys.path.remove(str(ROOT))
+    monkeypatch.setitem(run.SECTIONS, "fake", lambda settings: "| a | b |\n|---|---|\n| 1 | 2 |")
+    results = ROOT / "benchmarks" / "results"
+    before = {p: p.stat().st_mtime_ns for p in results.rglob("*")}
+    assert run.main(["--section", "fake", "--no-chart"]) == 0
+    assert "| 1 | 2 |" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*")} == before
+    out = tmp_path / "mine.md"
+    assert run.main(["--section", "fake", "--no-chart", "--output", str(out)]) == 0
+    assert "| 1 | 2 |" in out.read_text()
