@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -182,9 +183,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {p} (corrupt or not a torch file?): {type(exc).__name__}: {exc}"
-        ) from exc
+        raise CheckpointError(f"cannot read checkpoint {p}: {_load_failure(exc)}") from exc
     return _checked(ckpt, p)
 
 
@@ -292,7 +291,7 @@ def load_model_file(
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read model file {p} (corrupt or not a torch file?): {_first_line(exc)}") from None
+        raise CheckpointError(f"cannot read model file {p}: {_load_failure(exc)}") from None
     names = None
     if label_file is not None:
         try:
@@ -344,6 +343,16 @@ def load_model_file(
         raise CheckpointError(f"{p} does not load as a pytorch-ssd {canonical_name(net)} with the "
                               f"{len(names)} classes of {label_file}: {_first_line(exc)}") from None
     return LoadedModel(model.to(device).eval(), names, None, "pytorch-ssd", p, None, os.fspath(label_file))
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words (torch's own text is long and
+    suggests ``weights_only=False``, which a user should not do with a file they cannot read)."""
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if match:
+        return (f"it stores Python objects ({match.group(1)}), not just tensors (a whole pickled model?): "
+                "save its state_dict() and load that")
+    return "not a PyTorch file, or a damaged one"
 
 
 def _first_line(exc: BaseException) -> str:

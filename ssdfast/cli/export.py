@@ -1,39 +1,61 @@
-"""``ssdfast-export``: a checkpoint to ONNX for jetson-inference, ONNX Runtime or TensorRT.
+"""``ssdfast-export``: a model to ONNX for jetson-inference, ONNX Runtime or TensorRT.
 
-The network, image size, normalization and class names come from the ssdfast checkpoint, so any
-network of ``ssdfast.models.list_models()`` exports at the size it was trained at. ``labels.txt``
-(BACKGROUND first, one line per class) is written beside the model. jetson-inference's
-``onnx_export.py`` flags (``--input``, ``--model-dir``, ``--net``, ``--width/--height``,
-``--batch-size``, ``--labels``) work in either spelling.
+Takes an ssdfast checkpoint or a pytorch-ssd ``.pth`` (with its ``--net`` and labels), or a training
+folder (``--model-dir``, picking the latest run's model: :func:`ssdfast.export.pick_model_file`).
+pytorch-ssd's ``onnx_export.py`` flags work with their meaning (``--net``, ``--input``,
+``--output``, ``--labels``, ``--width``, ``--height``, ``--batch-size``, ``--model-dir``), in either
+spelling, so jetson-inference's ``onnx_export.py --model-dir=models/fruit`` becomes
+``ssdfast-export --model-dir=models/fruit`` and leaves ``models/fruit/ssd-mobilenet.onnx`` and
+``models/fruit/labels.txt`` (BACKGROUND first) for ``detectnet``.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import UsageError, add_argument, make_parser, positive_int, run_main
+from ..export.deps import MissingPackageError, require
+from ..export.formats import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET, model_image_size
+from ._common import UsageError, add_argument, add_model_file_arguments, load_model_arg, make_parser, positive_int, run_main
 
 __all__ = ["main", "build_parser"]
 
-_FORMATS = ("jetson", "onnx-nms", "trt-nms")
+#: pytorch-ssd's onnx_export.py: its default --net, which also names the file it writes (<NET>.onnx),
+#: and the network that name means.
+ONNX_EXPORT_DEFAULT_NET = "ssd-mobilenet"
+ONNX_EXPORT_NET_ALIASES = {"ssd-mobilenet": "mb1-ssd"}
+DETECTNET_FLAGS = "--input-blob=input_0 --output-cvg=scores --output-bbox=boxes"
 
-_EPILOG = """\
-formats (all take input_0 float32 [B,3,H,W], RGB scaled to [-1, 1]; the model's mean/std are in the graph):
+_EPILOG = f"""\
+formats (all take input_0 float32 [B,3,H,W], RGB scaled to [-1, 1] as detectnet feeds it; the model's
+own mean/std are folded into the graph):
   jetson    outputs scores [1,P,C] (softmax, class 0 = background) and boxes [1,P,4] (normalized x1,y1,x2,y2),
             no NMS: what jetson-inference's detectnet reads
   onnx-nms  decode + NonMaxSuppression in standard ONNX ops (ONNX Runtime, TensorRT >= 8.5); outputs
             num_detections int32 [B,1], detection_boxes [B,K,4], detection_scores [B,K], detection_classes int32 [B,K]
   trt-nms   the same outputs from TensorRT's EfficientNMS_TRT plugin (TensorRT >= 8.0)
 
+--model-dir DIR picks the latest run's model: ssdfast-train's best.pth when it is of the run last.pth
+ends (same run id), else last.pth; pytorch-ssd's NET-Epoch-N-Loss-L.pth with the lowest loss, as its
+onnx_export.py does. It writes DIR/ssd-mobilenet.onnx (DIR/<NET>.onnx when --net is given, as
+onnx_export.py) and DIR/labels.txt. A pytorch-ssd .pth needs its network: --net (ssd-mobilenet, onnx_export.py's
+default, means mb1-ssd; without --net, the network is read from the file, else taken as mb1-ssd) and
+--mb2-width-mult / --resolution when it was trained with them; its class names come from --labels, else
+labels.txt beside it.
+
 examples:
-  ssdfast-export models/fruit/best.pth --output models/fruit/ssd-mobilenet.onnx --check
+  ssdfast-export --model-dir=models/fruit                     # jetson-inference's onnx_export.py command
   detectnet --model=models/fruit/ssd-mobilenet.onnx --labels=models/fruit/labels.txt \\
-      --input-blob=input_0 --output-cvg=scores --output-bbox=boxes csi://0
+      {DETECTNET_FLAGS} csi://0
+  ssdfast-export --input mb2-ssd-lite-Epoch-99-Loss-2.1.pth --net mb2-ssd-lite --labels labels.txt --check
   ssdfast-export models/fruit/best.pth --format onnx-nms --batch-size dynamic --output fruit-nms.onnx --check
   ssdfast-export models/fruit/best.pth --format trt-nms --output fruit-trt.onnx --tensorrt fruit.engine --fp16
   ssdfast-export models/fruit/best.pth --verify-engine fruit.engine   # is the engine built from this checkpoint?
+
+--check needs onnxruntime (pip install 'ssdfast[export]', or onnxruntime-gpu); --tensorrt builds with
+the tensorrt package where it is installed (JetPack), else prints the trtexec command.
 """
 
 
@@ -49,8 +71,6 @@ def _batch_size(value: str) -> int | None:
     return number
 
 
-
-
 def _fraction(value: str) -> float:
     try:
         number = float(value)
@@ -64,30 +84,33 @@ def _fraction(value: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The ``ssdfast-export`` argument parser."""
     p = make_parser("ssdfast-export", "Export a trained SSD to ONNX (jetson-inference, ONNX Runtime, TensorRT).", _EPILOG)
-    p.add_argument("checkpoint", nargs="?", default=None, metavar="CHECKPOINT",
-                   help="the ssdfast checkpoint to export (or --input / --model-dir)")
+    p.add_argument("checkpoint", nargs="?", default=None, metavar="MODEL",
+                   help="the model file: an ssdfast checkpoint or a pytorch-ssd .pth (or --input / --model-dir)")
     add_argument(p, "--input", default=None, metavar="FILE",
-                 help="the checkpoint, as jetson-inference's onnx_export.py takes it (same as CHECKPOINT)")
+                 help="the model file, as pytorch-ssd's onnx_export.py takes it (same as MODEL; with --model-dir, "
+                      "a name inside DIR)")
     add_argument(p, "--model-dir", default=None, metavar="DIR",
-                 help="a training folder: exports its best.pth (else last.pth, else its newest .pth)")
+                 help="a training folder: exports its latest run's model (see below) to DIR/ssd-mobilenet.onnx, "
+                      "with DIR/labels.txt")
     add_argument(p, "--output", "-o", default=None, metavar="FILE",
-                 help="the .onnx file to write (default: beside the checkpoint, best.pth -> best.onnx, "
-                      "best-onnx-nms.onnx, best-trt-nms.onnx)")
-    add_argument(p, "--format", default="jetson", choices=_FORMATS,
+                 help="the .onnx file to write (a bare name goes into --model-dir; default: DIR/ssd-mobilenet.onnx "
+                      "with --model-dir, else beside the model: best.pth -> best.onnx, best-onnx-nms.onnx, "
+                      "best-trt-nms.onnx)")
+    add_argument(p, "--output-labels", default=None, metavar="FILE",
+                 help="where to write the class names, one a line, BACKGROUND first (default: labels.txt beside --output)")
+    add_argument(p, "--format", default=FORMATS[0], choices=FORMATS,
                  help="graph outputs: jetson (scores + boxes for detectnet), onnx-nms (standard NMS in the graph), "
                       "trt-nms (TensorRT EfficientNMS_TRT plugin)")
-    add_argument(p, "--opset", type=int, default=13,
-                 help="ONNX opset (>= 11); 13 is the highest TensorRT 8.2 (Jetson Nano's last JetPack) parses")
+    add_argument(p, "--opset", type=int, default=DEFAULT_OPSET,
+                 help=f"ONNX opset ({MIN_OPSET} to {MAX_OPSET}); {DEFAULT_OPSET} is the highest TensorRT 8.2 "
+                      "(Jetson Nano's last JetPack) parses")
     add_argument(p, "--batch-size", type=_batch_size, default=1, metavar="N|dynamic",
-                 help="fixed batch size of the graph, or 'dynamic' for a variable batch axis")
-    add_argument(p, "--labels", default=None, metavar="FILE",
-                 help="where to write the class names, one a line, BACKGROUND first (default: labels.txt beside --output)")
-    add_argument(p, "--net", default=None,
-                 help="network name; read from the checkpoint (an error when given and different)")
+                 help="fixed batch size of the graph, or 'dynamic' for a variable batch axis (detectnet: 1)")
+    add_model_file_arguments(p)
     add_argument(p, "--width", type=positive_int, default=None,
-                 help="input width; read from the checkpoint (an error when given and different)")
+                 help="input width (onnx_export.py's flag): checked against the model's size")
     add_argument(p, "--height", type=positive_int, default=None,
-                 help="input height; read from the checkpoint (an error when given and different)")
+                 help="input height (onnx_export.py's flag): checked against the model's size")
 
     nms = p.add_argument_group("post-processing (onnx-nms, trt-nms)")
     add_argument(nms, "--score-threshold", type=_fraction, default=0.3,
@@ -99,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(nms, "--max-detections", type=positive_int, default=200,
                  help="detections per image after NMS (K, the size of the detection outputs)")
 
-    chk = p.add_argument_group("checking")
+    chk = p.add_argument_group("checking (needs onnxruntime)")
     add_argument(chk, "--check", action="store_true",
                  help="run the export in onnxruntime on preprocessed images and compare with PyTorch "
                       "(raw outputs within --tolerance; onnx-nms: the Detector's detections); exit 1 on a mismatch")
@@ -124,55 +147,115 @@ def build_parser() -> argparse.ArgumentParser:
                  help="TensorRT builder workspace (default: 1024 when building here, trtexec's own default "
                       "otherwise; trtexec >= 8.4 takes it as --memPoolSize)")
     add_argument(trt, "--verify-engine", default=None, metavar="ENGINE",
-                 help="only check that ENGINE (with its ENGINE.json) was built from this checkpoint; exit 1 if stale")
+                 help="only check that ENGINE (with its ENGINE.json) was built from this model file; exit 1 if stale")
     return p
 
 
-def _resolve_checkpoint(args: argparse.Namespace) -> Path:
+# ----------------------------------------------------------------------------- which file, where to
+
+
+def _resolve_model_file(args: argparse.Namespace) -> tuple[Path, str]:
+    """The model file to export and the flag it came from (for messages); prints why when picked."""
     given = [v for v in (args.checkpoint, args.input) if v]
     if len(given) == 2 and Path(given[0]) != Path(given[1]):
-        raise UsageError("give the checkpoint once: CHECKPOINT or --input, not both")
-    if given and args.model_dir:
-        raise UsageError("give either a checkpoint (CHECKPOINT / --input) or --model-dir, not both")
+        raise UsageError("give the model file once: MODEL or --input, not both")
+    model_dir = Path(args.model_dir).expanduser() if args.model_dir else None
+    if model_dir is not None and not model_dir.is_dir():
+        raise UsageError(f"--model-dir {model_dir} is not a folder")
+    flag = "--input" if args.input else "MODEL"
     if given:
-        path = Path(given[0])
+        path = Path(given[0]).expanduser()
+        if not path.is_file() and model_dir is not None and (model_dir / path).is_file():
+            path = model_dir / path  # onnx_export.py: a name inside --model-dir
         if not path.is_file():
-            raise UsageError(f"checkpoint {path} does not exist")
-        return path
-    if args.model_dir:
-        folder = Path(args.model_dir)
-        if not folder.is_dir():
-            raise UsageError(f"--model-dir {folder} is not a folder")
-        for name in ("best.pth", "last.pth"):
-            if (folder / name).is_file():
-                return folder / name
-        candidates = sorted(folder.glob("*.pth"), key=lambda f: f.stat().st_mtime)
-        if candidates:
-            return candidates[-1]
-        raise UsageError(f"--model-dir {folder} has no best.pth, last.pth or other .pth checkpoint")
-    raise UsageError("which checkpoint? give CHECKPOINT (or --input FILE, or --model-dir DIR)")
+            raise UsageError(f"{flag}: model file {path} does not exist")
+        return path, flag
+    if model_dir is not None:
+        from ..export.model_dir import ModelDirError, pick_model_file
+
+        try:
+            choice = pick_model_file(model_dir)
+        except ModelDirError as exc:
+            raise UsageError(f"--model-dir: {exc}") from None
+        print(f"--model-dir {model_dir}: exporting {choice.path.name}: {choice.reason}")
+        return choice.path, "--model-dir"
+    raise UsageError("which checkpoint? give MODEL (an ssdfast checkpoint or a pytorch-ssd .pth), --input FILE "
+                     "or --model-dir DIR")
 
 
-def _load_model(path: Path) -> tuple[Any, list[str]]:
-    from ssdfast.checkpoint import CheckpointError, model_from_checkpoint
+def _resolve_label_file(args: argparse.Namespace) -> None:
+    """onnx_export.py: a --labels that is not a file is looked up in --model-dir."""
+    if args.label_file and args.model_dir and not Path(args.label_file).is_file():
+        inside = Path(args.model_dir).expanduser() / args.label_file
+        if inside.is_file():
+            args.label_file = str(inside)
 
+
+def _output_path(args: argparse.Namespace, model_file: Path, net_given: str | None) -> Path:
+    model_dir = Path(args.model_dir).expanduser() if args.model_dir else None
+    if args.output:
+        output = Path(args.output)
+        if model_dir is not None and "/" not in args.output and "\\" not in args.output:
+            output = model_dir / output  # onnx_export.py: a bare name goes into --model-dir
+    elif model_dir is not None and args.format == "jetson":
+        output = model_dir / f"{net_given or ONNX_EXPORT_DEFAULT_NET}.onnx"  # onnx_export.py's <NET>.onnx
+    else:
+        folder = model_dir or model_file.parent
+        suffix = "" if args.format == "jetson" else f"-{args.format}"
+        output = folder / f"{model_file.stem}{suffix}.onnx"
+    if output.suffix.lower() != ".onnx":
+        raise UsageError(f"--output should be a .onnx file, got {output}")
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a folder")
+    return output
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def _load(model_file: Path, args: argparse.Namespace, flag: str) -> Any:
+    """The model file read with the model-file flags. A pytorch-ssd file given without --net, whose
+    network is not recognised from the file, is read as onnx_export.py's default, ssd-mobilenet (mb1-ssd)."""
     try:
-        return model_from_checkpoint(path, device="cpu")
-    except CheckpointError as exc:
-        raise UsageError(str(exc)) from None
+        return load_model_arg(str(model_file), args, "cpu", flag)
+    except UsageError as exc:
+        if args.net is not None:
+            raise
+        first = exc
+    fallback = argparse.Namespace(**{**vars(args), "net": ONNX_EXPORT_NET_ALIASES[ONNX_EXPORT_DEFAULT_NET]})
+    try:
+        loaded = load_model_arg(str(model_file), fallback, "cpu", flag)
+    except UsageError:
+        raise first from None
+    print(f"no --net: {model_file.name} read as onnx_export.py's default network, {ONNX_EXPORT_DEFAULT_NET} (mb1-ssd)")
+    return loaded
 
 
-def _check_consistency(args: argparse.Namespace, model: Any) -> None:
-    config = model.config
-    if args.net is not None and args.net.strip().lower().replace("_", "-") != config.name:
-        raise UsageError(f"--net {args.net} but the checkpoint holds a {config.name}")
-    from ssdfast.export.onnx import model_image_size
-
-    h, w = model_image_size(config)
+def _check_size(args: argparse.Namespace, loaded: Any) -> None:
+    h, w = model_image_size(loaded.model.config)
     for flag, given, actual in (("--width", args.width, w), ("--height", args.height, h)):
         if given is not None and given != actual:
-            raise UsageError(f"{flag} {given} but the checkpoint's network takes {w}x{h} images "
-                             "(the export uses the size the model was trained at)")
+            hint = ("give --resolution to build the pytorch-ssd network at another size" if loaded.kind == "pytorch-ssd"
+                    else "the export uses the size the model was trained at")
+            raise UsageError(f"{flag} {given} but the model's network takes {w}x{h} images ({hint})")
+
+
+def _check_labels_destination(labels: Path, loaded: Any) -> None:
+    """Writing labels.txt must not rewrite, in another format, the label file the classes came from."""
+    if loaded.label_file is None or not labels.exists() or labels.resolve() != Path(loaded.label_file).resolve():
+        return
+    lines = [line.strip() for line in labels.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    if lines != list(loaded.class_names):
+        raise UsageError(f"--output-labels: {labels} is the label file the class names were read from, in another "
+                         "format than detectnet's (one a line, BACKGROUND first); give --output-labels FILE")
+
+
+def _describe(loaded: Any) -> str:
+    config = loaded.model.config
+    h, w = model_image_size(config)
+    source = f"labels from {loaded.label_file}" if loaded.label_file else "class names from the checkpoint"
+    return (f"{loaded.kind} model {loaded.path}: {config.name} {w}x{h}, {len(loaded.class_names)} classes "
+            f"({source})")
 
 
 def _print_usage_hint(result: Any, labels: Path | None) -> None:
@@ -183,21 +266,38 @@ def _print_usage_hint(result: Any, labels: Path | None) -> None:
     if labels is not None:
         print(f"wrote {labels} ({result.num_classes} lines, BACKGROUND first)")
     if result.format == "jetson":
-        print("run it on a Jetson with:\n  detectnet --model=" + str(result.path) + f" --labels={labels} "
-              "--input-blob=input_0 --output-cvg=scores --output-bbox=boxes <input> <output>")
+        model_flag = shlex.quote(f"--model={result.path}")
+        labels_flag = shlex.quote(f"--labels={labels}") if labels is not None else "--labels=<labels.txt>"
+        print(f"run it on a Jetson with:\n  detectnet {model_flag} {labels_flag} {DETECTNET_FLAGS} <input> <output>")
+        if result.batch_size != 1:
+            print(f"note: detectnet runs ONNX SSDs at batch 1; this graph's batch is {batch}")
+
+
+# ----------------------------------------------------------------------------- images, TensorRT
+
+
+def _read_images(paths: list[str], limit: int, flag: str) -> list[Any]:
+    from ..export.inputs import load_images
+    from ..io import FileError
+
+    try:
+        loaded = load_images(paths, limit=limit)
+    except (FileNotFoundError, FileError) as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+    if not loaded:
+        raise UsageError(f"{flag} {' '.join(paths)}: no images found")
+    for image in loaded:
+        if image.warning:
+            print(f"note: {image.warning}")
+    return [image.pixels for image in loaded]
 
 
 def _calibration_batches(args: argparse.Namespace, model: Any, batch: int) -> list[Any]:
-    from ssdfast.export.check import load_images, prepare_inputs
+    from ..export.inputs import prepare_inputs
 
     if not args.calib_dir:
         raise UsageError("--int8 needs --calib-dir DIR (images like the ones the model will see)")
-    try:
-        images = load_images([args.calib_dir], limit=args.calib_count)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(f"--calib-dir: {exc}") from None
-    if not images:
-        raise UsageError(f"--calib-dir {args.calib_dir} has no images")
+    images = _read_images([args.calib_dir], args.calib_count, "--calib-dir")
     batches = []
     for start in range(0, len(images) - batch + 1, batch):
         _, x, _ = prepare_inputs(images[start:start + batch], model.config)
@@ -209,7 +309,7 @@ def _calibration_batches(args: argparse.Namespace, model: Any, batch: int) -> li
 
 def _tensorrt(args: argparse.Namespace, result: Any, model: Any, checkpoint_sha: str) -> int:
     """Build the engine (tensorrt present) or print the trtexec command; write the sidecar. Exit status."""
-    from ssdfast.export.tensorrt import (
+    from ..export.tensorrt import (
         EngineInfo,
         build_engine,
         file_sha256,
@@ -256,24 +356,12 @@ def _tensorrt(args: argparse.Namespace, result: Any, model: Any, checkpoint_sha:
     return 0
 
 
-def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    checkpoint = _resolve_checkpoint(args)
+# ----------------------------------------------------------------------------- main
 
-    from ssdfast.export.tensorrt import StaleEngineError, check_engine, file_sha256
 
-    checkpoint_sha = file_sha256(checkpoint)
-    if args.verify_engine:
-        try:
-            info = check_engine(args.verify_engine, checkpoint_sha256=checkpoint_sha)
-        except StaleEngineError as exc:
-            print(f"stale: {exc}", file=sys.stderr)
-            return 1
-        print(f"{args.verify_engine} is up to date: built from {checkpoint} ({info.export_format}, {info.precision})")
-        return 0
-
-    if not (11 <= args.opset <= 20):
-        raise UsageError(f"--opset should be between 11 and 20, got {args.opset}")
+def _check_flags(args: argparse.Namespace) -> None:
+    if not (MIN_OPSET <= args.opset <= MAX_OPSET):
+        raise UsageError(f"--opset should be between {MIN_OPSET} and {MAX_OPSET}, got {args.opset}")
     if args.int8 and args.tensorrt is None:
         raise UsageError("--int8 applies to the TensorRT engine: add --tensorrt ENGINE")
     if args.fp16 and args.tensorrt is None:
@@ -282,49 +370,53 @@ def _main(argv: list[str] | None) -> int:
         raise UsageError(f"--calib-dir {args.calib_dir} is not a folder")
     if not args.tolerance > 0:
         raise UsageError(f"--tolerance should be positive, got {args.tolerance}")
+    if args.check:  # before anything is written: say what to install
+        require("onnxruntime", "--check")
 
-    model, class_names = _load_model(checkpoint)
-    _check_consistency(args, model)
-    if args.output:
-        output = Path(args.output)
-    elif args.format == "jetson":
-        output = checkpoint.with_suffix(".onnx")
-    else:
-        output = checkpoint.with_name(f"{checkpoint.stem}-{args.format}.onnx")
-    if output.suffix.lower() != ".onnx":
-        raise UsageError(f"--output should be a .onnx file, got {output}")
-    if output.exists() and output.is_dir():
-        raise UsageError(f"--output {output} is a folder")
-    labels = Path(args.labels) if args.labels else output.parent / "labels.txt"
 
-    check_images = None
-    if args.check_images:
-        from ssdfast.export.check import load_images
+def _export(args: argparse.Namespace) -> int:
+    net_given = args.net
+    if args.net is not None:
+        args.net = ONNX_EXPORT_NET_ALIASES.get(args.net.strip().lower(), args.net)
+    model_file, flag = _resolve_model_file(args)
+    _resolve_label_file(args)
 
+    from ..export.tensorrt import StaleEngineError, check_engine, file_sha256
+
+    checkpoint_sha = file_sha256(model_file)
+    if args.verify_engine:
         try:
-            check_images = load_images(args.check_images, limit=args.check_count)
-        except (FileNotFoundError, ValueError) as exc:
-            raise UsageError(f"--check-images: {exc}") from None
-        if not check_images:
-            raise UsageError(f"--check-images {' '.join(args.check_images)}: no images found")
+            info = check_engine(args.verify_engine, checkpoint_sha256=checkpoint_sha)
+        except StaleEngineError as exc:
+            print(f"stale: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.verify_engine} is up to date: built from {model_file} ({info.export_format}, {info.precision})")
+        return 0
 
-    from ssdfast.export import PostprocessSettings, check_export, export_onnx
+    _check_flags(args)
+    loaded = _load(model_file, args, flag)
+    _check_size(args, loaded)
+    print(_describe(loaded))
+    output = _output_path(args, model_file, net_given)
+    labels = Path(args.output_labels) if args.output_labels else output.parent / "labels.txt"
+    _check_labels_destination(labels, loaded)
+    check_images = _read_images(args.check_images, args.check_count, "--check-images") if args.check_images else None
+
+    from ..export import PostprocessSettings, check_export, export_onnx, sample_images
 
     settings = PostprocessSettings(args.score_threshold, args.iou_threshold, args.top_k, args.max_detections)
+    model = loaded.model
     try:
         result = export_onnx(
             model, output, format=args.format, opset=args.opset, batch_size=args.batch_size, settings=settings,
-            class_names=class_names, labels_path=labels,
-            metadata={"ssdfast.checkpoint_sha256": checkpoint_sha, "ssdfast.checkpoint": checkpoint.name},
+            class_names=loaded.class_names, labels_path=labels,
+            metadata={"ssdfast.checkpoint_sha256": checkpoint_sha, "ssdfast.checkpoint": model_file.name},
         )
     except ValueError as exc:  # e.g. class names not starting with BACKGROUND
         raise UsageError(str(exc)) from None
     _print_usage_hint(result, result.labels_path)
 
-    status = 0
     if args.check:
-        from ssdfast.export.check import sample_images
-
         images = check_images or sample_images(args.check_count, size=result.image_size)
         report = check_export(result.path, model, format=args.format, images=images, settings=settings,
                               atol=args.tolerance)
@@ -334,12 +426,21 @@ def _main(argv: list[str] | None) -> int:
                 print("no TensorRT engine built: the export failed its check", file=sys.stderr)
             return 1
     if args.tensorrt:
-        status = _tensorrt(args, result, model, checkpoint_sha)
-    return status
+        return _tensorrt(args, result, model, checkpoint_sha)
+    return 0
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _export(args)
+    except MissingPackageError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``ssdfast-export``: 0 on success, 1 when --check fails, 2 on a usage error."""
+    """Entry point of ``ssdfast-export``: 0 on success, 1 when --check fails, 2 on a usage error
+    (a missing optional package included: one line saying what to install)."""
     return run_main(_main, argv)
 
 

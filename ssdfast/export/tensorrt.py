@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .deps import require
+
 __all__ = [
     "EngineInfo",
     "StaleEngineError",
@@ -259,7 +261,7 @@ def build_engine(
     Needs the ``tensorrt`` Python package (and a GPU). ``calibration_batches``: arrays
     ``[N, 3, H, W]`` float32 in [-1, 1] for INT8 (the cache is kept as ``<engine>.calib``).
     """
-    import tensorrt as trt
+    trt = require("tensorrt")
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     logger = trt.Logger(trt.Logger.WARNING)

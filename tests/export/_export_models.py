@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ssdfast.export.check import prepare_inputs, sample_images
+from ssdfast.export.inputs import prepare_inputs, sample_images
 from ssdfast.models import create_model
 
 #: Networks with a width multiplier are exported at width 0.25 to keep the tests fast.

@@ -14,8 +14,12 @@ from ._export_models import CLASS_NAMES, make_model
 from ssdfast import ops
 from ssdfast.export import ExportModule, PostprocessSettings, check_export, export_onnx
 from ssdfast.io import write_label_file as write_labels
-from ssdfast.export.check import prepare_inputs, sample_images, unsupported_ops, validate_efficient_nms
-from ssdfast.export.onnx import efficient_nms_attributes
+from ssdfast.export.graph_checks import unsupported_ops, validate_efficient_nms
+from ssdfast.export.inputs import prepare_inputs, sample_images
+from ssdfast.export.nms import efficient_nms_attributes
+
+# Small networks gain nothing from a second thread and lose a lot on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 IMAGES = sample_images(3, (150, 200), seed=2)
 
@@ -177,3 +181,35 @@ def test_unsupported_ops_are_reported():
     y = helper.make_tensor_value_info("y", TensorProto.INT64, None)
     proto = helper.make_model(helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "g", [x], [y]))
     assert unsupported_ops(proto) == ["NonZero"]
+
+
+def test_graphs_are_simplified(model, exports, tmp_path):
+    # onnxslim folds the exporter's shape arithmetic and drops identities: a fixed-batch graph has no
+    # Shape chain left, a dynamic-batch one keeps only the batch symbolic (static priors and classes).
+    shape_ops = {"Shape", "Gather", "Unsqueeze", "Identity", "Constant"}
+    assert not shape_ops & {n.op_type for n in onnx.load(str(exports["jetson"].path)).graph.node}
+    proto = onnx.load(str(export_onnx(model, tmp_path / "d.onnx", batch_size="dynamic").path))
+    assert not shape_ops & {n.op_type for n in proto.graph.node}
+    P = int(model.priors.shape[0])
+    dims = [[d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim] for o in proto.graph.output]
+    assert dims == [["batch", P, 3], ["batch", P, 4]]
+
+
+def test_check_images_are_read_with_the_one_reader(model, exports, tmp_path):
+    from PIL import Image
+
+    from ssdfast.export import load_images
+    from ssdfast.io import ImageError
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (60, 80), dtype=np.uint8), mode="L").save(tmp_path / "gray.png")
+    Image.fromarray(rng.integers(0, 255, (70, 50, 4), dtype=np.uint8), mode="RGBA").save(tmp_path / "alpha.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    images = load_images([tmp_path])
+    assert [tuple(im.pixels.shape) for im in images] == [(3, 70, 50), (3, 60, 80)]  # name order, RGB
+    assert all(im.pixels.dtype == torch.uint8 and im.warning is None for im in images)
+    report = check_export(exports["jetson"].path, model, images=[im.pixels for im in images])
+    assert report.passed and report.num_images == 2, report.summary()
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ImageError, match="broken.jpg"):
+        load_images([tmp_path])

@@ -13,8 +13,12 @@ import pytest
 
 from ._export_models import CLASS_NAMES, make_model
 from ssdfast.export import FORMATS, check_export, export_onnx
-from ssdfast.export.check import TENSORRT_OPS, sample_images
+from ssdfast.export.graph_checks import TENSORRT_OPS
+from ssdfast.export.inputs import sample_images
 from ssdfast.models import list_models
+
+# Small networks gain nothing from a second thread and lose a lot on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MOBILENETS = [n for n in list_models() if not n.startswith("vgg")]
 # 224 as the other resolution: it proves a non-300 size works and is cheaper than 300.

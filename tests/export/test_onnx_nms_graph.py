@@ -12,8 +12,12 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from ssdfast.export.onnx import NMS_OUTPUTS, PostprocessSettings, append_onnx_nms
+from ssdfast.export.formats import NMS_OUTPUTS, PostprocessSettings
+from ssdfast.export.nms import append_onnx_nms
 from ssdfast.ops import reference
+
+# Small networks gain nothing from a second thread and lose a lot on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _graph(batch, P: int, C: int, opset: int) -> onnx.ModelProto:

@@ -1,0 +1,64 @@
+"""jetson-inference's tutorial ("Collecting your own Detection Datasets") with ssdfast's commands:
+
+    python3 train_ssd.py --dataset-type=voc --data=data/fruit --model-dir=models/fruit
+    python3 onnx_export.py --model-dir=models/fruit
+    detectnet --model=models/fruit/ssd-mobilenet.onnx --labels=models/fruit/labels.txt \\
+              --input-blob=input_0 --output-cvg=scores --output-bbox=boxes <input> <output>
+
+``ssdfast-train`` / ``ssdfast-export`` take the first two commands' flags as written (a few flags
+added to keep the training small), and leave what detectnet's ONNX SSD path reads (c/detectNet.cpp):
+one input ``input_0 [1, 3, H, W]``, ``scores [1, P, C]`` (softmax, class 0 = background, C = the
+lines of labels.txt) and ``boxes [1, P, 4]`` (normalized corners, multiplied by the image size).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from ssdfast.checkpoint import load_model_file
+from ssdfast.cli.export import main as export_main
+from ssdfast.cli.train import main as train_main
+from ssdfast.data.synthetic import generate
+from ssdfast.export import check_export
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: Only what keeps the training a few seconds long; the tutorial's flags are given as it writes them.
+SMALL = ["--net", "mb2-ssd-lite", "--mb2-width-mult", "0.25", "--resolution", "96", "--batch-size", "4",
+         "--epochs", "1", "--num-workers", "0", "--device", "cpu", "--no-progress"]
+
+
+def test_tutorial_commands(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    generate("data/fruit", format="voc", num_images=12, image_size=96, seed=0, num_classes=3, workers=1)
+
+    assert train_main(["--dataset-type=voc", "--data=data/fruit", "--model-dir=models/fruit", *SMALL]) == 0
+    capsys.readouterr()
+    assert export_main(["--model-dir=models/fruit"]) == 0
+    out = capsys.readouterr().out
+
+    model_file, labels_file = tmp_path / "models/fruit/ssd-mobilenet.onnx", tmp_path / "models/fruit/labels.txt"
+    assert ("detectnet --model=models/fruit/ssd-mobilenet.onnx --labels=models/fruit/labels.txt "
+            "--input-blob=input_0 --output-cvg=scores --output-bbox=boxes <input> <output>") in out
+    names = labels_file.read_text().splitlines()
+    assert names[0] == "BACKGROUND" and len(names) == 4 and all(n.strip() == n and n for n in names)
+
+    proto = onnx.load(str(model_file))
+    dims = lambda vi: [d.dim_value for d in vi.type.tensor_type.shape.dim]  # noqa: E731  (all static)
+    assert [(i.name, dims(i)) for i in proto.graph.input] == [("input_0", [1, 3, 96, 96])]
+    (scores_name, scores_dims), (boxes_name, boxes_dims) = [(o.name, dims(o)) for o in proto.graph.output]
+    P = scores_dims[1]
+    assert (scores_name, boxes_name) == ("scores", "boxes")
+    assert scores_dims == [1, P, len(names)] and boxes_dims == [1, P, 4] and P > 0
+
+    # The exported network is the trained one: the model file the export picked, run by onnxruntime on
+    # detectnet's input range, equals PyTorch on the model's own preprocessing (within 1e-4).
+    picked = next(line for line in out.splitlines() if line.startswith("--model-dir models/fruit: exporting "))
+    chosen = picked.split("exporting ")[1].split(":")[0]
+    loaded = load_model_file(tmp_path / "models/fruit" / chosen)
+    assert loaded.class_names == names
+    report = check_export(model_file, loaded.model, images=[np.full((90, 120, 3), 128, np.uint8)]
+                          + [np.random.default_rng(0).integers(0, 256, (96, 80, 3), dtype=np.uint8)])
+    assert report.passed, report.summary()
+    assert max(report.max_abs_diff.values()) < 1e-4
