@@ -133,12 +133,25 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _even(n: int) -> int:
+def _even(n: int) -> int:  # 4:2:0 chroma needs even sides
     return max(2, int(n) // 2 * 2)
 
 
+class _Closing:
+    """``close()``, and ``with`` closing."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 # ------------------------------------------------------------------------------------------ readers
-class VideoReader:
+class VideoReader(_Closing):
     """Frames of a video file or camera: iterate for :class:`Frame` s; ``close()`` (or use ``with``).
 
     Attributes: ``path`` (file, or ``camera:N``), ``backend``, ``fps`` (25 when the file does not
@@ -154,15 +167,6 @@ class VideoReader:
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> VideoReader:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 class _PyAVReader(VideoReader):
@@ -320,7 +324,7 @@ def open_camera(index: int) -> VideoReader:
 
 
 # ------------------------------------------------------------------------------------------ writers
-class VideoWriter:
+class VideoWriter(_Closing):
     """Writes RGB uint8 ``[H, W, 3]`` frames: ``write(pixels)``, then ``close()`` (or use ``with``).
 
     Attributes: ``path``, ``backend``, ``fps``, ``width``, ``height`` (of the file; even for
@@ -336,15 +340,6 @@ class VideoWriter:
 
     def write(self, pixels: np.ndarray) -> None:
         raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def _fit(self, pixels: np.ndarray) -> np.ndarray:
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
