@@ -661,9 +661,12 @@ def test_kernels_run_on_the_current_stream(cuda_native, index):
     good = [a.to(DEV) if isinstance(a, torch.Tensor) else a for a in args]
     staged = [torch.zeros_like(a) if isinstance(a, torch.Tensor) else a for a in good]
     op = getattr(cuda_native, name)
-    op(*staged)  # the caching allocator now holds this call's intermediates, not the good call's
-    torch.cuda.synchronize()
     gate_stream, side = torch.cuda.Stream(), torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        # Warm-up on the side stream: kernels loaded, and the side stream's cached blocks (no cudaMalloc
+        # in the gated call) hold this call's intermediates, not those of a call on the good inputs.
+        op(*staged)
+    torch.cuda.synchronize()
     with torch.cuda.stream(gate_stream):
         torch.cuda._sleep(400_000_000)  # ~0.2 s at 2 GHz
     gate = torch.cuda.Event()
