@@ -89,11 +89,11 @@ def get_extensions():
         # --fmad=false for the same reason as -ffp-contract=off above.
         extra["nvcc"] = ["-O3", "--fmad=false", "--expt-relaxed-constexpr", "-lineinfo"] + pip_inc
         define_macros.append(("SSDFAST_WITH_CUDA", None))
-        # Recorded for ssdfast._C.build_info() (`python -m ssdfast.check`); commas, not semicolons, so the
-        # value survives the shell that runs the compiler.
+        # Recorded for ssdfast._C.build_info() (`python -m ssdfast.check`), in ssdfast.cpp only (C++ flags:
+        # nvcc would split the value at its commas); commas, not semicolons, for the shell that runs g++.
         archs = re.sub(r"[^0-9A-Za-z.+_]+", ",", os.environ.get("TORCH_CUDA_ARCH_LIST", "")).strip(",")
         if archs:
-            define_macros.append(("SSDFAST_TORCH_CUDA_ARCH_LIST", archs))
+            cxx.append(f"-DSSDFAST_TORCH_CUDA_ARCH_LIST={archs}")
         ext = CUDAExtension
     else:
         ext = CppExtension

@@ -1,20 +1,25 @@
 // ssd_postprocess on CUDA, fused per image in the style of TensorRT's EfficientNMS. Fixed-size outputs,
-// no host synchronisation, no data-dependent host sizes: capturable in a CUDA graph. Scratch memory:
-// the kept entries, B x (C - 1) x min(top_k, max_detections, P) x 8 bytes, whatever P.
+// no host synchronisation, no data-dependent host sizes: capturable in a CUDA graph. Scratch memory: a
+// candidate bitmask, B x (C - 1) x P / 8 bytes (5.6 MB at B=64, P=8732, C=81), and the kept entries,
+// B x (C - 1) x min(top_k, max_detections, P) x 8 bytes.
 //
-//   1. class kernel, one block per (image, class): the class's top_k candidates and greedy NMS.
-//      The block reads its score column scores[b, :, c] once and compacts the candidates (score >
-//      score_threshold; NaN never is one) into shared memory as unique keys (score bits << 32 | ~prior),
-//      which rank by (score desc, prior asc); scores that pass are positive, so their bits order like
-//      the floats. Every later pass reads only those keys. A class with more candidates than fit
-//      (`cap`, a few thousand) rescans its column instead, with the same selection code. The reference
-//      takes the top_k of all P scores and then drops those <= threshold, so the candidates are the
-//      best min(top_k, #valid) valid scores. They are taken kChunk at a time (one chunk in the default
-//      top_k=200): radix-select the chunk's lowest key, gather, bitonic sort, decode the boxes, drop
-//      those overlapping a box kept by an earlier chunk, build the chunk's IoU bitmask (one ballot per
-//      32 pairs), and walk it greedily with one warp. A class keeps at most Kc = min(top_k,
-//      max_detections) boxes: more could never reach the merged output.
-//   2. merge kernel, one block per image: the max_detections best of all kept (class, rank) entries by
+//   1. mask kernel (a tiled transpose): reads scores[B, P, C] once, coalesced, and writes one bit per
+//      (image, foreground class, prior): score > score_threshold (false for NaN, never a candidate, as
+//      in the reference). Bit p of the row (b, c) is bit p % 32 of word p / 32.
+//   2. class kernel, one block per (image, class): the class's top_k candidates and greedy NMS. The
+//      block walks its bitmask row, reads the scores of the candidates only (a gather of ~12% of the
+//      column with trained-like scores) and compacts them into shared memory as unique keys (score
+//      bits << 32 | ~prior), which rank by (score desc, prior asc); scores that pass are positive, so
+//      their bits order like the floats. Every later pass reads only those keys. A class with more
+//      candidates than fit (`cap`, a few thousand) reads its candidates' scores again on every pass,
+//      with the same selection code. The reference takes the top_k of all P scores and then drops those
+//      <= threshold, so the candidates are the best min(top_k, #valid) valid scores. They are taken
+//      kChunk at a time (one chunk in the default top_k=200): radix-select the chunk's lowest key,
+//      gather, bitonic sort, decode the boxes, drop those overlapping a box kept by an earlier chunk,
+//      build the chunk's IoU bitmask (one ballot per 32 pairs), and walk it greedily with one warp. A
+//      class keeps at most Kc = min(top_k, max_detections) boxes: more could never reach the merged
+//      output.
+//   3. merge kernel, one block per image: the max_detections best of all kept (class, rank) entries by
 //      (score desc, class asc, rank asc) -- again unique keys, radix select + bitonic sort in chunks --
 //      decoded and written with zero padding.
 #include <c10/util/BFloat16.h>
@@ -26,7 +31,39 @@
 namespace ssdfast {
 namespace {
 
-// ----------------------------------------------------------------------------- 1. per-class top-k + NMS
+// ----------------------------------------------------------------------------- 1. candidate bitmask
+
+constexpr int kTile = 32;  // priors (one mask word) x classes per block
+constexpr int kTileRows = 8;
+
+// Block (prior tile blockIdx.x = mask word, class tile blockIdx.y, image blockIdx.z): 32 priors x 32
+// foreground classes read along the classes (coalesced), written as one 32-bit word per class.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kTile* kTileRows)
+    pp_mask_kernel(const scalar_t* __restrict__ scores, int P, int C, float threshold, uint32_t* __restrict__ mask) {
+  __shared__ unsigned char tile[kTile][kTile + 1];  // [prior][class]
+  const int b = blockIdx.z;
+  const int p0 = blockIdx.x * kTile;
+  const int c0 = blockIdx.y * kTile;  // foreground class index (class - 1)
+  const int Cm1 = C - 1;
+  const int words = gridDim.x;
+  for (int r = threadIdx.y; r < kTile; r += kTileRows) {
+    const int p = p0 + r, c = c0 + threadIdx.x;
+    bool candidate = false;
+    if (p < P && c < Cm1) {
+      candidate = static_cast<float>(scores[(static_cast<int64_t>(b) * P + p) * C + c + 1]) > threshold;
+    }
+    tile[r][threadIdx.x] = candidate;
+  }
+  __syncthreads();
+  for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // warp threadIdx.y: class c0 + r, lane = prior
+    const unsigned word = __ballot_sync(cuda::kFullMask, tile[threadIdx.x][r] != 0);
+    const int c = c0 + r;
+    if (threadIdx.x == 0 && c < Cm1) mask[(static_cast<int64_t>(b) * Cm1 + c) * words + blockIdx.x] = word;
+  }
+}
+
+// ----------------------------------------------------------------------------- 2. per-class top-k + NMS
 
 constexpr int kClassThreads = 256;
 constexpr int kChunk = 256;  // candidates sorted and suppressed at a time (must equal kClassThreads)
@@ -49,14 +86,16 @@ struct CompactKeys {
   __device__ __forceinline__ uint64_t operator()(int i) const { return keys[i]; }
 };
 
-// The score column itself (scores[b, p, c] at col[p * C]): 0 where not a candidate.
+// The candidates read from the scores (scores[b, p, c] at col[p * C]) where the bitmask row says so.
 template <typename scalar_t>
-struct ColumnKeys {
+struct MaskedColumnKeys {
+  const uint32_t* mask_row;
   const scalar_t* col;
   int C;
   float threshold;
+  __device__ __forceinline__ bool is_candidate(int p) const { return (mask_row[p >> 5] >> (p & 31)) & 1u; }
   __device__ __forceinline__ uint64_t operator()(int p) const {
-    return candidate_key(static_cast<float>(col[static_cast<int64_t>(p) * C]), threshold, p);
+    return is_candidate(p) ? candidate_key(static_cast<float>(col[static_cast<int64_t>(p) * C]), threshold, p) : 0ull;
   }
 };
 
@@ -193,40 +232,40 @@ __device__ int class_top_k_nms(const Src& src, int n, int n_valid, const float* 
 // candidate keys. kept_entries[b, class - 1, 0..kc), kept_count[b, class - 1].
 template <typename scalar_t>
 __global__ void __launch_bounds__(kClassThreads)
-    pp_class_kernel(const scalar_t* __restrict__ scores, const float* __restrict__ loc,
-                    const float* __restrict__ priors, int P, int C, float score_threshold, int cap, int top_k, int kc,
-                    float v0, float v1, float iou_threshold, unsigned long long* __restrict__ kept_entries,
-                    int* __restrict__ kept_count) {
+    pp_class_kernel(const scalar_t* __restrict__ scores, const uint32_t* __restrict__ mask,
+                    const float* __restrict__ loc, const float* __restrict__ priors, int P, int C,
+                    float score_threshold, int cap, int top_k, int kc, float v0, float v1, float iou_threshold,
+                    unsigned long long* __restrict__ kept_entries, int* __restrict__ kept_count) {
   extern __shared__ uint64_t s_cand[];  // [cap]
   __shared__ ClassShared sh;
-  constexpr int kUnroll = 4;  // loads in flight per thread while reading the column
+  constexpr int kUnroll = 4;  // score loads in flight per thread while gathering the candidates
   const int tid = threadIdx.x;
   const int b = blockIdx.y;
   const int Cm1 = C - 1;
   const int64_t seg = static_cast<int64_t>(b) * Cm1 + blockIdx.x;
-  const scalar_t* col = scores + static_cast<int64_t>(b) * P * C + blockIdx.x + 1;
+  const MaskedColumnKeys<scalar_t> column{mask + seg * ((P + 31) / 32),
+                                          scores + static_cast<int64_t>(b) * P * C + blockIdx.x + 1, C,
+                                          score_threshold};
   const float* loc_b = loc + static_cast<int64_t>(b) * P * 4;
   unsigned long long* kept_list = kept_entries + seg * kc;
 
-  // Compact the column's candidates into s_cand (in no particular order; all of them are counted).
+  // Compact the candidates into s_cand (in no particular order; all of them are counted).
   if (tid == 0) sh.fill = 0;
   __syncthreads();
   for (int base = 0; base < P; base += kUnroll * kClassThreads) {  // uniform
-    float s[kUnroll];
+    uint64_t key[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int p = base + u * kClassThreads + tid;
-      s[u] = p < P ? static_cast<float>(col[static_cast<int64_t>(p) * C]) : 0.f;
+      key[u] = p < P ? column(p) : 0ull;  // a score load only where the bit is set
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int p = base + u * kClassThreads + tid;
-      const uint64_t key = p < P ? candidate_key(s[u], score_threshold, p) : 0ull;
-      const unsigned ballot = __ballot_sync(cuda::kFullMask, key != 0ull);
+      const unsigned ballot = __ballot_sync(cuda::kFullMask, key[u] != 0ull);
       unsigned slot = 0;
       if (cuda::lane_id() == 0 && ballot) slot = atomicAdd(&sh.fill, static_cast<unsigned>(__popc(ballot)));
       slot = __shfl_sync(cuda::kFullMask, slot, 0) + __popc(ballot & cuda::lanemask_lt());
-      if (key != 0ull && slot < static_cast<unsigned>(cap)) s_cand[slot] = key;
+      if (key[u] != 0ull && slot < static_cast<unsigned>(cap)) s_cand[slot] = key[u];
     }
   }
   __syncthreads();
@@ -235,14 +274,13 @@ __global__ void __launch_bounds__(kClassThreads)
   if (n_valid <= cap) {
     kept = class_top_k_nms(CompactKeys{s_cand}, n_valid, n_valid, loc_b, priors, top_k, kc, v0, v1, iou_threshold,
                            kept_list, sh);
-  } else {  // too many to keep: every pass reads the column again
-    kept = class_top_k_nms(ColumnKeys<scalar_t>{col, C, score_threshold}, P, n_valid, loc_b, priors, top_k, kc, v0,
-                           v1, iou_threshold, kept_list, sh);
+  } else {  // too many to keep: every pass reads the candidates' scores again
+    kept = class_top_k_nms(column, P, n_valid, loc_b, priors, top_k, kc, v0, v1, iou_threshold, kept_list, sh);
   }
   if (tid == 0) kept_count[seg] = kept;
 }
 
-// ----------------------------------------------------------------------------- 2. merge per image
+// ----------------------------------------------------------------------------- 3. merge per image
 
 constexpr int kMergeThreads = 512;
 constexpr int kMergeChunk = 1024;
@@ -319,9 +357,10 @@ __global__ void __launch_bounds__(kMergeThreads)
   if (tid == 0) out_num[b] = n_out;
 }
 
-#define SSDFAST_PP_CLASS_KERNEL(T)                                                                          \
-  template __global__ void pp_class_kernel<T>(const T*, const float*, const float*, int, int, float, int, int, int, \
-                                              float, float, float, unsigned long long*, int*);
+#define SSDFAST_PP_CLASS_KERNEL(T)                                                                             \
+  template __global__ void pp_mask_kernel<T>(const T*, int, int, float, uint32_t*);                                  \
+  template __global__ void pp_class_kernel<T>(const T*, const uint32_t*, const float*, const float*, int, int, float, \
+                                              int, int, int, float, float, float, unsigned long long*, int*);
 SSDFAST_PP_CLASS_KERNEL(float)
 SSDFAST_PP_CLASS_KERNEL(double)
 SSDFAST_PP_CLASS_KERNEL(c10::Half)
@@ -386,9 +425,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cuda(
   const at::Tensor sc = scores.contiguous();
   const auto opts = lf.options();
 
+  const int64_t words = cuda::ceil_div(P, kTile);
+  at::Tensor mask = at::empty({B, C - 1, words}, opts.dtype(at::kInt));
   at::Tensor kept_entries = at::empty({B, C - 1, kc}, opts.dtype(at::kLong));
   at::Tensor kept_count = at::empty({B, C - 1}, opts.dtype(at::kInt));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, sc.scalar_type(), "ssd_postprocess", [&] {
+    const dim3 mask_grid(static_cast<unsigned>(words), static_cast<unsigned>(cuda::ceil_div(C - 1, kTile)),
+                         static_cast<unsigned>(B));
+    pp_mask_kernel<scalar_t><<<mask_grid, dim3(kTile, kTileRows), 0, stream>>>(
+        sc.data_ptr<scalar_t>(), static_cast<int>(P), static_cast<int>(C), static_cast<float>(score_threshold),
+        cuda::ptr<uint32_t>(mask));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
     auto kernel = pp_class_kernel<scalar_t>;
     // Candidates kept in shared memory: up to kMaxCandidates (fewer only where the device allows less).
     const int64_t cap = std::min<int64_t>(
@@ -396,12 +443,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cuda(
     const size_t smem = sizeof(uint64_t) * static_cast<size_t>(cap);
     cuda::allow_dynamic_smem(kernel, smem, "ssd_postprocess");
     kernel<<<dim3(static_cast<unsigned>(C - 1), static_cast<unsigned>(B)), kClassThreads, smem, stream>>>(
-        sc.data_ptr<scalar_t>(), lf.data_ptr<float>(), pf.data_ptr<float>(), static_cast<int>(P), static_cast<int>(C),
-        static_cast<float>(score_threshold), static_cast<int>(cap), static_cast<int>(k), static_cast<int>(kc),
-        static_cast<float>(variances[0]), static_cast<float>(variances[1]), static_cast<float>(iou_threshold),
-        cuda::ptr<unsigned long long>(kept_entries), kept_count.data_ptr<int>());
+        sc.data_ptr<scalar_t>(), cuda::ptr<uint32_t>(mask), lf.data_ptr<float>(), pf.data_ptr<float>(),
+        static_cast<int>(P), static_cast<int>(C), static_cast<float>(score_threshold), static_cast<int>(cap),
+        static_cast<int>(k), static_cast<int>(kc), static_cast<float>(variances[0]), static_cast<float>(variances[1]),
+        static_cast<float>(iou_threshold), cuda::ptr<unsigned long long>(kept_entries), kept_count.data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   at::Tensor boxes = at::empty({B, K, 4}, opts);
   at::Tensor out_scores = at::empty({B, K}, opts);
