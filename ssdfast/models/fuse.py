@@ -22,8 +22,11 @@ pytorch-ssd's ``Sequential(conv, bn, relu)`` stages, the SSD-Lite heads — is f
 BatchNorm is replaced by ``nn.Identity`` so that every index of the Sequential is kept (an
 :class:`~ssdfast.models.SSD` reaches into its base net by index). A pair is left alone when the
 conv's output is itself a feature map the SSD takes (its ``sources``), since folding would change
-that map. Convs in other containers (``ModuleList``, custom modules) are never folded: there the
-order of the children says nothing about the order of the computation.
+that map. Convs in other containers (``ModuleList``, custom modules) are not folded: there the
+order of the children says nothing about the order of the computation; unless the module says it,
+with a class attribute ``fuse_chains``: tuples of child names that run one after the other (as
+pytorch-ssd's MobileNetV3 ``Block``, :class:`~ssdfast.models.mobilenet.MobileNetV3Block`, whose
+``conv1, bn1, nolinear1, conv2, ...`` are attributes), which are then treated as a Sequential.
 """
 from __future__ import annotations
 
@@ -150,12 +153,14 @@ def _use_onednn(module: nn.Module) -> int:
     return count
 
 
-def _sequentials(module: nn.Module) -> Iterator[tuple[nn.Sequential, list[str]]]:
-    """Every ``nn.Sequential`` in ``module`` with its children's names (listed first: callers
-    replace children while iterating)."""
+def _sequentials(module: nn.Module) -> Iterator[tuple[nn.Module, list[str]]]:
+    """Every ``nn.Sequential`` in ``module`` with its children's names, and every chain of children a
+    module declares in ``fuse_chains`` (listed first: callers replace children while iterating)."""
     for container in list(module.modules()):
         if isinstance(container, nn.Sequential):
             yield container, list(container._modules)
+        for chain in getattr(type(container), "fuse_chains", ()):
+            yield container, list(chain)
 
 
 def _fuse_activations(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()) -> int:
@@ -223,7 +228,8 @@ def _observed_boundaries(model: nn.Module) -> set[tuple[int, int]]:
 
 
 def fold_batchnorm(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()) -> int:
-    """Fold, in place, every eval-mode BatchNorm that follows a Conv2d in an ``nn.Sequential``.
+    """Fold, in place, every eval-mode BatchNorm that follows a Conv2d in an ``nn.Sequential`` (or in
+    a module's ``fuse_chains``).
 
     The conv takes the BatchNorm's affine map (its weight and bias are replaced; a conv without
     bias gets one) and the BatchNorm becomes ``nn.Identity``. Only valid for inference (eval

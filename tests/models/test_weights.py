@@ -188,7 +188,9 @@ def test_torchvision_mobilenet_layouts(name, factory, tmp_path):
     tv = _randomize(factory(weights=None), seed=3)
     path = tmp_path / "imagenet.pth"
     torch.save(tv.state_dict(), path)
-    model = create_model(name, 3, image_size=64).eval()
+    # torchvision's ImageNet MobileNetV3 fits the torchvision-backbone variant (pytorch-ssd's mb3 is another
+    # network); for mb2-ssd-lite at width 1 both backbones are the same network
+    model = create_model(name, 3, image_size=64, backbone="torchvision").eval()
     report = load_base_net(model, path)
     assert all(k.startswith("classifier.") for k in report.ignored) and report.ignored
     x = torch.randn(1, 3, 64, 64)
@@ -197,7 +199,7 @@ def test_torchvision_mobilenet_layouts(name, factory, tmp_path):
 
 
 def test_mismatched_base_net_lists_keys():
-    model = create_model("mb3-large-ssd-lite", 3, image_size=64)
+    model = create_model("mb3-large-ssd-lite", 3, image_size=64, backbone="torchvision")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError) as info:
         load_base_net(model, torchvision.models.mobilenet_v2(weights=None).state_dict())
@@ -270,13 +272,13 @@ def test_pytorch_ssd_mb2_checkpoint_with_other_classes(tmp_path):
 
 
 def test_pytorch_ssd_vgg_checkpoint_keys_match_directly():
-    source = create_model("vgg16-ssd", 21)
+    source = create_model("vgg16-ssd", 21, conv4_3_norm="l2norm")  # pytorch-ssd's VGG before Sep 2018
     sd = source.state_dict()
     for key in ("base_net.31.weight", "source_layer_add_ons.0.scale", "extras.3.2.weight",
                 "classification_headers.5.weight", "regression_headers.0.bias"):
         assert key in sd  # pytorch-ssd's vgg16-ssd-mp-0_7726.pth names
     sd["source_layer_add_ons.0.scale"] = torch.full((512,), 7.0)
-    model = create_model("vgg16-ssd", 21)
+    model = create_model("vgg16-ssd", 21, conv4_3_norm="l2norm")
     report = load_pretrained_ssd(model, {f"module.{k}": v for k, v in sd.items()})  # DataParallel prefix
     assert not report.reinitialized and not report.not_in_file and len(report.loaded) == len(sd)
     assert torch.equal(model.source_layer_add_ons[0].scale, torch.full((512,), 7.0))
