@@ -12,10 +12,10 @@ vgg16-ssd(512)      ``vgg16`` (``features.N.*``; fc6/fc7    ``vgg16_reducedfc.pt
                     sub-sampled from ``classifier.0/3``)    fc6/fc7 convs)
 mb1-ssd(-lite)      --                                      ``mobilenet_v1_with_relu_69_5.pth``
 mb2-ssd-lite        ``mobilenet_v2`` (width 1)              ``mb2-imagenet-71_8.pth`` (re-keyed)
-mb3-*-ssd-lite      ``mobilenet_v3_large`` / ``_small``     ``MobileNetV3_Large().features`` (``N.*``),
-(backbone=)         (``"torchvision"``)                     or its whole state dict (``features.N.*``,
-                                                            or ``conv1``/``bneck.i``/``conv2``, re-keyed)
-                                                            (``"pytorch-ssd"``)
+mb3-*-ssd-lite      ``mobilenet_v3_large`` / ``_small``     ``MobileNetV3_Large().features`` (``N.*``)
+                    (``backbone="torchvision"``)            or its whole state dict (``features.N.*``, or
+                                                            ``conv1`` / ``bneck.i`` / ``conv2``, re-keyed)
+                                                            (``backbone="pytorch-ssd"``)
 ==================  =====================================  ==========================================
 
 Whole detectors (:func:`load_pretrained_ssd`): a pytorch-ssd SSD checkpoint (``base_net.*``,
@@ -306,7 +306,6 @@ def load_pretrained_ssd(model: SSD, path: str | os.PathLike | Mapping[str, Any])
     if missing or unexpected or mismatched:
         from .pytorch_ssd import pretrained_ssd_hint
 
-        hint = ""
         if checkpoint is not None and checkpoint.get("net") != model.config.name:
             hint = (
                 f"(the file is an ssdfast checkpoint of {checkpoint.get('net')!r}, "

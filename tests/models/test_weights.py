@@ -1,8 +1,8 @@
 """Weight files of both layouts load: torchvision ImageNet state dicts and pytorch-ssd's files.
 
 No downloads: the state dicts are generated here in the key layouts of the real files, from
-torchvision's modules and from the pytorch-ssd modules re-declared below (same structure and
-names as qfgaohao/pytorch-ssd vision/nn/{vgg,mobilenet,mobilenet_v2}.py).
+torchvision's modules and from pytorch-ssd's modules as re-stated in ``pytorch_ssd_reference.py``
+(same structure and names as qfgaohao/pytorch-ssd vision/nn/{vgg,mobilenet,mobilenet_v2}.py).
 """
 from __future__ import annotations
 
@@ -15,71 +15,23 @@ import pytest
 from ssdfast.checkpoint import save_checkpoint
 from ssdfast.models import create_model, load_base_net, load_pretrained_ssd
 
+from . import pytorch_ssd_reference as ref
+
 
 # ----------------------------------------------------------------------------- pytorch-ssd modules
 def _ps_vgg() -> nn.ModuleList:
     """pytorch-ssd's vgg(cfg) as used by create_vgg_ssd (the layout of vgg16_reducedfc.pth)."""
-    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512]
-    layers, c = [], 3
-    for v in cfg:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        elif v == "C":
-            layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
-        else:
-            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
-            c = v
-    layers += [nn.MaxPool2d(3, 1, 1), nn.Conv2d(512, 1024, 3, padding=6, dilation=6), nn.ReLU(inplace=True),
-               nn.Conv2d(1024, 1024, 1), nn.ReLU(inplace=True)]
-    return nn.ModuleList(layers)
+    return nn.ModuleList(ref.vgg_layers())
 
 
 def _ps_mobilenet_v1() -> nn.Sequential:
     """pytorch-ssd's MobileNetV1(1001).model (the layout of mobilenet_v1_with_relu_69_5.pth)."""
-    def conv_bn(i, o, s):
-        return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
-
-    def conv_dw(i, o, s):
-        return nn.Sequential(nn.Conv2d(i, i, 3, s, 1, groups=i, bias=False), nn.BatchNorm2d(i), nn.ReLU(inplace=True),
-                             nn.Conv2d(i, o, 1, 1, 0, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
-
-    return nn.Sequential(conv_bn(3, 32, 2), conv_dw(32, 64, 1), conv_dw(64, 128, 2), conv_dw(128, 128, 1),
-                         conv_dw(128, 256, 2), conv_dw(256, 256, 1), conv_dw(256, 512, 2),
-                         *[conv_dw(512, 512, 1) for _ in range(5)], conv_dw(512, 1024, 2), conv_dw(1024, 1024, 1))
-
-
-class _PsInvertedResidual(nn.Module):
-    """pytorch-ssd's flat InvertedResidual (conv.0 .. conv.7), ReLU6, batch norm."""
-
-    def __init__(self, inp, oup, stride, expand_ratio):
-        super().__init__()
-        hidden = round(inp * expand_ratio)
-        self.use_res_connect = stride == 1 and inp == oup
-        if expand_ratio == 1:
-            self.conv = nn.Sequential(
-                nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-                nn.Conv2d(hidden, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup))
-        else:
-            self.conv = nn.Sequential(
-                nn.Conv2d(inp, hidden, 1, 1, 0, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-                nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-                nn.Conv2d(hidden, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup))
-
-    def forward(self, x):
-        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+    return ref.mobilenet_v1_model()
 
 
 def _ps_mobilenet_v2() -> nn.Sequential:
     """pytorch-ssd's MobileNetV2().features (the layout of mb2-imagenet-71_8.pth)."""
-    setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
-    layers = [nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(inplace=True))]
-    c = 32
-    for t, out, n, s in setting:
-        for i in range(n):
-            layers.append(_PsInvertedResidual(c, out, s if i == 0 else 1, t))
-            c = out
-    layers.append(nn.Sequential(nn.Conv2d(c, 1280, 1, 1, 0, bias=False), nn.BatchNorm2d(1280), nn.ReLU6(inplace=True)))
-    return nn.Sequential(*layers)
+    return ref.mobilenet_v2_features(1.0)
 
 
 def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
