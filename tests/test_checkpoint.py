@@ -196,7 +196,7 @@ def test_load_model_file_identifies_a_pytorch_ssd_file_without_net(tmp_path):
 def test_old_checkpoints_rebuild_their_variant(tmp_path):
     """Checkpoints written before ``conv4_3_norm`` / ``backbone`` existed (their config lacks them):
     vgg16-ssd was the L2Norm one, mb3-*-ssd-lite were on torchvision's MobileNetV3."""
-    for name, options, size in [("vgg16-ssd", {"conv4_3_norm": "l2norm"}, 300),
+    for name, options, size in [("vgg16-ssd", {"conv4_3_norm": "l2norm"}, 272),
                                 ("mb3-large-ssd-lite", {"backbone": "torchvision"}, 64)]:
         model = create_model(name, 3, image_size=size, **options).eval()
         path = tmp_path / f"{name}.pth"

@@ -14,7 +14,8 @@ than oneDNN on this project's CPUs: on CPU the copy's convolutions always run on
 tiny maps (see :class:`_OneDNNConv2d`). There, each convolution also reads its weights already
 in oneDNN's blocked layout (packed once per input shape instead of reordered at every call) and
 applies the ReLU / ReLU6 / Hardswish after it as a post-op while its output is still in cache.
-mb3-large-ssd-lite's network runs ~2x faster than the model itself at batch 1 (2 threads).
+mb3-large-ssd-lite's network (torchvision's MobileNetV3) runs ~2x faster than the model itself at
+batch 1 (2 threads).
 
 Folding is generic: any ``nn.Conv2d`` directly followed by a ``BatchNorm2d`` (or torchvision's
 ``FrozenBatchNorm2d``) inside an ``nn.Sequential`` — torchvision's ``Conv2dNormActivation`` blocks,

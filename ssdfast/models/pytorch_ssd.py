@@ -84,30 +84,31 @@ def _network_name(sd: Mapping[str, Tensor]) -> str:
     if not any(k.startswith("base_net.") for k in sd):
         raise ValueError("it has no base_net.* keys (not an SSD state dict of pytorch-ssd's layout)")
     base = _indices(sd, "base_net")
+    last = max(base, default=-1)
     fc6 = _shape(sd, "base_net.31.weight")
     if fc6 is not None and fc6[:2] == (1024, 512) and "base_net.33.weight" in sd:
         extras = len(_indices(sd, "extras"))
         if extras in (4, 5):
             return "vgg16-ssd" if extras == 4 else "vgg16-ssd512"
         raise ValueError(f"it has VGG16's base net but {extras} extra layers (vgg16-ssd has 4, vgg16-ssd512 5)")
-    if _shape(sd, "base_net.13.3.weight") == (1024, 1024, 1, 1) and max(base) == 13:
+    if _shape(sd, "base_net.13.3.weight") == (1024, 1024, 1, 1) and last == 13:
         if "classification_headers.0.weight" in sd:
             return "mb1-ssd"
         if "classification_headers.0.0.weight" in sd:
             return "mb1-ssd-lite"
-    if max(base, default=0) == 18 and ("base_net.1.conv.0.weight" in sd or "base_net.1.conv.0.0.weight" in sd):
+    if last == 18 and ("base_net.1.conv.0.weight" in sd or "base_net.1.conv.0.0.weight" in sd):
         return "mb2-ssd-lite"
     if "base_net.3.conv1.weight" in sd:  # pytorch-ssd's MobileNetV3: conv1, bn1, hswish, blocks, conv2, bn2, hswish
         blocks = {i for i in base if f"base_net.{i}.conv1.weight" in sd}
-        if blocks == set(range(3, 18)) and max(base) == 19:
+        if blocks == set(range(3, 18)) and last == 19:
             return "mb3-large-ssd-lite"
-        if blocks == set(range(3, 14)) and max(base) == 15:
+        if blocks == set(range(3, 14)) and last == 15:
             return "mb3-small-ssd-lite"
     if "base_net.1.block.0.0.weight" in sd:  # torchvision's MobileNetV3 (backbone="torchvision")
         blocks = {i for i in base if any(k.startswith(f"base_net.{i}.block.") for k in sd)}
-        if blocks == set(range(1, 16)) and max(base) == 16:
+        if blocks == set(range(1, 16)) and last == 16:
             return "mb3-large-ssd-lite"
-        if blocks == set(range(1, 12)) and max(base) == 12:
+        if blocks == set(range(1, 12)) and last == 12:
             return "mb3-small-ssd-lite"
     raise ValueError("its base_net keys match none of pytorch-ssd's networks")
 
