@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import site
 import sys
 
@@ -88,6 +89,11 @@ def get_extensions():
         # --fmad=false for the same reason as -ffp-contract=off above.
         extra["nvcc"] = ["-O3", "--fmad=false", "--expt-relaxed-constexpr", "-lineinfo"] + pip_inc
         define_macros.append(("SSDFAST_WITH_CUDA", None))
+        # Recorded for ssdfast._C.build_info() (`python -m ssdfast.check`), in ssdfast.cpp only (C++ flags:
+        # nvcc would split the value at its commas); commas, not semicolons, for the shell that runs g++.
+        archs = re.sub(r"[^0-9A-Za-z.+_]+", ",", os.environ.get("TORCH_CUDA_ARCH_LIST", "")).strip(",")
+        if archs:
+            cxx.append(f"-DSSDFAST_TORCH_CUDA_ARCH_LIST={archs}")
         ext = CUDAExtension
     else:
         ext = CppExtension

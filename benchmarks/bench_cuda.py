@@ -1,15 +1,17 @@
 """GPU timings of the ssdfast CUDA kernels, printed as one Markdown table.
 
     python -m benchmarks.bench_cuda                 # full table (a few minutes on an H100)
-    python -m benchmarks.bench_cuda --quick         # fewer rounds, no batch-64 loops
+    python -m benchmarks.bench_cuda --quick         # fewer rounds, batch 64 only (about 2 minutes)
     python -m benchmarks.bench_cuda --out benchmarks/results/cuda-H100.md
 
 Every contender runs on the same GPU and is timed with CUDA events in interleaved rounds (median
 of the rounds): the compiled kernel (``torch.ops.ssdfast``), its pure-PyTorch twin
 (``ssdfast.ops.reference``), and the code SSD users run today (``benchmarks/baselines.py``: the
 torchvision-style post-processing loop, pytorch-ssd's per-image matching loop, the double-argsort
-mining) or ``torchvision.ops.batched_nms``. Sizes: SSD300 (P = 8732), 81 classes (COCO), batch 1, 8
-and 64; batched_nms at 1k to 20k boxes. Without a CUDA device it prints a note and exits 0.
+mining) or ``torchvision.ops.batched_nms``. Sizes: SSD300 (P = 8732), 81 classes (COCO) and 601 (Open
+Images), batch 1, 8 and 64 (64 only with --quick); batched_nms at 1k to 100k boxes and with many
+categories. A second table gives the peak scratch memory of the ops whose memory grew with the input
+(ssd_postprocess, batched_nms). Without a CUDA device it prints a note and exits 0.
 """
 from __future__ import annotations
 
@@ -116,7 +118,7 @@ def _cases(device: str, quick: bool) -> list[tuple[str, str, dict[str, Callable]
     rows.append(("encode_boxes", f"B=64, P={P}", {"native": lambda: nat.encode_boxes(boxes64, priors, V), "reference": lambda: ref.encode_boxes(boxes64, priors, V)}))
     rows.append(("decode_boxes", f"B=64, P={P}", {"native": lambda: nat.decode_boxes(loc64, priors, V), "reference": lambda: ref.decode_boxes(loc64, priors, V)}))
 
-    batches = (1, 8) if quick else (1, 8, 64)
+    batches = (64,) if quick else (1, 8, 64)
     for B in batches:
         gt, gl = _gt(B, 20, g, device)
         rows.append(
@@ -218,21 +220,66 @@ def _cases(device: str, quick: bool) -> list[tuple[str, str, dict[str, Callable]
                 },
             )
         )
-    boxes = _random_boxes(5000, max_size=0.2, g=g, device=device)
-    sc = torch.rand(5000, generator=g).to(device)
-    idxs = torch.zeros(5000, dtype=torch.long, device=device)
+    for n, classes, label in ((5000, 1, "1 class"), (20000, 5000, "5000 classes"), (100000, 80, "80 classes")):
+        boxes = _random_boxes(n, max_size=0.2 if n <= 20000 else 0.05, g=g, device=device)
+        sc = torch.rand(n, generator=g).to(device)
+        idxs = torch.randint(0, classes, (n,), generator=g).to(device)
+        contenders = {
+            "native": lambda boxes=boxes, sc=sc, idxs=idxs: nat.batched_nms(boxes, sc, idxs, 0.5),
+            "baseline": lambda boxes=boxes, sc=sc, idxs=idxs: torchvision.ops.batched_nms(boxes, sc, idxs, 0.5),
+        }
+        if classes <= 100:  # the reference loops over the categories in Python
+            contenders["reference"] = lambda boxes=boxes, sc=sc, idxs=idxs: ref.batched_nms(boxes, sc, idxs, 0.5)
+        rows.append(("batched_nms (vs torchvision)", f"N={n}, {label}", contenders))
+
+    # Open Images: 601 classes (the reference's per-image loop is left out: seconds per call).
+    loc601 = (torch.randn(8, P, 4, generator=g) * 0.2).to(device)
+    logits = torch.randn(8, P, 601, generator=g) * 2
+    logits[..., 0] += 4
+    scores601 = torch.softmax(logits, -1).to(device)
+    args601 = (V, 0.01, 0.45, 200, 200)
     rows.append(
         (
-            "batched_nms (vs torchvision)",
-            "N=5000, 1 class",
+            "ssd_postprocess",
+            f"B=8, P={P}, C=601",
             {
-                "native": lambda: nat.batched_nms(boxes, sc, idxs, 0.5),
-                "reference": lambda: ref.batched_nms(boxes, sc, idxs, 0.5),
-                "baseline": lambda: torchvision.ops.batched_nms(boxes, sc, idxs, 0.5),
+                "native": lambda: nat.ssd_postprocess(loc601, scores601, priors, *args601),
+                "baseline": lambda: baselines.torchvision_postprocess(loc601, scores601, priors, *args601),
             },
         )
     )
     return rows
+
+
+def _memory_rows(device: str) -> list[str]:
+    """Peak CUDA memory of one native call beyond its inputs, for the ops whose scratch used to grow with
+    B x C x P (ssd_postprocess) or N^2 (batched_nms)."""
+    from benchmarks.ops_cases import ssd300_priors
+
+    nat = torch.ops.ssdfast
+    priors = ssd300_priors(device)
+    P = priors.shape[0]
+    g = torch.Generator().manual_seed(1)
+    lines = ["| op | size | peak scratch MiB |", "|---|---|---:|"]
+    cases = []
+    for B, C in ((64, 81), (8, 601)):
+        loc = (torch.randn(B, P, 4, generator=g) * 0.2).to(device)
+        scores = torch.softmax(torch.randn(B, P, C, generator=g) * 2, -1).to(device)
+        cases.append(("ssd_postprocess", f"B={B}, P={P}, C={C}", lambda loc=loc, scores=scores: nat.ssd_postprocess(loc, scores, priors, V, 0.01, 0.45, 200, 200)))
+    for n, classes in ((20000, 81), (100000, 80), (100000, 1)):
+        boxes = _random_boxes(n, max_size=0.05, g=g, device=device)
+        sc = torch.rand(n, generator=g).to(device)
+        idxs = torch.randint(0, classes, (n,), generator=g).to(device)
+        cases.append(("batched_nms", f"N={n}, {classes} classes", lambda boxes=boxes, sc=sc, idxs=idxs: nat.batched_nms(boxes, sc, idxs, 0.5)))
+    for op, size, fn in cases:
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        lines.append(f"| {op} | {size} | {(torch.cuda.max_memory_allocated() - before) / 2**20:.1f} |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return lines
 
 
 def run(device: str = "cuda", quick: bool = False) -> str:
@@ -257,12 +304,14 @@ def run(device: str = "cuda", quick: bool = False) -> str:
         )
         print(lines[-1], file=sys.stderr, flush=True)
         torch.cuda.empty_cache()
+    lines += ["", "Peak CUDA memory allocated during one native call (scratch and outputs):", ""]
+    lines += _memory_rows(device)
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and no batch-64 rows")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, batch 64 only (about 2 minutes)")
     parser.add_argument("--device", default="cuda", help="CUDA device to measure (default: cuda)")
     parser.add_argument("--out", help="also write the Markdown table to this file")
     args = parser.parse_args(argv)

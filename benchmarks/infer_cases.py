@@ -196,8 +196,10 @@ def ssdfast_detector(name: str, image_size: int, settings: dict[str, Any], calib
     from ssdfast.detector import Detector, preprocess
     from ssdfast.models import create_model
 
+    from .train_cases import TWIN_OPTIONS
+
     torch.manual_seed(0)
-    model = create_model(name, num_classes, image_size=image_size).eval()
+    model = create_model(name, num_classes, image_size=image_size, **TWIN_OPTIONS.get(name, {})).eval()
     batch = preprocess(calibration_images, model.config)[0]
     recalibrate_batchnorm(model, lambda: model(batch))
     with torch.inference_mode():

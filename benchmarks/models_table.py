@@ -4,6 +4,7 @@
 
 GFLOPs are 2 x multiply-adds counted by torch.utils.flop_counter at batch 1 and the network's
 default input size; the time is the median of a few forward + MultiBoxLoss passes (no grad).
+Every network with its default options (pytorch-ssd's), then the variants (options of their own).
 """
 from __future__ import annotations
 
@@ -16,17 +17,28 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ssdfast.loss import MultiBoxLoss
-from ssdfast.models import create_model, list_models
+from ssdfast.models import create_model, list_models, model_options
+
+
+def network_cases() -> list[tuple[str, dict[str, str]]]:
+    """``(name, options)``: each network as pytorch-ssd builds it, then each non-default option value."""
+    cases: list[tuple[str, dict[str, str]]] = [(name, {}) for name in list_models()]
+    for name in list_models():
+        if name == "mb2-ssd-lite":
+            continue  # its backbones differ only at width != 1: the same network here
+        for option, values in model_options(name).items():
+            cases += [(name, {option: v}) for v in values[1:]]
+    return cases
 
 
 def network_rows(batch_size: int = 8, num_classes: int = 21, repeats: int = 3) -> list[str]:
     rows = [
-        f"| network | input | params | GFLOPs | priors | CPU forward+loss, batch {batch_size} |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| network | options | input | params | GFLOPs | priors | CPU forward+loss, batch {batch_size} |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     g = torch.Generator().manual_seed(0)
-    for name in list_models():
-        model = create_model(name, num_classes).eval()
+    for name, options in network_cases():
+        model = create_model(name, num_classes, **options).eval()
         size = model.config.image_size
         params = sum(p.numel() for p in model.parameters())
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -45,7 +57,8 @@ def network_rows(batch_size: int = 8, num_classes: int = 21, repeats: int = 3) -
                 criterion(conf, loc, gt_boxes.clamp(max=1), gt_labels)
                 times.append(time.perf_counter() - t)
         rows.append(
-            f"| `{name}` | {size} | {params / 1e6:.2f} M | {counter.get_total_flops() / 1e9:.2f} | "
+            f"| `{name}` | {', '.join(f'{k}={v}' for k, v in model.config.options.items()) or '-'} | {size} | "
+            f"{params / 1e6:.2f} M | {counter.get_total_flops() / 1e9:.2f} | "
             f"{model.priors.shape[0]} | {statistics.median(times) * 1e3:.0f} ms |"
         )
         print(rows[-1], file=sys.stderr, flush=True)

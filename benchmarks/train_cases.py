@@ -47,6 +47,9 @@ QUICK_NETWORKS = ("vgg16-ssd", "mb3-large-ssd-lite", "mb2-ssd-lite")
 
 #: ssdfast network -> torchvision builder name of its counterpart.
 TORCHVISION_TWINS = {"vgg16-ssd": "ssd300_vgg16", "mb3-large-ssd-lite": "ssdlite320_mobilenet_v3_large"}
+#: The ssdfast variant that is its twin's network (torchvision's SSD300 has an L2Norm at conv4_3, its
+#: SSDLite torchvision's MobileNetV3), used for these names so the comparisons are like for like.
+TWIN_OPTIONS = {"vgg16-ssd": {"conv4_3_norm": "l2norm"}, "mb3-large-ssd-lite": {"backbone": "torchvision"}}
 
 #: Image side per network where it differs from the network's default (the torchvision twin's size).
 IMAGE_SIZES = {"mb3-large-ssd-lite": 320}
@@ -170,7 +173,8 @@ def ssdfast_step(name: str, batch: TrainBatch, *, num_classes: int = 81, device:
     from ssdfast.models import create_model
 
     torch.manual_seed(0)
-    model = create_model(name, num_classes, image_size=image_size or int(batch.images01.shape[-1])).to(device).train()
+    model = create_model(name, num_classes, image_size=image_size or int(batch.images01.shape[-1]),
+                         **TWIN_OPTIONS.get(name, {})).to(device).train()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     criterion = MultiBoxLoss(model.priors, variances=model.config.variances).to(device)

@@ -269,8 +269,9 @@ def load_model_file(
 
     Args:
         path: the model file.
-        net: the network name. A pytorch-ssd file needs it (it does not say); for an ssdfast
-            checkpoint it is checked against the file's.
+        net: the network name. For a pytorch-ssd file, default: the network its keys and shapes
+            say (:func:`ssdfast.models.identify_pytorch_ssd`), and its variant is always the file's;
+            for an ssdfast checkpoint it is checked against the file's.
         label_file: class names (any of the three label-file formats). A pytorch-ssd file takes
             them from here, else from ``labels.txt`` beside it; for a checkpoint they replace its
             names (same count required).
@@ -283,7 +284,8 @@ def load_model_file(
         CheckpointError (a ValueError) naming the file and, where one would fix it, the option.
     """
     from .io import FileError, read_label_file
-    from .models import canonical_name, model_from_pytorch_ssd
+    from .models import canonical_name, identify_pytorch_ssd, model_from_pytorch_ssd
+    from .models.pytorch_ssd import describe_network
 
     p = os.fspath(path)
     if not os.path.isfile(p):
@@ -320,16 +322,29 @@ def load_model_file(
                            None if label_file is None else os.fspath(label_file))
 
     # A pytorch-ssd file: a bare state dict (possibly wrapped as {"state_dict": ...}).
+    what = "a pytorch-ssd model"
     if net is None:
-        raise CheckpointError(
-            f"{p} is not an ssdfast checkpoint; if it is a pytorch-ssd model, give its network "
-            "with --net (e.g. --net mb1-ssd) and its class names with --label-file"
-        )
+        try:
+            net, options = identify_pytorch_ssd(obj, width_mult=width_mult)
+        except ValueError as exc:
+            if width_mult is not None:  # the network is known, only not at that width?
+                try:
+                    found, options = identify_pytorch_ssd(obj)
+                except ValueError:
+                    pass
+                else:
+                    raise CheckpointError(f"{p} is a pytorch-ssd {describe_network(found, options)}, "
+                                          f"not at width multiplier {width_mult}") from None
+            raise CheckpointError(
+                f"{p} is not an ssdfast checkpoint; if it is a pytorch-ssd model, give its network "
+                f"with --net (e.g. --net mb1-ssd) and its class names with --label-file ({_first_line(exc)})"
+            ) from None
+        what = f"a pytorch-ssd {describe_network(net, options)} (--net {net})"
     if names is None:
         beside = os.path.join(os.path.dirname(os.path.abspath(p)), "labels.txt")
         if not os.path.isfile(beside):
             raise CheckpointError(
-                f"{p} is a pytorch-ssd model, which does not hold its class names: give its label file "
+                f"{p} is {what}, which does not hold its class names: give its label file "
                 "with --label-file (no labels.txt beside it)"
             )
         label_file = beside

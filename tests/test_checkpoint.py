@@ -165,3 +165,47 @@ def test_load_model_file_reads_a_pytorch_ssd_state_dict(tmp_path, model):
         load_model_file(path, net="mb2-ssd-lite", width_mult=0.25, resolution=64, label_file=other)
     with pytest.raises(CheckpointError, match="does not load as a pytorch-ssd mb1-ssd"):
         load_model_file(path, net="mb1-ssd", resolution=64)
+
+
+def test_load_model_file_identifies_a_pytorch_ssd_file_without_net(tmp_path):
+    """No --net: the network and its variant come from the file's keys and shapes."""
+    from tests.models import pytorch_ssd_reference as ref
+    from tests.models.test_pytorch_ssd import randomize
+
+    source = randomize(ref.create("mb3-small-ssd-lite", 3), seed=2)
+    path = tmp_path / "mb3-small-ssd-lite.pth"
+    torch.save(source.state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"a pytorch-ssd mb3-small-ssd-lite \(--net mb3-small-ssd-lite\), .*--label-file"):
+        load_model_file(path)
+    (tmp_path / "labels.txt").write_text("cat\ndog\n", encoding="utf-8")
+    loaded = load_model_file(path)
+    assert loaded.kind == "pytorch-ssd" and loaded.model.config.name == "mb3-small-ssd-lite"
+    assert loaded.model.config.backbone == "pytorch-ssd" and loaded.class_names == CLASSES
+    x = torch.randn(2, 3, 300, 300)
+    with torch.no_grad():
+        for a, b in zip(loaded.model(x), source(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(CheckpointError, match=r"is a pytorch-ssd mb3-small-ssd-lite, not at width multiplier 0.5"):
+        load_model_file(path, width_mult=0.5)
+    junk = tmp_path / "junk.pth"
+    torch.save({"base_net.0.weight": torch.zeros(4, 3, 3, 3)}, junk)
+    with pytest.raises(CheckpointError, match="give its network with --net .*none of pytorch-ssd's networks"):
+        load_model_file(junk)
+
+
+def test_old_checkpoints_rebuild_their_variant(tmp_path):
+    """Checkpoints written before ``conv4_3_norm`` / ``backbone`` existed (their config lacks them):
+    vgg16-ssd was the L2Norm one, mb3-*-ssd-lite were on torchvision's MobileNetV3."""
+    for name, options, size in [("vgg16-ssd", {"conv4_3_norm": "l2norm"}, 272),
+                                ("mb3-large-ssd-lite", {"backbone": "torchvision"}, 64)]:
+        model = create_model(name, 3, image_size=size, **options).eval()
+        path = tmp_path / f"{name}.pth"
+        save_checkpoint(path, model, CLASSES)
+        ckpt = torch.load(path, weights_only=True)
+        for field in ("conv4_3_norm", "backbone", "antialias"):
+            del ckpt["config"][field]
+        torch.save(ckpt, path)
+        loaded = load_model_file(path)
+        assert loaded.model.config.options == options
+        for a, b in zip(_outputs(loaded.model), _outputs(model)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)

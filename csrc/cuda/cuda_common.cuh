@@ -29,6 +29,10 @@
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
+
+#include <map>
+#include <mutex>
+#include <utility>
 #endif
 
 namespace ssdfast {
@@ -46,19 +50,65 @@ inline T* ptr(const at::Tensor& t) {
   return static_cast<T*>(t.data_ptr());
 }
 
-// Allows `bytes` of dynamic shared memory for `kernel` on the current device (above the default 48 KiB
-// only where the device's opt-in limit allows); errors naming `what` when it cannot.
-template <typename Kernel>
-inline void allow_dynamic_smem(Kernel kernel, size_t bytes, const char* what) {
-  constexpr size_t kDefault = 48 * 1024;
-  if (bytes <= kDefault) return;
+// Shared-memory limits of one kernel on one device, and the dynamic size it is currently allowed.
+struct SmemLimits {
+  size_t static_bytes = 0;  // the kernel's own __shared__ arrays
+  size_t optin = 0;         // the device's opt-in limit per block (static + dynamic)
+  size_t allowed = 0;       // cudaFuncAttributeMaxDynamicSharedMemorySize as set now (only ever raised)
+};
+
+// The registry of SmemLimits by (kernel, device), and the mutex that guards it and every
+// cudaFuncSetAttribute call made through it. One instance per process (inline function statics).
+inline std::mutex& smem_mutex() {
+  static std::mutex m;
+  return m;
+}
+inline std::map<std::pair<const void*, int>, SmemLimits>& smem_registry() {
+  static std::map<std::pair<const void*, int>, SmemLimits> r;
+  return r;
+}
+
+// The entry of `func` on the current device, read from the driver on first use. Caller holds smem_mutex().
+inline SmemLimits& smem_limits_locked(const void* func) {
   int device = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
+  auto it = smem_registry().find({func, device});
+  if (it != smem_registry().end()) return it->second;
+  cudaFuncAttributes attr{};
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, func));  // also: "no kernel image for this device"
   int optin = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  TORCH_CHECK(bytes <= static_cast<size_t>(optin), what, " needs ", bytes,
-              " bytes of shared memory per block, more than this GPU allows (", optin, ")");
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  SmemLimits limits;
+  limits.static_bytes = attr.sharedSizeBytes;
+  limits.optin = static_cast<size_t>(optin);
+  limits.allowed = static_cast<size_t>(attr.maxDynamicSharedSizeBytes);
+  return smem_registry().emplace(std::make_pair(func, device), limits).first->second;
+}
+
+// The most dynamic shared memory `kernel` can be given on the current device: the opt-in limit minus
+// the kernel's static shared memory.
+template <typename Kernel>
+inline size_t max_dynamic_smem(Kernel kernel) {
+  std::lock_guard<std::mutex> lock(smem_mutex());
+  const SmemLimits& l = smem_limits_locked(reinterpret_cast<const void*>(kernel));
+  return l.optin > l.static_bytes ? l.optin - l.static_bytes : 0;
+}
+
+// Lets `kernel` launch with `bytes` of dynamic shared memory on the current device; errors naming `what`
+// when the kernel's static plus `bytes` exceed the device's opt-in limit. The attribute is only ever
+// raised (under a mutex, once per kernel, device and new maximum), never lowered, so a launch that
+// passed this check cannot fail because another host thread asked for a different size meanwhile.
+template <typename Kernel>
+inline void allow_dynamic_smem(Kernel kernel, size_t bytes, const char* what) {
+  const void* func = reinterpret_cast<const void*>(kernel);
+  std::lock_guard<std::mutex> lock(smem_mutex());
+  SmemLimits& l = smem_limits_locked(func);
+  TORCH_CHECK(l.static_bytes + bytes <= l.optin, what, " needs ", bytes, " bytes of dynamic shared memory per block",
+              " (plus ", l.static_bytes, " static), more than this GPU allows (", l.optin, ")");
+  if (bytes > l.allowed) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    l.allowed = bytes;
+  }
 }
 #endif  // SSDFAST_HOST_PASS
 
@@ -94,10 +144,15 @@ __device__ __forceinline__ int block_sum(int v, int* tmp) {
   return total;
 }
 
+// Key of every NaN in float_order_key: just above +inf's key (0xFF800000). Not 0xFFFFFFFF, so that no
+// rank_key reaches ~0ull, the "no upper bound" of block_select_threshold / block_gather.
+constexpr uint32_t kNanOrderKey = 0xff800001u;
+
 // Order-preserving map of a float to uint32 (ascending floats -> ascending keys). -0 is mapped as +0
-// and every NaN to the largest key, as torch.sort orders them (NaN above +inf, -0 == +0). Never 0.
+// and every NaN to one key above +inf's, as torch.sort orders them (NaN above +inf, -0 == +0). Never 0,
+// never 0xFFFFFFFF.
 __device__ __forceinline__ uint32_t float_order_key(float f) {
-  if (f != f) return 0xffffffffu;
+  if (f != f) return kNanOrderKey;
   uint32_t u = __float_as_uint(f);
   if ((u & 0x7fffffffu) == 0u) u = 0u;  // -0 -> +0
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
@@ -163,7 +218,9 @@ __device__ __forceinline__ void find_digit(SelectShared& sh, unsigned need) {
 }
 
 // Radix select over the keys src(0..n) (unique; 0 = not a candidate) that are below `upper`: returns T
-// such that exactly m candidates lie in [T, upper). Needs 1 <= m <= number of such candidates. Eight
+// such that exactly m candidates lie in [T, upper). Needs 1 <= m <= number of such candidates; pass
+// upper = ~0ull for "no bound" (no key may equal ~0ull: see kNanOrderKey). T may be 0 when the m
+// candidates are all there are, so callers test key != 0 as well as key >= T. Eight
 // passes of 8 bits at most; stops as soon as the bin of the m-th key is taken whole (usually after
 // the 32 value bits). All threads of the block must call it.
 template <int kThreads, class Src>

@@ -1,7 +1,8 @@
 // hard_negative_mask on CUDA: per-row k-th value selection instead of sorting.
 //
 // One block per image (row). Pass 1 writes the mask of positives, counts positives and negatives, and
-// stores each negative's order-preserving loss key (NaN highest, -0 == +0, as torch.sort) in a scratch
+// stores each negative's order-preserving loss key (NaN highest, -0 == +0, as torch.sort; never
+// 0xFFFFFFFF, so every key lies below the select's `upper` = ~0ull) in a scratch
 // row (0 for non-negatives). With k = min(ratio * num_pos, num_neg), the k hardest negatives are the k
 // largest 64-bit keys (loss key << 32 | 0xFFFFFFFF - index): ties on the loss go to the lower index,
 // as the reference's stable descending sort. A block radix select finds the k-th key (4 passes over
@@ -49,7 +50,8 @@ __global__ void __launch_bounds__(kThreads)
   const uint64_t lo =
       k == num_neg ? 1ull : cuda::block_select_threshold<kThreads>(src, P, ~0ull, static_cast<unsigned>(k), sh);
   for (int i = threadIdx.x; i < P; i += kThreads) {
-    if (src(i) >= lo) mask[row0 + i] = true;  // keys are never 0 here: lo >= 1
+    const uint64_t key = src(i);
+    if (key != 0ull && key >= lo) mask[row0 + i] = true;  // 0: not a negative (lo may be 0, see the select)
   }
 }
 

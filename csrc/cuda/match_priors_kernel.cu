@@ -1,23 +1,28 @@
 // match_priors and ssd_targets (match_priors fused with encode_boxes) on CUDA.
 //
-// One block per image; the IoUs are computed on the fly and never stored (no B x G x P tensor):
-//   1. the image's gts (boxes, labels) go to shared memory with one 64-bit "best prior" key per gt;
-//   2. the priors are walked in tiles of kThreads * kItems (each thread keeps kItems priors and their
-//      best gt in registers); for every valid gt in index order a thread updates its priors' best gt
-//      (strictly greater IoU wins, so the lowest gt index wins ties; NaN as torch.max) and the gt's
-//      best prior is reduced over the block: key = (IoU bits << 32) | (0xFFFFFFFF - prior), warp
-//      max by shuffles, then one shared atomicMax per warp, so the lowest prior wins ties;
-//      then the tile's outputs are written as if nothing were forced;
-//   3. after a barrier, each gt whose best IoU is > 0 forces its best prior unless a later gt forces
-//      the same prior (later gt wins); the winners overwrite that prior's outputs.
+// The IoUs are computed on the fly and never stored (no B x G x P tensor). Two kernels:
+//   1. match kernel, one block per (image, tile of kThreads * kItems priors), so that a batch of 64
+//      SSD300 images fills 256 blocks rather than 64:
+//      a. the image's gts (boxes, labels) go to shared memory with one 64-bit "best prior" key per gt;
+//      b. each thread keeps kItems priors and their best gt in registers; for every valid gt in index
+//         order a thread updates its priors' best gt (strictly greater IoU wins, so the lowest gt index
+//         wins ties; NaN as torch.max) and the gt's best prior in the tile is reduced over the block:
+//         key = (IoU bits << 32) | (0xFFFFFFFF - prior), warp max by shuffles, then one shared
+//         atomicMax per warp, so the lowest prior wins ties;
+//      c. the tile's outputs are written as if nothing were forced, and each gt's key is merged into
+//         gt_keys[b, g] (global atomicMax: the best over all tiles, same tie rule);
+//   2. force kernel, one block per image, after every tile: each gt whose best IoU is > 0 forces its
+//      best prior unless a later gt forces the same prior (later gt wins); the winners overwrite that
+//      prior's outputs.
 #include "box_utils.h"
 #include "cuda/cuda_common.cuh"
 
 namespace ssdfast {
 namespace {
 
-constexpr int kThreads = 512;
-constexpr int kItems = 9;  // 4608 priors per tile: SSD300's 8732 in two tiles
+constexpr int kThreads = 256;
+constexpr int kItems = 9;  // 2304 priors per block: SSD300's 8732 in four
+constexpr int kForceThreads = 128;
 
 struct GtShared {
   float4* box;              // [G] xyxy (first: 16-byte aligned whatever G is)
@@ -53,16 +58,21 @@ __device__ __forceinline__ void write_prior(int64_t row, const float* __restrict
   for (int c = 0; c < 4; ++c) out_boxes[row * 4 + c] = y[c];
 }
 
+// Block (image blockIdx.x, tile blockIdx.y): the tile's unforced outputs, and gt_keys[b, g] = max over
+// tiles of gt g's best-prior key (gt_keys zeroed before).
 template <bool kEncode>
 __global__ void __launch_bounds__(kThreads)
     match_kernel(const float* __restrict__ priors, const float* __restrict__ gt_boxes,
                  const int64_t* __restrict__ gt_labels, int P, int G, float threshold, float v0, float v1,
-                 int64_t* __restrict__ out_labels, float* __restrict__ out_boxes) {
+                 unsigned long long* __restrict__ gt_keys, int64_t* __restrict__ out_labels,
+                 float* __restrict__ out_boxes) {
   extern __shared__ __align__(16) unsigned char smem[];
   const GtShared gs = gt_shared(smem, G);
   const int b = blockIdx.x;
   const int tid = threadIdx.x;
   const int64_t out_row0 = static_cast<int64_t>(b) * P;
+  const int tile = blockIdx.y * kThreads * kItems;
+  const int tile_end = min(P, tile + kThreads * kItems);
 
   bool any_valid = false;
   for (int g = tid; g < G; g += kThreads) {
@@ -76,13 +86,13 @@ __global__ void __launch_bounds__(kThreads)
   if (!__syncthreads_or(any_valid)) {
     // No gt in this image: all background, zero boxes (ssd_targets: the encoding of a zero box).
     const float zero[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int p = tid; p < P; p += kThreads) {
+    for (int p = tile + tid; p < tile_end; p += kThreads) {
       write_prior<kEncode>(out_row0 + p, priors, p, 0, zero, v0, v1, out_labels, out_boxes);
     }
     return;
   }
 
-  for (int tile = 0; tile < P; tile += kThreads * kItems) {
+  {
     float pb[kItems][4];
     float best[kItems];
     int best_gt[kItems];
@@ -138,39 +148,64 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   }
-  __syncthreads();  // all keys final; the unforced outputs are written (and visible to the block)
-
-  // Forced matches: gt g forces its best prior unless a later gt forces the same prior.
+  __syncthreads();  // the tile's keys are final
   for (int g = tid; g < G; g += kThreads) {
-    if (gs.label[g] < 0) continue;
     const unsigned long long key = gs.key[g];
-    if (!(__uint_as_float(static_cast<uint32_t>(key >> 32)) > 0.f)) continue;  // 0 (none) or NaN
+    if (key != 0ull) atomicMax(gt_keys + static_cast<int64_t>(b) * G + g, key);
+  }
+}
+
+// gt g's key if it forces a prior: valid and best IoU > 0 (not 0 = no overlap, not NaN); else 0.
+__device__ __forceinline__ unsigned long long forcing_key(const int64_t* __restrict__ labels,
+                                                          const unsigned long long* __restrict__ keys, int g) {
+  if (labels[g] < 0) return 0ull;
+  const unsigned long long key = keys[g];
+  return __uint_as_float(static_cast<uint32_t>(key >> 32)) > 0.f ? key : 0ull;
+}
+
+// Block b, after match_kernel: gt g forces its best prior unless a later gt forces the same prior.
+template <bool kEncode>
+__global__ void __launch_bounds__(kForceThreads)
+    match_force_kernel(const float* __restrict__ priors, const float* __restrict__ gt_boxes,
+                       const int64_t* __restrict__ gt_labels, const unsigned long long* __restrict__ gt_keys, int P,
+                       int G, float v0, float v1, int64_t* __restrict__ out_labels, float* __restrict__ out_boxes) {
+  const int b = blockIdx.x;
+  const int64_t row0 = static_cast<int64_t>(b) * G;
+  const int64_t* labels = gt_labels + row0;
+  const unsigned long long* keys = gt_keys + row0;
+  for (int g = threadIdx.x; g < G; g += kForceThreads) {
+    const unsigned long long key = forcing_key(labels, keys, g);
+    if (key == 0ull) continue;
     const uint32_t p = cuda::rank_key_position(key);
     bool wins = true;
     for (int h = g + 1; h < G && wins; ++h) {
-      const unsigned long long kh = gs.key[h];
-      wins = !(gs.label[h] >= 0 && __uint_as_float(static_cast<uint32_t>(kh >> 32)) > 0.f &&
-               cuda::rank_key_position(kh) == p);
+      const unsigned long long kh = forcing_key(labels, keys, h);
+      wins = !(kh != 0ull && cuda::rank_key_position(kh) == p);
     }
     if (wins) {
-      const float4 gv = gs.box[g];
-      const float gb[4] = {gv.x, gv.y, gv.z, gv.w};
-      write_prior<kEncode>(out_row0 + p, priors, static_cast<int>(p), gs.label[g], gb, v0, v1, out_labels,
-                           out_boxes);
+      const float* gb = gt_boxes + (row0 + g) * 4;
+      const float box[4] = {gb[0], gb[1], gb[2], gb[3]};
+      write_prior<kEncode>(static_cast<int64_t>(b) * P + p, priors, static_cast<int>(p), labels[g], box, v0, v1,
+                           out_labels, out_boxes);
     }
   }
 }
 
 template __global__ void match_kernel<true>(const float*, const float*, const int64_t*, int, int, float, float, float,
-                                            int64_t*, float*);
+                                            unsigned long long*, int64_t*, float*);
 template __global__ void match_kernel<false>(const float*, const float*, const int64_t*, int, int, float, float, float,
-                                             int64_t*, float*);
+                                             unsigned long long*, int64_t*, float*);
+template __global__ void match_force_kernel<true>(const float*, const float*, const int64_t*,
+                                                  const unsigned long long*, int, int, float, float, int64_t*, float*);
+template __global__ void match_force_kernel<false>(const float*, const float*, const int64_t*,
+                                                   const unsigned long long*, int, int, float, float, int64_t*, float*);
 
 }  // namespace
 }  // namespace ssdfast
 
 #if SSDFAST_HOST_PASS  // host glue: torch headers are parsed by the host pass only (see cuda_common.cuh)
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -212,10 +247,21 @@ std::tuple<at::Tensor, at::Tensor> match_cuda(const at::Tensor& priors, const at
   const size_t smem = static_cast<size_t>(G) * (sizeof(unsigned long long) + sizeof(float4) + sizeof(int64_t));
   auto kernel = match_kernel<kEncode>;
   cuda::allow_dynamic_smem(kernel, smem, "match_priors with this many gts per image");
-  kernel<<<static_cast<unsigned>(B), kThreads, smem, c10::cuda::getCurrentCUDAStream()>>>(
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t tiles = cuda::ceil_div(P, kThreads * kItems);
+  TORCH_CHECK(B <= 0x7fffffff && tiles <= 65535, "match_priors: too many images or priors (B=", B, ", P=", P, ")");
+  at::Tensor gt_keys = at::zeros({B, G}, gl.options());  // best-prior key per gt, merged over tiles
+  kernel<<<dim3(static_cast<unsigned>(B), static_cast<unsigned>(tiles)), kThreads, smem, stream>>>(
       pf.data_ptr<float>(), gf.data_ptr<float>(), gl.data_ptr<int64_t>(), static_cast<int>(P), static_cast<int>(G),
-      static_cast<float>(iou_threshold), v0, v1, labels.data_ptr<int64_t>(), boxes.data_ptr<float>());
+      static_cast<float>(iou_threshold), v0, v1, cuda::ptr<unsigned long long>(gt_keys), labels.data_ptr<int64_t>(),
+      boxes.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (G > 0) {
+    match_force_kernel<kEncode><<<static_cast<unsigned>(B), kForceThreads, 0, stream>>>(
+        pf.data_ptr<float>(), gf.data_ptr<float>(), gl.data_ptr<int64_t>(), cuda::ptr<unsigned long long>(gt_keys),
+        static_cast<int>(P), static_cast<int>(G), v0, v1, labels.data_ptr<int64_t>(), boxes.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   return {labels, out_dtype == at::kFloat ? boxes : boxes.to(out_dtype)};
 }
 

@@ -1,18 +1,24 @@
 // ssd_postprocess on CUDA, fused per image in the style of TensorRT's EfficientNMS. Fixed-size outputs,
-// no host synchronisation, no data-dependent host sizes: capturable in a CUDA graph.
+// no host synchronisation, no data-dependent host sizes: capturable in a CUDA graph. Scratch memory: a
+// candidate bitmask, B x (C - 1) x P / 8 bytes (5.6 MB at B=64, P=8732, C=81), and the kept entries,
+// B x (C - 1) x min(top_k, max_detections, P) x 8 bytes.
 //
-//   1. filter kernel (a tiled transpose): scores[B, P, C] -> keys[B, C-1, P], one contiguous row per
-//      (image, foreground class): the score's float bits when score > score_threshold (scores that
-//      pass are positive, so their bits order like the floats), else 0 (NaN included: never a
-//      candidate, as in the reference).
-//   2. class kernel, one block per (image, class): the class's top_k candidates and greedy NMS.
-//      Candidates rank by (score desc, prior asc) through the unique key (bits << 32 | ~prior). The
-//      reference takes the top_k of all P scores and then drops those <= threshold, so the
-//      candidates are the best min(top_k, #valid) valid scores. They are taken kChunk at a
-//      time (one chunk in the default top_k=200): radix-select the chunk's lowest key, gather, bitonic
-//      sort, decode the boxes, drop those overlapping a box kept by an earlier chunk, build the
-//      chunk's IoU bitmask (one ballot per 32 pairs), and walk it greedily with one warp. A class keeps
-//      at most Kc = min(top_k, max_detections) boxes: more could never reach the merged output.
+//   1. mask kernel (a tiled transpose): reads scores[B, P, C] once, coalesced, and writes one bit per
+//      (image, foreground class, prior): score > score_threshold (false for NaN, never a candidate, as
+//      in the reference). Bit p of the row (b, c) is bit p % 32 of word p / 32.
+//   2. class kernel, one block per (image, class): the class's top_k candidates and greedy NMS. The
+//      block walks its bitmask row, reads the scores of the candidates only (a gather of ~12% of the
+//      column with trained-like scores) and compacts them into shared memory as unique keys (score
+//      bits << 32 | ~prior), which rank by (score desc, prior asc); scores that pass are positive, so
+//      their bits order like the floats. Every later pass reads only those keys. A class with more
+//      candidates than fit (`cap`, a few thousand) reads its candidates' scores again on every pass,
+//      with the same selection code. The reference takes the top_k of all P scores and then drops those
+//      <= threshold, so the candidates are the best min(top_k, #valid) valid scores. They are taken
+//      kChunk at a time (one chunk in the default top_k=200): radix-select the chunk's lowest key,
+//      gather, bitonic sort, decode the boxes, drop those overlapping a box kept by an earlier chunk,
+//      build the chunk's IoU bitmask (one ballot per 32 pairs), and walk it greedily with one warp. A
+//      class keeps at most Kc = min(top_k, max_detections) boxes: more could never reach the merged
+//      output.
 //   3. merge kernel, one block per image: the max_detections best of all kept (class, rank) entries by
 //      (score desc, class asc, rank asc) -- again unique keys, radix select + bitonic sort in chunks --
 //      decoded and written with zero padding.
@@ -25,32 +31,35 @@
 namespace ssdfast {
 namespace {
 
-// ----------------------------------------------------------------------------- 1. filter / transpose
+// ----------------------------------------------------------------------------- 1. candidate bitmask
 
-constexpr int kTile = 32;
+constexpr int kTile = 32;  // priors (one mask word) x classes per block
 constexpr int kTileRows = 8;
 
+// Block (prior tile blockIdx.x = mask word, class tile blockIdx.y, image blockIdx.z): 32 priors x 32
+// foreground classes read along the classes (coalesced), written as one 32-bit word per class.
 template <typename scalar_t>
 __global__ void __launch_bounds__(kTile* kTileRows)
-    pp_filter_kernel(const scalar_t* __restrict__ scores, int P, int C, float threshold, uint32_t* __restrict__ keys) {
-  __shared__ uint32_t tile[kTile][kTile + 1];
+    pp_mask_kernel(const scalar_t* __restrict__ scores, int P, int C, float threshold, uint32_t* __restrict__ mask) {
+  __shared__ unsigned char tile[kTile][kTile + 1];  // [prior][class]
   const int b = blockIdx.z;
   const int p0 = blockIdx.x * kTile;
   const int c0 = blockIdx.y * kTile;  // foreground class index (class - 1)
   const int Cm1 = C - 1;
+  const int words = gridDim.x;
   for (int r = threadIdx.y; r < kTile; r += kTileRows) {
     const int p = p0 + r, c = c0 + threadIdx.x;
-    uint32_t key = 0u;
+    bool candidate = false;
     if (p < P && c < Cm1) {
-      const float s = static_cast<float>(scores[(static_cast<int64_t>(b) * P + p) * C + c + 1]);
-      key = s > threshold ? __float_as_uint(s) : 0u;  // false for NaN
+      candidate = static_cast<float>(scores[(static_cast<int64_t>(b) * P + p) * C + c + 1]) > threshold;
     }
-    tile[r][threadIdx.x] = key;
+    tile[r][threadIdx.x] = candidate;
   }
   __syncthreads();
-  for (int r = threadIdx.y; r < kTile; r += kTileRows) {
-    const int c = c0 + r, p = p0 + threadIdx.x;
-    if (p < P && c < Cm1) keys[(static_cast<int64_t>(b) * Cm1 + c) * P + p] = tile[threadIdx.x][r];
+  for (int r = threadIdx.y; r < kTile; r += kTileRows) {  // warp threadIdx.y: class c0 + r, lane = prior
+    const unsigned word = __ballot_sync(cuda::kFullMask, tile[threadIdx.x][r] != 0);
+    const int c = c0 + r;
+    if (threadIdx.x == 0 && c < Cm1) mask[(static_cast<int64_t>(b) * Cm1 + c) * words + blockIdx.x] = word;
   }
 }
 
@@ -61,12 +70,32 @@ constexpr int kChunk = 256;  // candidates sorted and suppressed at a time (must
 constexpr int kChunkWords = kChunk / 32;
 static_assert(kChunk == kClassThreads, "one candidate per thread in the class kernel");
 
-// Candidate keys of one (image, class) row: (score bits << 32 | ~prior), 0 when not a candidate.
-struct ClassKeys {
-  const uint32_t* row;
+// Most candidates of one (image, class) compacted in shared memory (28 KiB of keys: with the kernel's
+// 20 KiB of static shared memory, two blocks fit in an SM of 100 KiB). A class with more rescans its
+// score column on every pass.
+constexpr int kMaxCandidates = 3584;
+
+// Candidate key of a score at prior p: (score bits << 32 | ~p) when score > threshold, else 0.
+__device__ __forceinline__ uint64_t candidate_key(float s, float threshold, int p) {
+  return s > threshold ? cuda::rank_key(__float_as_uint(s), static_cast<uint32_t>(p)) : 0ull;  // false for NaN
+}
+
+// The compacted candidates: keys[0..n_valid), none 0.
+struct CompactKeys {
+  const uint64_t* keys;
+  __device__ __forceinline__ uint64_t operator()(int i) const { return keys[i]; }
+};
+
+// The candidates read from the scores (scores[b, p, c] at col[p * C]) where the bitmask row says so.
+template <typename scalar_t>
+struct MaskedColumnKeys {
+  const uint32_t* mask_row;
+  const scalar_t* col;
+  int C;
+  float threshold;
+  __device__ __forceinline__ bool is_candidate(int p) const { return (mask_row[p >> 5] >> (p & 31)) & 1u; }
   __device__ __forceinline__ uint64_t operator()(int p) const {
-    const uint32_t k = row[p];
-    return k == 0u ? 0ull : cuda::rank_key(k, static_cast<uint32_t>(p));
+    return is_candidate(p) ? candidate_key(static_cast<float>(col[static_cast<int64_t>(p) * C]), threshold, p) : 0ull;
   }
 };
 
@@ -88,61 +117,56 @@ __device__ __forceinline__ float iou4(const float4& a, const float4& b) {
   return iou_xyxy(x, y);
 }
 
-// Kept entries: (score bits << 32) | prior, in rank order, kc of them at most.
-__global__ void __launch_bounds__(kClassThreads)
-    pp_class_kernel(const uint32_t* __restrict__ keys, const float* __restrict__ loc, const float* __restrict__ priors,
-                    int P, int Cm1, int top_k, int kc, float v0, float v1, float iou_threshold,
-                    unsigned long long* __restrict__ kept_entries, int* __restrict__ kept_count) {
-  __shared__ cuda::SelectShared sh;
-  __shared__ uint64_t s_key[kChunk];
-  __shared__ float4 s_box[kChunk];
-  __shared__ float4 s_prev[kChunk];
-  __shared__ uint32_t s_mask[kChunk * kChunkWords];
-  __shared__ unsigned char s_removed[kChunk];
-  __shared__ int s_tmp[kClassThreads / 32];
-  __shared__ int s_kept;
+// Shared memory of the class kernel's top-k + NMS stage.
+struct ClassShared {
+  cuda::SelectShared sel;
+  uint64_t key[kChunk];
+  float4 box[kChunk];
+  float4 prev[kChunk];
+  uint32_t mask[kChunk * kChunkWords];
+  unsigned char removed[kChunk];
+  int kept;
+  unsigned fill;  // candidates found in the column
+};
 
+// Top-k + greedy NMS of one (image, class) over the candidate keys src(0..n) (0 = not a candidate),
+// n_valid of them. Appends the kept entries, (score bits << 32) | prior in rank order, to kept_list and
+// returns how many (kc at most). All threads of the block must call it.
+template <class Src>
+__device__ int class_top_k_nms(const Src& src, int n, int n_valid, const float* __restrict__ loc_b,
+                               const float* __restrict__ priors, int top_k, int kc, float v0, float v1,
+                               float iou_threshold, unsigned long long* __restrict__ kept_list, ClassShared& sh) {
   const int tid = threadIdx.x, warp = cuda::warp_id(), lane = cuda::lane_id();
-  const int b = blockIdx.y;
-  const int64_t seg = static_cast<int64_t>(b) * Cm1 + blockIdx.x;
-  const ClassKeys src{keys + seg * P};
-  const float* loc_b = loc + static_cast<int64_t>(b) * P * 4;
-  unsigned long long* kept_list = kept_entries + seg * kc;
-
-  int n_valid = 0;
-  for (int p = tid; p < P; p += kClassThreads) n_valid += src.row[p] != 0u;
-  n_valid = cuda::block_sum<kClassThreads>(n_valid, s_tmp);
   const int total = min(top_k, n_valid);
-
   int kept = 0, taken = 0;
   uint64_t upper = ~0ull;
   while (taken < total && kept < kc) {  // uniform: every thread holds the same values
     const int m = min(kChunk, total - taken);
     const uint64_t lo = (n_valid - taken == m)
                             ? 1ull
-                            : cuda::block_select_threshold<kClassThreads>(src, P, upper, static_cast<unsigned>(m), sh);
-    cuda::block_gather<kClassThreads>(src, P, lo, upper, s_key, kChunk, sh);
-    cuda::block_sort_desc<kClassThreads>(s_key, m);
-    upper = s_key[m - 1];
+                            : cuda::block_select_threshold<kClassThreads>(src, n, upper, static_cast<unsigned>(m), sh.sel);
+    cuda::block_gather<kClassThreads>(src, n, lo, upper, sh.key, kChunk, sh.sel);
+    cuda::block_sort_desc<kClassThreads>(sh.key, m);
+    upper = sh.key[m - 1];
     taken += m;
 
     if (tid < m) {
-      s_box[tid] = decode_prior(loc_b, priors, cuda::rank_key_position(s_key[tid]), v0, v1);
-      s_removed[tid] = 0;
+      sh.box[tid] = decode_prior(loc_b, priors, cuda::rank_key_position(sh.key[tid]), v0, v1);
+      sh.removed[tid] = 0;
     }
     __syncthreads();
     // Boxes kept by earlier chunks suppress this chunk's candidates.
     for (int base = 0; base < kept; base += kChunk) {
       const int nt = min(kChunk, kept - base);
       if (tid < nt) {
-        s_prev[tid] = decode_prior(loc_b, priors, static_cast<uint32_t>(kept_list[base + tid]), v0, v1);
+        sh.prev[tid] = decode_prior(loc_b, priors, static_cast<uint32_t>(kept_list[base + tid]), v0, v1);
       }
       __syncthreads();
-      if (tid < m && !s_removed[tid]) {
-        const float4 box = s_box[tid];
+      if (tid < m && !sh.removed[tid]) {
+        const float4 box = sh.box[tid];
         for (int t = 0; t < nt; ++t) {
-          if (iou4(s_prev[t], box) > iou_threshold) {
-            s_removed[tid] = 1;
+          if (iou4(sh.prev[t], box) > iou_threshold) {
+            sh.removed[tid] = 1;
             break;
           }
         }
@@ -155,9 +179,9 @@ __global__ void __launch_bounds__(kClassThreads)
       const int i = task / words, w = task - (task / words) * words;
       if (32 * w + 31 < i) continue;  // words left of i's own word are never read (uniform per warp)
       const int j = 32 * w + lane;
-      const bool over = j > i && j < m && iou4(s_box[i], s_box[j]) > iou_threshold;
+      const bool over = j > i && j < m && iou4(sh.box[i], sh.box[j]) > iou_threshold;
       const unsigned bits = __ballot_sync(cuda::kFullMask, over);
-      if (lane == 0) s_mask[i * kChunkWords + w] = bits;
+      if (lane == 0) sh.mask[i * kChunkWords + w] = bits;
     }
     __syncthreads();
     // Greedy walk by warp 0; lane w < words holds the removed bits of word w.
@@ -165,14 +189,14 @@ __global__ void __launch_bounds__(kClassThreads)
       unsigned removed = 0u;
       for (int w = 0; w < words; ++w) {
         const int j = 32 * w + lane;
-        const unsigned bits = __ballot_sync(cuda::kFullMask, j < m && s_removed[j]);
+        const unsigned bits = __ballot_sync(cuda::kFullMask, j < m && sh.removed[j]);
         if (lane == w) removed = bits;
       }
       int count = kept;
       for (int w = 0; w < words && count < kc; ++w) {
         unsigned rv = __shfl_sync(cuda::kFullMask, removed, w);
         const int row = 32 * w + lane;
-        const unsigned diag = row < m ? s_mask[row * kChunkWords + w] : 0u;
+        const unsigned diag = row < m ? sh.mask[row * kChunkWords + w] : 0u;
         const int jn = min(32, m - 32 * w);
         unsigned kept_bits = 0u;
         for (int jj = 0; jj < jn; ++jj) {  // uniform: rv and kept_bits are the same in every lane
@@ -183,7 +207,7 @@ __global__ void __launch_bounds__(kClassThreads)
           }
         }
         if ((kept_bits >> lane) & 1u) {
-          const uint64_t key = s_key[row];
+          const uint64_t key = sh.key[row];
           kept_list[count + __popc(kept_bits & cuda::lanemask_lt())] =
               (key & 0xffffffff00000000ull) | cuda::rank_key_position(key);
         }
@@ -191,15 +215,67 @@ __global__ void __launch_bounds__(kClassThreads)
         if (lane > w && lane < words) {
           unsigned acc = 0u;
           for (int jj = 0; jj < jn; ++jj) {
-            if ((kept_bits >> jj) & 1u) acc |= s_mask[(32 * w + jj) * kChunkWords + lane];
+            if ((kept_bits >> jj) & 1u) acc |= sh.mask[(32 * w + jj) * kChunkWords + lane];
           }
           removed |= acc;
         }
       }
-      if (lane == 0) s_kept = count;
+      if (lane == 0) sh.kept = count;
     }
     __syncthreads();
-    kept = s_kept;
+    kept = sh.kept;
+  }
+  return kept;
+}
+
+// One block per (image b = blockIdx.y, foreground class blockIdx.x + 1). Dynamic shared memory: `cap`
+// candidate keys. kept_entries[b, class - 1, 0..kc), kept_count[b, class - 1].
+template <typename scalar_t>
+__global__ void __launch_bounds__(kClassThreads)
+    pp_class_kernel(const scalar_t* __restrict__ scores, const uint32_t* __restrict__ mask,
+                    const float* __restrict__ loc, const float* __restrict__ priors, int P, int C,
+                    float score_threshold, int cap, int top_k, int kc, float v0, float v1, float iou_threshold,
+                    unsigned long long* __restrict__ kept_entries, int* __restrict__ kept_count) {
+  extern __shared__ uint64_t s_cand[];  // [cap]
+  __shared__ ClassShared sh;
+  constexpr int kUnroll = 4;  // score loads in flight per thread while gathering the candidates
+  const int tid = threadIdx.x;
+  const int b = blockIdx.y;
+  const int Cm1 = C - 1;
+  const int64_t seg = static_cast<int64_t>(b) * Cm1 + blockIdx.x;
+  const MaskedColumnKeys<scalar_t> column{mask + seg * ((P + 31) / 32),
+                                          scores + static_cast<int64_t>(b) * P * C + blockIdx.x + 1, C,
+                                          score_threshold};
+  const float* loc_b = loc + static_cast<int64_t>(b) * P * 4;
+  unsigned long long* kept_list = kept_entries + seg * kc;
+
+  // Compact the candidates into s_cand (in no particular order; all of them are counted).
+  if (tid == 0) sh.fill = 0;
+  __syncthreads();
+  for (int base = 0; base < P; base += kUnroll * kClassThreads) {  // uniform
+    uint64_t key[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int p = base + u * kClassThreads + tid;
+      key[u] = p < P ? column(p) : 0ull;  // a score load only where the bit is set
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const unsigned ballot = __ballot_sync(cuda::kFullMask, key[u] != 0ull);
+      unsigned slot = 0;
+      if (cuda::lane_id() == 0 && ballot) slot = atomicAdd(&sh.fill, static_cast<unsigned>(__popc(ballot)));
+      slot = __shfl_sync(cuda::kFullMask, slot, 0) + __popc(ballot & cuda::lanemask_lt());
+      if (key[u] != 0ull && slot < static_cast<unsigned>(cap)) s_cand[slot] = key[u];
+    }
+  }
+  __syncthreads();
+  const int n_valid = static_cast<int>(sh.fill);  // uniform
+  int kept;
+  if (n_valid <= cap) {
+    kept = class_top_k_nms(CompactKeys{s_cand}, n_valid, n_valid, loc_b, priors, top_k, kc, v0, v1, iou_threshold,
+                           kept_list, sh);
+  } else {  // too many to keep: every pass reads the candidates' scores again
+    kept = class_top_k_nms(column, P, n_valid, loc_b, priors, top_k, kc, v0, v1, iou_threshold, kept_list, sh);
   }
   if (tid == 0) kept_count[seg] = kept;
 }
@@ -281,10 +357,15 @@ __global__ void __launch_bounds__(kMergeThreads)
   if (tid == 0) out_num[b] = n_out;
 }
 
-template __global__ void pp_filter_kernel<float>(const float*, int, int, float, uint32_t*);
-template __global__ void pp_filter_kernel<double>(const double*, int, int, float, uint32_t*);
-template __global__ void pp_filter_kernel<c10::Half>(const c10::Half*, int, int, float, uint32_t*);
-template __global__ void pp_filter_kernel<c10::BFloat16>(const c10::BFloat16*, int, int, float, uint32_t*);
+#define SSDFAST_PP_CLASS_KERNEL(T)                                                                             \
+  template __global__ void pp_mask_kernel<T>(const T*, int, int, float, uint32_t*);                                  \
+  template __global__ void pp_class_kernel<T>(const T*, const uint32_t*, const float*, const float*, int, int, float, \
+                                              int, int, int, float, float, float, unsigned long long*, int*);
+SSDFAST_PP_CLASS_KERNEL(float)
+SSDFAST_PP_CLASS_KERNEL(double)
+SSDFAST_PP_CLASS_KERNEL(c10::Half)
+SSDFAST_PP_CLASS_KERNEL(c10::BFloat16)
+#undef SSDFAST_PP_CLASS_KERNEL
 
 }  // namespace
 }  // namespace ssdfast
@@ -297,6 +378,7 @@ template __global__ void pp_filter_kernel<c10::BFloat16>(const c10::BFloat16*, i
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <tuple>
 
 namespace ssdfast {
@@ -343,27 +425,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ssd_postprocess_cuda(
   const at::Tensor sc = scores.contiguous();
   const auto opts = lf.options();
 
-  at::Tensor keys = at::empty({B, C - 1, P}, opts.dtype(at::kInt));
-  {
-    const dim3 grid(static_cast<unsigned>(cuda::ceil_div(P, kTile)), static_cast<unsigned>(cuda::ceil_div(C - 1, kTile)),
-                    static_cast<unsigned>(B));
-    const dim3 block(kTile, kTileRows);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, sc.scalar_type(), "ssd_postprocess_filter", [&] {
-      pp_filter_kernel<scalar_t><<<grid, block, 0, stream>>>(sc.data_ptr<scalar_t>(), static_cast<int>(P),
-                                                             static_cast<int>(C), static_cast<float>(score_threshold),
-                                                             cuda::ptr<uint32_t>(keys));
-    });
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-
+  const int64_t words = cuda::ceil_div(P, kTile);
+  at::Tensor mask = at::empty({B, C - 1, words}, opts.dtype(at::kInt));
   at::Tensor kept_entries = at::empty({B, C - 1, kc}, opts.dtype(at::kLong));
   at::Tensor kept_count = at::empty({B, C - 1}, opts.dtype(at::kInt));
-  pp_class_kernel<<<dim3(static_cast<unsigned>(C - 1), static_cast<unsigned>(B)), kClassThreads, 0, stream>>>(
-      cuda::ptr<uint32_t>(keys), lf.data_ptr<float>(), pf.data_ptr<float>(), static_cast<int>(P),
-      static_cast<int>(C - 1), static_cast<int>(k), static_cast<int>(kc), static_cast<float>(variances[0]),
-      static_cast<float>(variances[1]), static_cast<float>(iou_threshold), cuda::ptr<unsigned long long>(kept_entries),
-      kept_count.data_ptr<int>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, sc.scalar_type(), "ssd_postprocess", [&] {
+    const dim3 mask_grid(static_cast<unsigned>(words), static_cast<unsigned>(cuda::ceil_div(C - 1, kTile)),
+                         static_cast<unsigned>(B));
+    pp_mask_kernel<scalar_t><<<mask_grid, dim3(kTile, kTileRows), 0, stream>>>(
+        sc.data_ptr<scalar_t>(), static_cast<int>(P), static_cast<int>(C), static_cast<float>(score_threshold),
+        cuda::ptr<uint32_t>(mask));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    auto kernel = pp_class_kernel<scalar_t>;
+    // Candidates kept in shared memory: up to kMaxCandidates (fewer only where the device allows less).
+    const int64_t cap = std::min<int64_t>(
+        {P, kMaxCandidates, static_cast<int64_t>(cuda::max_dynamic_smem(kernel) / sizeof(uint64_t))});
+    const size_t smem = sizeof(uint64_t) * static_cast<size_t>(cap);
+    cuda::allow_dynamic_smem(kernel, smem, "ssd_postprocess");
+    kernel<<<dim3(static_cast<unsigned>(C - 1), static_cast<unsigned>(B)), kClassThreads, smem, stream>>>(
+        sc.data_ptr<scalar_t>(), cuda::ptr<uint32_t>(mask), lf.data_ptr<float>(), pf.data_ptr<float>(),
+        static_cast<int>(P), static_cast<int>(C), static_cast<float>(score_threshold), static_cast<int>(cap),
+        static_cast<int>(k), static_cast<int>(kc), static_cast<float>(variances[0]), static_cast<float>(variances[1]),
+        static_cast<float>(iou_threshold), cuda::ptr<unsigned long long>(kept_entries), kept_count.data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
 
   at::Tensor boxes = at::empty({B, K, 4}, opts);
   at::Tensor out_scores = at::empty({B, K}, opts);

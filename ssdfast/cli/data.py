@@ -3,8 +3,10 @@
 Examples::
 
     ssdfast-data synthetic --out data/shapes --format voc --num-images 1000 --image-size 256
+    ssdfast-data synthetic --out data/coco --format coco    # train2017/ val2017/ annotations/ (COCO's own layout)
     ssdfast-data validate data/VOC2007 data/VOC2012
     ssdfast-data validate data/coco --dataset-type coco --workers 4
+    ssdfast-data validate data/coco/val2017 --strict        # one split of the official COCO layout
 """
 from __future__ import annotations
 
@@ -32,7 +34,10 @@ def _parser():
         formatter_class=parser.formatter_class,
     )
     add_argument(syn, "--out", "-o", required=True, help="output folder (created; existing files of the same names are overwritten)")
-    add_argument(syn, "--format", default="voc", choices=FORMATS, help="on-disk layout to write")
+    add_argument(syn, "--format", default="voc", choices=FORMATS,
+                 help="on-disk layout to write: voc (Annotations/, JPEGImages/, ImageSets/Main/, labels.txt); coco "
+                      "(COCO's official layout: train2017/, val2017/, annotations/instances_{train,val}2017.json); "
+                      "open_images (pytorch-ssd's downloader layout)")
     add_argument(syn, "--num-images", type=int, default=1000, help="number of images over all splits")
     add_argument(syn, "--image-size", type=int, default=256, help="long side of the images in pixels")
     add_argument(syn, "--seed", type=int, default=0, help="random seed; the same seed gives the same files")
@@ -42,15 +47,21 @@ def _parser():
     val = sub.add_parser(
         "validate",
         help="check a VOC, COCO or Open Images folder for unreadable images and bad annotations",
-        description="Decode every image fully and check every annotation (box outside the image, zero "
-        "area, unknown class, unparsable XML/JSON/CSV). Prints one line per problem and exits 1 when "
-        "there is any, 0 otherwise.",
+        description="Decode every image fully, as training reads it, and check every annotation (box "
+        "outside the image, zero area, unknown class, unparsable XML/JSON/CSV, image size). Prints one "
+        "line per problem and exits 1 when there is any, 0 otherwise. A truncated image that still "
+        "decodes (most of its rows there: a JPEG short by a few bytes, which training, OpenCV and PIL "
+        "use) is a warning, printed as 'warning: FILE: ...', and does not change the exit status unless "
+        "--strict; one that cannot be decoded, or whose pixels are mostly missing, is a problem.",
         formatter_class=parser.formatter_class,
     )
-    val.add_argument("dirs", nargs="+", metavar="DIR", help="dataset root(s)")
+    val.add_argument("dirs", nargs="+", metavar="DIR",
+                     help="dataset root(s); for COCO also an image folder of the official layout (coco/val2017)")
     add_argument(val, "--dataset-type", default=None, choices=("voc", "coco", "open_images"), help="layout of DIR; None: detected from its folders")
     add_argument(val, "--label-file", default=None, help="class names file to check VOC / Open Images names against; None: DIR/labels.txt when present")
-    add_argument(val, "--workers", type=int, default=None, help="checking processes; None: the number of CPUs")
+    add_argument(val, "--workers", type=int, default=None, help="checking processes; None: the cores available")
+    add_argument(val, "--strict", action="store_true",
+                 help="warnings are problems too (exit 1 on a truncated image even when it decodes)")
     add_argument(val, "--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -90,12 +101,14 @@ def _validate(args) -> int:
         try:
             report = validate_dataset(
                 d, dataset_type=args.dataset_type, label_file=args.label_file, workers=args.workers,
-                progress=not args.no_progress and sys.stderr.isatty(),
+                progress=not args.no_progress and sys.stderr.isatty(), strict=args.strict,
             )
         except DataError as exc:
             raise UsageError(str(exc)) from None
         for problem in report.problems:
             print(problem)
+        for warning in report.warnings:
+            print(f"warning: {warning}")
         for note in report.notes:
             print(f"note: {note}", file=sys.stderr)
         print(report.summary())
@@ -111,7 +124,8 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``ssdfast-data``; returns the exit code (0 fine, 1 problems found, 2 usage error)."""
+    """Entry point of ``ssdfast-data``; returns the exit code (0 fine or only warnings, 1 problems
+    found (warnings too with ``--strict``), 2 usage error)."""
     return run_main(_main, argv)
 
 

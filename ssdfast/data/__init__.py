@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ._base import BACKGROUND, DataError, DetectionDataset, SkippedSample, log, read_label_file
-from .coco import COCODataset
+from .coco import COCODataset, annotations_of_image_folder
 from .open_images import OpenImagesDataset
 from .voc import VOCDataset
 
@@ -42,11 +42,14 @@ DATASET_TYPES = ("voc", "coco", "open_images", "synthetic")
 
 
 def detect_layout(root: str) -> str | None:
-    """Which on-disk layout ``root`` holds: ``"voc"``, ``"coco"``, ``"open_images"`` or None."""
+    """Which on-disk layout ``root`` holds: ``"voc"``, ``"coco"`` (a COCO root, or an image folder of
+    the official layout such as ``coco/val2017``), ``"open_images"`` or None."""
     if os.path.isdir(os.path.join(root, "Annotations")) and os.path.isdir(os.path.join(root, "ImageSets")):
         return "voc"
     ann = os.path.join(root, "annotations")
     if os.path.isdir(ann) and any(n.endswith(".json") for n in os.listdir(ann)):
+        return "coco"
+    if os.path.isdir(root) and annotations_of_image_folder(root) is not None:
         return "coco"
     if os.path.isdir(root) and any(n.startswith("sub-") and n.endswith("-annotations-bbox.csv") for n in os.listdir(root)):
         return "open_images"

@@ -5,6 +5,9 @@ A dataset subclass parses its annotation files at construction into a list of :c
 :meth:`DetectionDataset._set_records`, which clips the boxes to the image, drops zero-area boxes
 (counting both in :attr:`DetectionDataset.stats`) and packs everything into flat numpy arrays, so
 DataLoader workers forked from the main process do not touch (and copy) millions of Python objects.
+What parsing found wrong is summed up in :attr:`DetectionDataset.notes`: one line per kind of
+problem (boxes clipped, zero-area boxes dropped, unknown classes, unreadable annotation entries)
+with its count and the first few files.
 
 ``__getitem__`` decodes the image with :func:`ssdfast.io.load_image` (the one image reader), applies
 the transform and returns ``(image, target)``. What the console should hear about travels with the
@@ -17,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +53,28 @@ class _Record:
     boxes: np.ndarray  # float32 [G, 4]
     labels: np.ndarray  # int64 [G]
     difficult: np.ndarray  # bool [G]
+    source: str | None = None  # the annotation file named in notes (default: the image path)
+
+
+@dataclass
+class _Issue:
+    """One kind of problem found while parsing: how many, in which files (the first few), details."""
+
+    count: int = 0
+    files: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+    details: dict[str, None] = field(default_factory=dict)
+    more_details: bool = False
+
+
+#: kind -> the note's wording (``{n}``: the count); the order notes are listed in
+_NOTE_TEXT = {
+    "bad_annotation": "{n} unreadable annotation entries skipped",
+    "unknown_class": "{n} boxes of classes not in the class list ignored",
+    "clipped": "{n} boxes sticking out of their image clipped to it",
+    "zero_area": "{n} boxes of zero area (after clipping) dropped",
+}
+_NOTE_FILES = 3  # files named per note
+_NOTE_DETAILS = 8
 
 
 @dataclass
@@ -97,7 +122,8 @@ class DetectionDataset(Dataset):
 
     Attributes: ``class_names`` (``BACKGROUND`` first), ``category_ids`` (COCO only, else None),
     ``stats`` (counts of what was clipped, dropped or skipped while parsing; the ``unreadable_images``
-    count is per process, so use the ``skipped`` count of :func:`collate_detection` with workers).
+    count is per process, so use the ``skipped`` count of :func:`collate_detection` with workers),
+    ``notes`` (what parsing found wrong, one line per kind of problem; empty when clean).
     """
 
     class_names: list[str]
@@ -122,6 +148,7 @@ class DetectionDataset(Dataset):
             "unreadable_images": 0,
         }
         self.bad_files: list[str] = []
+        self._issues: dict[str, _Issue] = {}
         self._order: np.ndarray | None = None  # dataset index -> record index (balancing)
 
     # ----------------------------------------------------------------------------- construction
@@ -139,6 +166,41 @@ class DetectionDataset(Dataset):
         log.warning("skipping %s: %s", path, message)
         self.stats["bad_annotations"] += 1
         self.bad_files.append(path)
+        self._note("bad_annotation", path, details=[message])
+
+    def _note(self, kind: str, file: str, count: int = 1, details: Iterable[str] = ()) -> None:
+        """Count ``count`` problems of ``kind`` (a key of ``_NOTE_TEXT``) in ``file`` for :attr:`notes`,
+        with ``details`` (class names, messages) of which the first few are shown."""
+        if count <= 0:
+            return
+        issue = self._issues.setdefault(kind, _Issue())
+        issue.count += count
+        issue.files[file] = None
+        for detail in details:
+            if detail in issue.details:
+                continue
+            if len(issue.details) == _NOTE_DETAILS:
+                issue.more_details = True
+                break
+            issue.details[detail] = None
+
+    @property
+    def notes(self) -> list[str]:
+        """What parsing the annotations found wrong: one line per kind of problem, with its count
+        and the first few files (e.g. ``"3 boxes sticking out of their image clipped to it, in 2
+        files: a.xml, b.xml"``); empty when clean."""
+        lines = []
+        for kind, text in _NOTE_TEXT.items():
+            issue = self._issues.get(kind)
+            if issue is None:
+                continue
+            files = list(issue.files)
+            named = ", ".join(files[:_NOTE_FILES]) + (" ..." if len(files) > _NOTE_FILES else "")
+            line = f"{text.format(n=issue.count)}, in {len(files)} file{'s' if len(files) != 1 else ''}: {named}"
+            if issue.details:
+                line += f" ({'; '.join(issue.details)}{' ...' if issue.more_details else ''})"
+            lines.append(line)
+        return lines
 
     def _set_records(self, records: Sequence[_Record]) -> None:
         """Clip and filter the boxes of ``records`` and pack them into flat arrays."""
@@ -157,6 +219,8 @@ class DetectionDataset(Dataset):
             boxes, keep, changed = clean_boxes(boxes, limit_w, limit_h)
             self.stats["clipped_boxes"] += changed
             self.stats["zero_area_boxes"] += int((~keep).sum())
+            self._note("clipped", r.source or r.path, changed)
+            self._note("zero_area", r.source or r.path, int((~keep).sum()))
             all_boxes.append(boxes[keep])
             all_labels.append(np.asarray(r.labels, dtype=np.int64)[keep])
             all_difficult.append(np.asarray(r.difficult, dtype=bool)[keep])

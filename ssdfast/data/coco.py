@@ -5,6 +5,12 @@ Layouts found under a root (``split`` train -> ``train``, test / val -> ``val``)
     annotations/instances_train2017.json   train2017/*.jpg         (official)
     annotations/instances_train.json       images/train/*.jpg      (images/<split>/)
 
+A root may also be an image folder of the official layout, e.g. ``data/coco/train2017`` beside
+``data/coco/annotations/instances_train2017.json`` (also ``images/<name>/`` with ``annotations/``
+one level higher): its annotations are ``../annotations/instances_<folder>.json`` (or
+``<folder>.json``), whatever the split, so ``--datasets data/coco/train2017 --validation-dataset
+data/coco/val2017`` works as in the official download.
+
 Labels are contiguous, ``1..N`` in the order of the sorted category ids (or the order of a label
 file's names, which then selects a subset of the categories); ``category_ids[label]`` maps back
 (``category_ids[0] == 0`` is the background). Crowd boxes and images without (non-crowd) boxes are
@@ -22,7 +28,7 @@ import numpy as np
 
 from ._base import BACKGROUND, DataError, DetectionDataset, Transform, _Record, log, read_label_file
 
-__all__ = ["COCODataset", "find_coco_split"]
+__all__ = ["COCODataset", "find_coco_split", "annotations_of_image_folder"]
 
 
 def _split_names(split: str) -> list[str]:
@@ -33,9 +39,31 @@ def _split_names(split: str) -> list[str]:
     raise ValueError(f"split should be 'train', 'test' or 'val', got {split!r}")
 
 
+def annotations_of_image_folder(folder: str) -> str | None:
+    """The annotation file of an image folder of the official layout (``<coco>/train2017`` ->
+    ``<coco>/annotations/instances_train2017.json``; ``<coco>/images/train`` ->
+    ``<coco>/annotations/instances_train.json``), or None."""
+    folder = os.path.normpath(folder)
+    name = os.path.basename(folder)
+    parent = os.path.dirname(folder)
+    for base in dict.fromkeys((parent, os.path.dirname(parent))):  # paths as the user gave them
+        for ann_name in (f"instances_{name}.json", f"{name}.json"):
+            path = os.path.join(base, "annotations", ann_name)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
 def find_coco_split(root: str, split: str) -> tuple[str, str]:
-    """-> (annotation json, image folder) of ``split`` under ``root``; DataError when none is found."""
+    """-> (annotation json, image folder) of ``split`` under ``root``, or of the image folder
+    ``root`` (see the module docstring); DataError when none is found."""
     tried = []
+    if not os.path.isdir(os.path.join(root, "annotations")):
+        ann = annotations_of_image_folder(root)
+        if ann is not None:
+            return ann, root
+        name = os.path.basename(os.path.normpath(root))
+        tried.append(os.path.join(os.path.dirname(os.path.normpath(root)), "annotations", f"instances_{name}.json"))
     for name in _split_names(split):
         for ann_name, img_dirs in (
             (f"instances_{name}2017.json", [f"{name}2017", os.path.join("images", f"{name}2017"), os.path.join("images", name)]),
@@ -50,7 +78,7 @@ def find_coco_split(root: str, split: str) -> tuple[str, str]:
                 if os.path.isdir(os.path.join(root, d)):
                     return ann, os.path.join(root, d)
             return ann, os.path.join(root, img_dirs[0])  # missing images are reported per image
-    raise DataError(f"{root}: no COCO annotation file for split {split!r} (looked for {tried[:3]} ...)")
+    raise DataError(f"{root}: no COCO annotation file for split {split!r} (looked for {', '.join(tried[:4])} ...)")
 
 
 def load_coco(ann_path: str):
@@ -124,8 +152,10 @@ class COCODataset(DetectionDataset):
                 bad = None
                 for a in anns:
                     cat = a.get("category_id")
-                    if cat not in label_of:
-                        self.stats["unknown_class_boxes"] += int(cat not in categories)
+                    if cat not in label_of:  # a category left out by the label file, or none at all
+                        if cat not in categories:
+                            self.stats["unknown_class_boxes"] += 1
+                            self._note("unknown_class", path, details=[f"category_id {cat!r}"])
                         continue
                     bbox = a.get("bbox")
                     try:

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..io import ImageError, image_size
 from ._base import BACKGROUND, DataError, DetectionDataset, Transform, _Record, log, read_label_file
 
 __all__ = ["OpenImagesDataset", "balanced_order"]
@@ -134,6 +135,7 @@ class OpenImagesDataset(DetectionDataset):
                     continue
                 if name not in class_index or class_index[name] == 0:
                     self.stats["unknown_class_boxes"] += 1
+                    self._note("unknown_class", csv_path, details=[repr(name)])
                     per_image.setdefault(image_id, [])
                     continue
                 group = str(row.get("IsGroupOf", "0")).strip() in ("1", "True", "true")
@@ -152,17 +154,14 @@ class OpenImagesDataset(DetectionDataset):
             log.info("balanced %d images to %d samples", len(records), len(self._order))
 
     def _image_size(self, r: int) -> tuple[int, int]:
-        """Image size from the file header (Open Images' CSVs do not carry it), cached."""
+        """Image size from the file header, EXIF orientation applied (Open Images' CSVs do not carry
+        it), cached."""
         if r not in self._size_cache:
-            from PIL import Image
-
-            path = self._paths[r]
             try:
-                with Image.open(path) as im:
-                    self._size_cache[r] = im.size
-            except Exception as exc:
+                self._size_cache[r] = image_size(self._paths[r])
+            except ImageError as exc:
                 if self.strict:
-                    raise DataError(f"{path}: unreadable image ({exc})") from None
-                log.warning("%s: unreadable image (%s)", path, exc)
+                    raise DataError(str(exc)) from None
+                log.warning("%s", exc)
                 return 0, 0
         return self._size_cache[r]

@@ -35,6 +35,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..threads import available_cores
+
 __all__ = ["generate", "SHAPES", "COCO_CATEGORY_IDS", "class_names_for", "FORMATS"]
 
 FORMATS = ("voc", "coco", "open_images")
@@ -234,7 +236,7 @@ def _render_and_write(job: tuple[int, int, int, int, bool, bool, str]) -> tuple[
 
 def _render_all(jobs: list[tuple], workers: int | None) -> list[tuple[int, int, list[dict[str, Any]]]]:
     if workers is None:
-        workers = min(os.cpu_count() or 1, 8) if len(jobs) >= 64 else 1
+        workers = min(available_cores(), 8) if len(jobs) >= 64 else 1
     if workers <= 1:
         return [_render_and_write(j) for j in jobs]
     import multiprocessing as mp

@@ -1,10 +1,13 @@
 """Check a VOC, COCO or Open Images root before training: unreadable images and bad annotations.
 
-Images are decoded fully, with torchvision (what training uses; it rejects truncated JPEGs) and with
-PIL's ``load()``; annotations are checked for unparsable XML / JSON / CSV, boxes outside the image
-(by more than one pixel), zero-area boxes, unknown classes, missing images and sizes that disagree
-with the file. Work is spread over processes (:mod:`concurrent.futures`). Every problem is a
-:class:`Problem` naming the file.
+Images are decoded fully with :func:`ssdfast.io.load_image`, the reader training, evaluation and
+detection use, so a file is judged as they will read it: one that cannot be decoded, or whose pixels
+are mostly missing, is a problem; a truncated file that decodes (a JPEG short by a few bytes, which
+OpenCV, PIL with truncated loading, browsers and pytorch-ssd all read, and training uses) is a
+warning (``strict=True``: a problem). Annotations are checked for unparsable XML / JSON / CSV, boxes
+outside the image (by more than one pixel), zero-area boxes, unknown classes, missing images and
+sizes that disagree with the file. Work is spread over processes (:mod:`concurrent.futures`). Every
+problem and warning is a :class:`Problem` naming the file.
 """
 from __future__ import annotations
 
@@ -16,18 +19,24 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from ..io import FileError, load_image
+from ..threads import available_cores
 from ._base import BACKGROUND, DataError, read_label_file
+from .coco import annotations_of_image_folder
 from .open_images import CSV_COLUMNS
+from .voc import voc_image_path
 
-__all__ = ["Problem", "ValidationReport", "validate_dataset", "check_image"]
+__all__ = ["Problem", "ValidationReport", "validate_dataset", "check_image", "inspect_image"]
 
 _TOLERANCE = 1.0  # pixels a box may stick out of the image before it is reported
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+#: what a check job returns: (problems, warnings, images checked, boxes)
+_Result = tuple[list["Problem"], list["Problem"], int, int]
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem: the file and what is wrong with it."""
+    """One problem (or warning): the file and what is wrong with it."""
 
     path: str
     message: str
@@ -38,7 +47,9 @@ class Problem:
 
 @dataclass
 class ValidationReport:
-    """What :func:`validate_dataset` checked and found."""
+    """What :func:`validate_dataset` checked and found: ``problems`` (the data set should be fixed:
+    exit status 1) and ``warnings`` (files that are used as they are, e.g. truncated images that
+    decode; problems with ``strict``)."""
 
     root: str
     dataset_type: str
@@ -46,6 +57,7 @@ class ValidationReport:
     annotation_files: int = 0
     boxes: int = 0
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -53,7 +65,12 @@ class ValidationReport:
         return not self.problems
 
     def summary(self) -> str:
-        state = "OK" if self.ok else f"{len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"
+        def count(n: int, word: str) -> str:
+            return f"{n} {word}{'s' if n != 1 else ''}"
+
+        state = "OK" if self.ok else count(len(self.problems), "problem")
+        if self.warnings:
+            state += f", {count(len(self.warnings), 'warning')}"
         return (
             f"{self.root} ({self.dataset_type}): checked {self.images} images, {self.annotation_files} "
             f"annotation files, {self.boxes} boxes: {state}"
@@ -61,44 +78,32 @@ class ValidationReport:
 
 
 # --------------------------------------------------------------------------------- image checks
-def check_image(path: str, expected_size: tuple[int, int] | None = None) -> list[str]:
-    """Decode ``path`` fully -> messages (empty when fine). ``expected_size``: (width, height) the
-    annotation claims (0 or None: not checked)."""
+def inspect_image(path: str, expected_size: tuple[int, int] | None = None) -> tuple[list[str], list[str]]:
+    """Decode ``path`` fully -> ``(problems, warnings)``, messages without the path (both empty when
+    fine). ``expected_size``: (width, height) the annotation claims (0 or None: not checked)."""
     if not os.path.isfile(path):
-        return ["image file is missing"]
-    problems: list[str] = []
-    errors: list[str] = []
-    size = None
+        return ["image file is missing"], []
     try:
-        import torch
-        from torchvision.io import ImageReadMode, decode_image, read_file
-
-        torch.set_num_threads(1)
-        image = decode_image(read_file(path), mode=ImageReadMode.RGB)
-        size = (int(image.shape[-1]), int(image.shape[-2]))
-    except Exception as exc:
-        errors.append(f"torchvision: {_short(exc)}")
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            im.load()
-            size = size or im.size
-    except Exception as exc:
-        errors.append(f"PIL: {_short(exc)}")
-    if errors:
-        problems.append(f"unreadable image ({'; '.join(errors)})")
-    if size is not None and expected_size and all(expected_size) and tuple(expected_size) != tuple(size):
-        problems.append(f"image is {size[0]}x{size[1]} but the annotation says {expected_size[0]}x{expected_size[1]}")
-    return problems
+        loaded = load_image(path)
+    except FileError as exc:
+        return [_without_path(str(exc), path)], []
+    warnings = [] if loaded.warning is None else [_without_path(loaded.warning, path)]
+    size = (int(loaded.pixels.shape[-1]), int(loaded.pixels.shape[-2]))
+    if expected_size and all(expected_size) and tuple(expected_size) != size:
+        rotated = " (after its EXIF rotation)" if tuple(expected_size) == size[::-1] else ""
+        return [f"image is {size[0]}x{size[1]}{rotated} but the annotation says "
+                f"{expected_size[0]}x{expected_size[1]}"], warnings
+    return [], warnings
 
 
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    msg = lines[-1] if lines else type(exc).__name__
-    if ".cpp:" in msg and ", " in msg:  # torchvision's "decode_jpeg, /path/file.cpp:171, message"
-        msg = msg.split(", ")[-1]
-    return msg
+def check_image(path: str, expected_size: tuple[int, int] | None = None, strict: bool = False) -> list[str]:
+    """:func:`inspect_image`'s problems (with ``strict``, its warnings too): empty when ``path`` is usable."""
+    problems, warnings = inspect_image(path, expected_size)
+    return problems + (warnings if strict else [])
+
+
+def _without_path(message: str, path: str) -> str:
+    return message[len(path) + 2:] if message.startswith(f"{path}: ") else message
 
 
 def _box_problems(box: Sequence[float], width: int, height: int, what: str) -> list[str]:
@@ -120,11 +125,11 @@ def _fmt(box: Sequence[float]) -> str:
 
 
 # --------------------------------------------------------------------------------- VOC
-def _check_voc_item(job: tuple[str, str, frozenset | None]) -> tuple[list[Problem], int, int]:
+def _check_voc_item(job: tuple[str, str, frozenset | None]) -> _Result:
     """One VOC id: its XML and its image -> (problems, images checked, boxes)."""
     root, image_id, classes = job
     xml_path = os.path.join(root, "Annotations", image_id + ".xml")
-    image_path = os.path.join(root, "JPEGImages", image_id + ".jpg")
+    image_path = voc_image_path(root, image_id)
     problems: list[Problem] = []
     boxes = 0
     size: tuple[int, int] | None = None
@@ -133,6 +138,7 @@ def _check_voc_item(job: tuple[str, str, frozenset | None]) -> tuple[list[Proble
     else:
         try:
             tree = ET.parse(xml_path).getroot()
+            image_path = voc_image_path(root, image_id, tree.findtext("filename"))
             w = int(float(tree.findtext("size/width", "0") or 0))
             h = int(float(tree.findtext("size/height", "0") or 0))
             size = (w, h)
@@ -159,8 +165,9 @@ def _check_voc_item(job: tuple[str, str, frozenset | None]) -> tuple[list[Proble
             problems.append(Problem(xml_path, f"unparsable XML ({exc})"))
         except (OSError, ValueError) as exc:
             problems.append(Problem(xml_path, f"bad annotation ({exc})"))
-    problems += [Problem(image_path, m) for m in check_image(image_path, size)]
-    return problems, 1, boxes
+    bad, warnings = inspect_image(image_path, size)
+    problems += [Problem(image_path, m) for m in bad]
+    return problems, [Problem(image_path, m) for m in warnings], 1, boxes
 
 
 def _voc_jobs(root: str, label_file: str | None, report: ValidationReport) -> list[tuple]:
@@ -191,17 +198,41 @@ def _voc_jobs(root: str, label_file: str | None, report: ValidationReport) -> li
 
 
 # --------------------------------------------------------------------------------- COCO
-def _check_image_job(job: tuple[str, tuple[int, int] | None]) -> tuple[list[Problem], int, int]:
+def _check_image_job(job: tuple[str, tuple[int, int] | None]) -> _Result:
     path, size = job
-    return [Problem(path, m) for m in check_image(path, size)], 1, 0
+    problems, warnings = inspect_image(path, size)
+    return [Problem(path, m) for m in problems], [Problem(path, m) for m in warnings], 1, 0
+
+
+def _coco_files(root: str) -> list[tuple[str, str]]:
+    """(annotation json, image folder) pairs of a COCO root, or of an image folder of the official
+    layout (``coco/val2017``: its ``../annotations/instances_val2017.json`` only)."""
+    ann_dir = os.path.join(root, "annotations")
+    if not os.path.isdir(ann_dir):
+        ann = annotations_of_image_folder(root)
+        if ann is None:
+            raise DataError(f"{ann_dir}: no COCO annotations folder (nor ../annotations/instances_"
+                            f"{os.path.basename(os.path.normpath(root))}.json beside this image folder)")
+        return [(ann, root)]
+    names = sorted(n for n in os.listdir(ann_dir) if n.endswith(".json"))
+    instances = [n for n in names if n.startswith("instances_")]
+    # the official download also holds captions_*, person_keypoints_* and image_info_test* files
+    names = instances or [n for n in names if not n.startswith(("captions", "person_keypoints", "image_info"))]
+    pairs = []
+    for name in names:
+        split = name[len("instances_"):] if name.startswith("instances_") else name
+        split = split[: -len(".json")]
+        image_dir = next(
+            (os.path.join(root, d) for d in (split, os.path.join("images", split), os.path.join("images", split.replace("2017", ""))) if os.path.isdir(os.path.join(root, d))),
+            os.path.join(root, split),
+        )
+        pairs.append((os.path.join(ann_dir, name), image_dir))
+    return pairs
 
 
 def _coco_jobs(root: str, label_file: str | None, report: ValidationReport) -> list[tuple]:
-    ann_dir = os.path.join(root, "annotations")
-    files = sorted(n for n in os.listdir(ann_dir) if n.endswith(".json") and not n.startswith(("captions", "person_keypoints")))
     jobs: list[tuple] = []
-    for name in files:
-        path = os.path.join(ann_dir, name)
+    for path, image_dir in _coco_files(root):
         report.annotation_files += 1
         try:
             with open(path, encoding="utf-8") as f:
@@ -211,12 +242,6 @@ def _coco_jobs(root: str, label_file: str | None, report: ValidationReport) -> l
         except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
             report.problems.append(Problem(path, f"unparsable COCO JSON ({exc})"))
             continue
-        split = name[len("instances_"):] if name.startswith("instances_") else name
-        split = split[: -len(".json")]
-        image_dir = next(
-            (os.path.join(root, d) for d in (split, os.path.join("images", split), os.path.join("images", split.replace("2017", ""))) if os.path.isdir(os.path.join(root, d))),
-            os.path.join(root, split),
-        )
         categories = {c.get("id") for c in doc.get("categories", []) if isinstance(c, dict)}
         images: dict[Any, dict] = {}
         for img in doc["images"]:
@@ -306,7 +331,13 @@ def _detect(root: str) -> str | None:
     return detect_layout(root)
 
 
-def _run(fn: Callable, jobs: list[tuple], workers: int, progress: bool, desc: str) -> Iterable[tuple[list[Problem], int, int]]:
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the worker processes are the parallelism
+
+
+def _run(fn: Callable, jobs: list[tuple], workers: int, progress: bool, desc: str) -> Iterable[_Result]:
     from tqdm import tqdm
     import torchvision.io  # noqa: F401  (imported once here, not in every forked worker)
     from PIL import Image  # noqa: F401
@@ -322,7 +353,7 @@ def _run(fn: Callable, jobs: list[tuple], workers: int, progress: bool, desc: st
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         pool: Executor
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_one_thread) as pool:
             chunk = max(1, min(64, len(jobs) // (workers * 8)))
             for result in pool.map(fn, jobs, chunksize=chunk):
                 yield result
@@ -337,12 +368,15 @@ def validate_dataset(
     label_file: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    strict: bool = False,
 ) -> ValidationReport:
     """Check every image and annotation under ``root`` -> :class:`ValidationReport`.
 
-    ``dataset_type``: ``voc``, ``coco`` or ``open_images``; detected from the layout when None.
-    ``workers``: processes (default: the CPU count). Raises :class:`DataError` when ``root`` is not
-    a dataset folder.
+    ``root``: a VOC, COCO or Open Images root, or an image folder of COCO's official layout
+    (``coco/val2017``, its annotations in ``coco/annotations/``). ``dataset_type``: ``voc``, ``coco``
+    or ``open_images``; detected from the layout when None. ``workers``: processes (default: the
+    cores this process may use). ``strict``: warnings (truncated images that decode) are problems.
+    Raises :class:`DataError` when ``root`` is not a dataset folder.
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
@@ -356,17 +390,20 @@ def validate_dataset(
     if kind == "voc":
         jobs, fn = _voc_jobs(root, label_file, report), _check_voc_item
     elif kind == "coco":
-        if not os.path.isdir(os.path.join(root, "annotations")):
-            raise DataError(f"{os.path.join(root, 'annotations')}: no COCO annotations folder")
         jobs, fn = _coco_jobs(root, label_file, report), _check_image_job
     elif kind == "open_images":
         jobs, fn = _oi_jobs(root, label_file, report), _check_image_job
     else:
         raise ValueError(f"dataset_type should be voc, coco or open_images, got {kind!r}")
-    workers = workers if workers is not None else (os.cpu_count() or 1)
-    for problems, images, boxes in _run(fn, jobs, workers, progress, f"validating {os.path.basename(root) or root}"):
+    workers = workers if workers is not None else available_cores()
+    for problems, warnings, images, boxes in _run(fn, jobs, workers, progress, f"validating {os.path.basename(root) or root}"):
         report.problems += problems
+        report.warnings += warnings
         report.images += images
         report.boxes += boxes
+    if strict and report.warnings:
+        report.problems += [Problem(w.path, f"{w.message} (strict: a problem)") for w in report.warnings]
+        report.warnings = []
     report.problems.sort(key=lambda p: (p.path, p.message))
+    report.warnings.sort(key=lambda p: (p.path, p.message))
     return report

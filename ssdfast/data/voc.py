@@ -16,9 +16,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..threads import available_cores
 from ._base import DataError, DetectionDataset, Transform, _Record, discover_names, log, read_label_file
 
-__all__ = ["VOCDataset", "parse_voc_xml", "voc_split_file"]
+__all__ = ["VOCDataset", "parse_voc_xml", "voc_split_file", "voc_image_path"]
 
 #: parse the XML files with a process pool above this many files
 _PARALLEL_PARSE_MIN = 4000
@@ -39,6 +40,15 @@ def voc_split_file(root: str, split: str) -> str:
         if os.path.isfile(path):
             return path
     raise DataError(f"{os.path.join(main, candidates[0])}: no image list for split {split!r} (looked for {candidates})")
+
+
+def voc_image_path(root: str, image_id: str, filename: str | None = None) -> str:
+    """``JPEGImages/<id>.jpg``, or the annotation's ``<filename>`` when that file is not there
+    (e.g. a set of PNG images)."""
+    path = os.path.join(root, "JPEGImages", image_id + ".jpg")
+    if filename and filename != image_id + ".jpg" and not os.path.isfile(path):
+        path = os.path.join(root, "JPEGImages", os.path.basename(filename))
+    return path
 
 
 def parse_voc_xml(path: str) -> dict[str, Any]:
@@ -87,7 +97,7 @@ def _parse_safe(path: str) -> dict[str, Any] | str:
 
 def _parse_all(paths: Sequence[str]) -> list[dict[str, Any] | str]:
     # ~13k files/s on one core: a pool only pays off with several cores and many files
-    workers = min(os.cpu_count() or 1, 8)
+    workers = min(available_cores(), 8)
     if len(paths) >= _PARALLEL_PARSE_MIN and workers >= _PARALLEL_PARSE_MIN_CPUS:
         with ProcessPoolExecutor(workers) as pool:
             return list(pool.map(_parse_safe, paths, chunksize=256))
@@ -148,17 +158,16 @@ class VOCDataset(DetectionDataset):
             names = [o[0] for o in ann["objects"]]
             known = [n in class_index and class_index[n] > 0 for n in names]
             if not all(known):
-                unknown.update(n for n, k in zip(names, known) if not k)
-                self.stats["unknown_class_boxes"] += known.count(False)
+                strangers = [n for n, k in zip(names, known) if not k]
+                unknown.update(strangers)
+                self.stats["unknown_class_boxes"] += len(strangers)
+                self._note("unknown_class", xml_path, len(strangers), details=[repr(n) for n in strangers])
             objs = [o for o, k in zip(ann["objects"], known) if k]
             boxes = np.array([o[2:] for o in objs], dtype=np.float32).reshape(-1, 4)
             labels = np.array([class_index[o[0]] for o in objs], dtype=np.int64)
             difficult = np.array([o[1] for o in objs], dtype=bool)
-            path = os.path.join(root, "JPEGImages", image_id + ".jpg")
-            named = ann["filename"]
-            if named and named != image_id + ".jpg" and not os.path.isfile(path):
-                path = os.path.join(root, "JPEGImages", os.path.basename(named))  # e.g. a .png set
-            records.append(_Record(image_id, path, ann["width"], ann["height"], boxes, labels, difficult))
+            path = voc_image_path(root, image_id, ann["filename"])
+            records.append(_Record(image_id, path, ann["width"], ann["height"], boxes, labels, difficult, xml_path))
         if unknown:
             log.warning(
                 "%s: ignored %d boxes of classes not in the class list: %s",

@@ -590,7 +590,13 @@ class Trainer:
             if _canonical_net(cfg.net) not in list_models():
                 raise ConfigError(f"--net {cfg.net!r} is not a known network; choose one of {', '.join(list_models())}")
             try:
-                model = create_model(cfg.net, len(self.class_names), width_mult=cfg.mb2_width_mult, image_size=cfg.resolution)
+                options = {}
+                if resume_ckpt is not None:  # the run's variant (conv4_3_norm, backbone), as its checkpoint says
+                    from ..models import SSDConfig
+
+                    options = SSDConfig.from_dict(resume_ckpt["config"]).options
+                model = create_model(cfg.net, len(self.class_names), width_mult=cfg.mb2_width_mult, image_size=cfg.resolution,
+                                     **options)
             except ValueError as exc:  # e.g. a width multiplier for a network without one, a tiny resolution
                 raise ConfigError(f"--net {cfg.net}: {exc}") from None
         model_cfg = model.config  # type: ignore[attr-defined]

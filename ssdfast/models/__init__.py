@@ -4,11 +4,32 @@
 >>> model = create_model("mb2-ssd-lite", num_classes=21)             # 300 x 300, 3000 priors
 >>> confidences, locations = model(images)                            # [B, 3000, 21], [B, 3000, 4]
 
-``create_model(name, num_classes, width_mult=1.0, image_size=None)`` builds any network of
-:func:`list_models` at its default size or another one: the feature-map sizes are read off the
-network at that size and the priors follow (:func:`ssdfast.priors.scale_prior_spec`).
-Weights: :func:`load_base_net` (ImageNet backbones, torchvision or pytorch-ssd files) and
-:func:`load_pretrained_ssd` (a whole pytorch-ssd or ssdfast detector, any class count).
+A name is the network pytorch-ssd (qfgaohao's, and dusty-nv's for jetson-inference) builds under it,
+so its ``.pth`` files load and give its outputs:
+
+==================  ==========================================================================
+name                network (default options first; see :func:`model_options`)
+==================  ==========================================================================
+vgg16-ssd           SSD300 on VGG16, 8732 priors; ``conv4_3_norm="batchnorm"`` (pytorch-ssd's
+                    today) or ``"l2norm"`` (the SSD paper's, pytorch-ssd's before Sep 2018)
+vgg16-ssd512        SSD512 on VGG16, 24564 priors (not in pytorch-ssd); same ``conv4_3_norm``
+mb1-ssd             MobileNetV1 SSD, 3000 priors
+mb1-ssd-lite        MobileNetV1 SSD-Lite (separable heads and extras, no BatchNorm)
+mb2-ssd-lite        MobileNetV2 SSD-Lite; ``width_mult``; ``backbone="pytorch-ssd"`` (its channel
+                    rounding) or ``"torchvision"`` (torchvision's; the same network at width 1)
+mb3-large-ssd-lite  pytorch-ssd's MobileNetV3-Large SSD-Lite; ``backbone="torchvision"``: on
+                    torchvision's MobileNetV3-Large (its ImageNet weights load); ``width_mult``
+mb3-small-ssd-lite  the same for MobileNetV3-Small
+==================  ==========================================================================
+
+``create_model(name, num_classes, width_mult=1.0, image_size=None, **options)`` builds any network
+of :func:`list_models` at its default size or another one: the feature-map sizes are read off the
+network at that size and the priors follow (:func:`ssdfast.priors.scale_prior_spec`). The options
+are stored in ``model.config`` (so checkpoints rebuild the same variant: :func:`model_from_config`).
+Weights: :func:`load_base_net` (ImageNet backbones, torchvision or pytorch-ssd files),
+:func:`load_pretrained_ssd` (a whole pytorch-ssd or ssdfast detector, any class count) and
+:func:`model_from_pytorch_ssd` (a pytorch-ssd file as it is; :func:`identify_pytorch_ssd` tells its
+network from its keys and shapes).
 """
 from __future__ import annotations
 
@@ -17,8 +38,8 @@ from typing import Any, Callable, Mapping
 
 from ..priors import PriorSpec
 from .mobilenet import mb1_ssd, mb1_ssd_lite, mb2_ssd_lite, mb3_large_ssd_lite, mb3_small_ssd_lite
-from .pytorch_ssd import model_from_pytorch_ssd
-from .ssd import SSD, SSDConfig
+from .pytorch_ssd import identify_pytorch_ssd, model_from_pytorch_ssd
+from .ssd import BACKBONES, CONV4_3_NORMS, SSD, SSDConfig
 from .vgg import vgg16_ssd, vgg16_ssd512
 from .weights import LoadReport, load_base_net, load_pretrained_ssd
 
@@ -26,8 +47,12 @@ __all__ = [
     "SSD",
     "SSDConfig",
     "MODEL_BUILDERS",
+    "MODEL_OPTIONS",
     "DEFAULT_IMAGE_SIZES",
+    "CONV4_3_NORMS",
+    "BACKBONES",
     "list_models",
+    "model_options",
     "canonical_name",
     "create_model",
     "model_from_config",
@@ -35,9 +60,10 @@ __all__ = [
     "load_pretrained_ssd",
     "LoadReport",
     "model_from_pytorch_ssd",
+    "identify_pytorch_ssd",
 ]
 
-#: name -> builder(num_classes, image_size=..., width_mult=..., prior_spec=...) -> SSD
+#: name -> builder(num_classes, image_size=..., width_mult=..., prior_spec=..., **options) -> SSD
 MODEL_BUILDERS: dict[str, Callable[..., SSD]] = {
     "vgg16-ssd": vgg16_ssd,
     "vgg16-ssd512": vgg16_ssd512,
@@ -48,6 +74,17 @@ MODEL_BUILDERS: dict[str, Callable[..., SSD]] = {
     "mb3-small-ssd-lite": mb3_small_ssd_lite,
 }
 
+#: name -> {option: its values, the default first}: the variants ``create_model(name, n, **options)`` builds.
+MODEL_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "vgg16-ssd": {"conv4_3_norm": CONV4_3_NORMS},
+    "vgg16-ssd512": {"conv4_3_norm": CONV4_3_NORMS},
+    "mb1-ssd": {},
+    "mb1-ssd-lite": {},
+    "mb2-ssd-lite": {"backbone": BACKBONES},
+    "mb3-large-ssd-lite": {"backbone": BACKBONES},
+    "mb3-small-ssd-lite": {"backbone": BACKBONES},
+}
+
 DEFAULT_IMAGE_SIZES: dict[str, int] = {name: 300 for name in MODEL_BUILDERS} | {"vgg16-ssd512": 512}
 
 _WIDTH_MULT_NETS = ("mb2-ssd-lite", "mb3-large-ssd-lite", "mb3-small-ssd-lite")
@@ -56,6 +93,36 @@ _WIDTH_MULT_NETS = ("mb2-ssd-lite", "mb3-large-ssd-lite", "mb3-small-ssd-lite")
 def list_models() -> list[str]:
     """The network names ``create_model`` accepts."""
     return list(MODEL_BUILDERS)
+
+
+def model_options(name: str) -> dict[str, tuple[str, ...]]:
+    """The options network ``name`` takes besides ``width_mult`` / ``image_size``: ``{option: values}``,
+    the default value first (e.g. ``{"conv4_3_norm": ("batchnorm", "l2norm")}`` for vgg16-ssd)."""
+    key = canonical_name(name)
+    if key not in MODEL_OPTIONS:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(MODEL_OPTIONS)}")
+    return dict(MODEL_OPTIONS[key])
+
+
+def _resolve_options(key: str, options: Mapping[str, Any]) -> dict[str, str]:
+    """``options`` checked against network ``key``'s, lower-cased, defaults filled in. An option
+    given as None means the default (so a command line can pass all of them for any network)."""
+    allowed = MODEL_OPTIONS[key]
+    known = {o for table in MODEL_OPTIONS.values() for o in table}
+    out = {option: values[0] for option, values in allowed.items()}
+    for option, value in options.items():
+        if option not in known:
+            raise TypeError(f"create_model() got an unexpected keyword argument {option!r}")
+        if value is None:
+            continue
+        if option not in allowed:
+            has = [n for n, table in MODEL_OPTIONS.items() if option in table]
+            raise ValueError(f"{key} has no option {option} (only {', '.join(has)} do), got {option}={value!r}")
+        v = str(value).strip().lower()
+        if v not in allowed[option]:
+            raise ValueError(f"{key}: {option} should be one of {', '.join(allowed[option])}, got {value!r}")
+        out[option] = v
+    return out
 
 
 def canonical_name(name: str) -> str:
@@ -70,6 +137,7 @@ def create_model(
     image_size: int | None = None,
     *,
     prior_spec: PriorSpec | None = None,
+    **options: str | None,
 ) -> SSD:
     """Build network ``name`` for ``num_classes`` classes (background included), randomly initialised.
 
@@ -80,6 +148,9 @@ def create_model(
         image_size: side of the square input; default 300 (512 for vgg16-ssd512).
         prior_spec: use these priors instead of the default ones (e.g. a checkpoint's); their
             feature maps must match the network's at ``image_size``.
+        options: the network's variant (:func:`model_options`): ``conv4_3_norm="batchnorm" |
+            "l2norm"`` (vgg16-ssd, vgg16-ssd512), ``backbone="pytorch-ssd" | "torchvision"``
+            (mb2-ssd-lite, mb3-*-ssd-lite). Default (or None): pytorch-ssd's network.
 
     Returns:
         an :class:`SSD` whose ``forward(images[B, 3, S, S])`` gives
@@ -95,16 +166,24 @@ def create_model(
         raise ValueError(f"width_mult should be positive, got {width_mult}")
     if width_mult != 1.0 and key not in _WIDTH_MULT_NETS:
         raise ValueError(f"{key} has no width multiplier (only {', '.join(_WIDTH_MULT_NETS)}), got {width_mult}")
+    resolved = _resolve_options(key, options)
     if image_size is None:
         image_size = prior_spec.image_size if prior_spec is not None else DEFAULT_IMAGE_SIZES[key]
     if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 32:
         raise ValueError(f"image_size should be an integer >= 32, got {image_size!r}")
-    return MODEL_BUILDERS[key](int(num_classes), image_size=int(image_size), width_mult=width_mult, prior_spec=prior_spec)
+    return MODEL_BUILDERS[key](int(num_classes), image_size=int(image_size), width_mult=width_mult,
+                               prior_spec=prior_spec, **resolved)
 
 
 def model_from_config(config: SSDConfig | Mapping[str, Any]) -> SSD:
-    """Rebuild the network a config describes (e.g. a checkpoint's), priors from its ``prior_spec``."""
+    """Rebuild the network a config describes (e.g. a checkpoint's), priors from its ``prior_spec``.
+
+    A config dict written before ``conv4_3_norm`` / ``backbone`` existed rebuilds the variant ssdfast
+    built then (see :meth:`SSDConfig.from_dict`).
+    """
     cfg = config if isinstance(config, SSDConfig) else SSDConfig.from_dict(config)
-    model = create_model(cfg.name, cfg.num_classes, cfg.width_mult, cfg.image_size, prior_spec=cfg.prior_spec)
-    model.config = dataclasses.replace(cfg)  # keeps the stored mean / std / variances
+    model = create_model(cfg.name, cfg.num_classes, cfg.width_mult, cfg.image_size, prior_spec=cfg.prior_spec,
+                         **cfg.options)
+    # keeps the stored mean / std / variances; the options as built (a None in cfg meant the default)
+    model.config = dataclasses.replace(cfg, conv4_3_norm=model.config.conv4_3_norm, backbone=model.config.backbone)
     return model

@@ -14,7 +14,8 @@ than oneDNN on this project's CPUs: on CPU the copy's convolutions always run on
 tiny maps (see :class:`_OneDNNConv2d`). There, each convolution also reads its weights already
 in oneDNN's blocked layout (packed once per input shape instead of reordered at every call) and
 applies the ReLU / ReLU6 / Hardswish after it as a post-op while its output is still in cache.
-mb3-large-ssd-lite's network runs ~2x faster than the model itself at batch 1 (2 threads).
+mb3-large-ssd-lite's network (torchvision's MobileNetV3) runs ~2x faster than the model itself at
+batch 1 (2 threads).
 
 Folding is generic: any ``nn.Conv2d`` directly followed by a ``BatchNorm2d`` (or torchvision's
 ``FrozenBatchNorm2d``) inside an ``nn.Sequential`` — torchvision's ``Conv2dNormActivation`` blocks,
@@ -22,8 +23,11 @@ pytorch-ssd's ``Sequential(conv, bn, relu)`` stages, the SSD-Lite heads — is f
 BatchNorm is replaced by ``nn.Identity`` so that every index of the Sequential is kept (an
 :class:`~ssdfast.models.SSD` reaches into its base net by index). A pair is left alone when the
 conv's output is itself a feature map the SSD takes (its ``sources``), since folding would change
-that map. Convs in other containers (``ModuleList``, custom modules) are never folded: there the
-order of the children says nothing about the order of the computation.
+that map. Convs in other containers (``ModuleList``, custom modules) are not folded: there the
+order of the children says nothing about the order of the computation; unless the module says it,
+with a class attribute ``fuse_chains``: tuples of child names that run one after the other (as
+pytorch-ssd's MobileNetV3 ``Block``, :class:`~ssdfast.models.mobilenet.MobileNetV3Block`, whose
+``conv1, bn1, nolinear1, conv2, ...`` are attributes), which are then treated as a Sequential.
 """
 from __future__ import annotations
 
@@ -150,12 +154,14 @@ def _use_onednn(module: nn.Module) -> int:
     return count
 
 
-def _sequentials(module: nn.Module) -> Iterator[tuple[nn.Sequential, list[str]]]:
-    """Every ``nn.Sequential`` in ``module`` with its children's names (listed first: callers
-    replace children while iterating)."""
+def _sequentials(module: nn.Module) -> Iterator[tuple[nn.Module, list[str]]]:
+    """Every ``nn.Sequential`` in ``module`` with its children's names, and every chain of children a
+    module declares in ``fuse_chains`` (listed first: callers replace children while iterating)."""
     for container in list(module.modules()):
         if isinstance(container, nn.Sequential):
             yield container, list(container._modules)
+        for chain in getattr(type(container), "fuse_chains", ()):
+            yield container, list(chain)
 
 
 def _fuse_activations(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()) -> int:
@@ -223,7 +229,8 @@ def _observed_boundaries(model: nn.Module) -> set[tuple[int, int]]:
 
 
 def fold_batchnorm(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()) -> int:
-    """Fold, in place, every eval-mode BatchNorm that follows a Conv2d in an ``nn.Sequential``.
+    """Fold, in place, every eval-mode BatchNorm that follows a Conv2d in an ``nn.Sequential`` (or in
+    a module's ``fuse_chains``).
 
     The conv takes the BatchNorm's affine map (its weight and bias are replaced; a conv without
     bias gets one) and the BatchNorm becomes ``nn.Identity``. Only valid for inference (eval

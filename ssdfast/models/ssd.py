@@ -16,6 +16,8 @@ from ..priors import PriorSpec, generate_priors, scale_prior_spec
 __all__ = [
     "SSD",
     "SSDConfig",
+    "CONV4_3_NORMS",
+    "BACKBONES",
     "SourceLayer",
     "L2Norm",
     "SeparableConv2d",
@@ -25,6 +27,26 @@ __all__ = [
     "ssd_head",
     "ssdlite_head",
 ]
+
+
+#: vgg16-ssd(512)'s norm at conv4_3, the first feature map: pytorch-ssd's ``BatchNorm2d(512)`` (its
+#: VGG since Sep 2018; the default) or the SSD paper's L2Norm with a learned per-channel scale
+#: (pytorch-ssd's VGG before that, and ssdfast's before this option existed).
+CONV4_3_NORMS = ("batchnorm", "l2norm")
+#: mb2-ssd-lite / mb3-*-ssd-lite backbones: pytorch-ssd's MobileNets (the default: its files load)
+#: or torchvision's (their ImageNet weights load). For MobileNetV2 the two differ only in how a
+#: width multiplier rounds channel counts; for MobileNetV3 they are different networks.
+BACKBONES = ("pytorch-ssd", "torchvision")
+
+#: What networks saved before ``conv4_3_norm`` / ``backbone`` existed were built with: a config
+#: without those fields (an older ssdfast checkpoint) rebuilds into the same network.
+_LEGACY_OPTIONS: dict[str, dict[str, str]] = {
+    "vgg16-ssd": {"conv4_3_norm": "l2norm"},
+    "vgg16-ssd512": {"conv4_3_norm": "l2norm"},
+    "mb2-ssd-lite": {"backbone": "torchvision"},
+    "mb3-large-ssd-lite": {"backbone": "torchvision"},
+    "mb3-small-ssd-lite": {"backbone": "torchvision"},
+}
 
 
 @dataclass
@@ -44,6 +66,10 @@ class SSDConfig:
             default, what ssdfast trains with) or, when False, plain bilinear as OpenCV's
             ``cv2.resize`` does (what pytorch-ssd trained its models with: a model loaded from a
             pytorch-ssd file gets False, so it sees the images it was trained on).
+        conv4_3_norm: vgg16-ssd(512) only (None elsewhere): ``"batchnorm"`` or ``"l2norm"``
+            (see :data:`CONV4_3_NORMS`).
+        backbone: mb2-ssd-lite / mb3-*-ssd-lite only (None elsewhere): ``"pytorch-ssd"`` or
+            ``"torchvision"`` (see :data:`BACKBONES`).
     """
 
     name: str
@@ -55,6 +81,8 @@ class SSDConfig:
     variances: tuple[float, float] = (0.1, 0.2)
     width_mult: float = 1.0
     antialias: bool = True
+    conv4_3_norm: str | None = None
+    backbone: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.prior_spec, Mapping):
@@ -66,6 +94,10 @@ class SSDConfig:
         self.variances = tuple(float(v) for v in self.variances)
         self.width_mult = float(self.width_mult)
         self.antialias = bool(self.antialias)
+        for name, allowed in (("conv4_3_norm", CONV4_3_NORMS), ("backbone", BACKBONES)):
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ValueError(f"{name} should be one of {', '.join(allowed)} (or None), got {value!r}")
         if self.num_classes < 2:
             raise ValueError(
                 f"num_classes should count the background and at least one class (>= 2), got {self.num_classes}"
@@ -88,14 +120,27 @@ class SSDConfig:
         d["prior_spec"] = self.prior_spec.to_dict()
         return d
 
+    @property
+    def options(self) -> dict[str, str]:
+        """The variant options that built the network (``create_model(name, n, **config.options)``)."""
+        return {k: v for k, v in (("conv4_3_norm", self.conv4_3_norm), ("backbone", self.backbone)) if v is not None}
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SSDConfig:
-        """Inverse of :meth:`to_dict` (also accepts ``dataclasses.asdict`` output)."""
+        """Inverse of :meth:`to_dict` (also accepts ``dataclasses.asdict`` output).
+
+        A dict without ``conv4_3_norm`` / ``backbone`` (written before they existed) gets the
+        variant ssdfast built then: L2Norm for vgg16-ssd(512), torchvision's MobileNets for
+        mb2-ssd-lite and mb3-*-ssd-lite.
+        """
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown SSDConfig fields {sorted(unknown)}")
-        return cls(**dict(d))
+        d = dict(d)
+        for key, value in _LEGACY_OPTIONS.get(str(d.get("name")), {}).items():
+            d.setdefault(key, value)
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -313,7 +358,9 @@ class SSD(nn.Module):
 
     def extra_repr(self) -> str:
         cfg = self.config
-        return f"name={cfg.name!r}, num_classes={self.num_classes}, image_size={cfg.image_size}, priors={self.priors.shape[0]}"
+        options = "".join(f", {k}={v!r}" for k, v in cfg.options.items())
+        return (f"name={cfg.name!r}{options}, num_classes={self.num_classes}, image_size={cfg.image_size}, "
+                f"priors={self.priors.shape[0]}")
 
 
 HeadFactory = Callable[[int, int, bool], nn.Module]
@@ -352,6 +399,8 @@ def assemble_ssd(
     width_mult: float = 1.0,
     prior_spec: PriorSpec | None = None,
     variances: Sequence[float] = (0.1, 0.2),
+    conv4_3_norm: str | None = None,
+    backbone: str | None = None,
 ) -> SSD:
     """Build an :class:`SSD` from its backbone parts: heads sized from the probed feature maps.
 
@@ -389,5 +438,7 @@ def assemble_ssd(
         prior_spec=prior_spec,
         variances=tuple(variances),
         width_mult=width_mult,
+        conv4_3_norm=conv4_3_norm,
+        backbone=backbone,
     )
     return SSD(base_net, sources, extras, cls_heads, reg_heads, config, add_ons)

@@ -11,13 +11,18 @@ network             torchvision ImageNet state dict         pytorch-ssd file
 vgg16-ssd(512)      ``vgg16`` (``features.N.*``; fc6/fc7    ``vgg16_reducedfc.pth`` (``N.*``, 31/33 =
                     sub-sampled from ``classifier.0/3``)    fc6/fc7 convs)
 mb1-ssd(-lite)      --                                      ``mobilenet_v1_with_relu_69_5.pth``
-mb2-ssd-lite        ``mobilenet_v2``                        ``mb2-imagenet-71_8.pth`` (re-keyed)
-mb3-*-ssd-lite      ``mobilenet_v3_large`` / ``_small``     --
+mb2-ssd-lite        ``mobilenet_v2`` (width 1)              ``mb2-imagenet-71_8.pth`` (re-keyed)
+mb3-*-ssd-lite      ``mobilenet_v3_large`` / ``_small``     ``MobileNetV3_Large().features`` (``N.*``)
+                    (``backbone="torchvision"``)            or its whole state dict (``features.N.*``, or
+                                                            ``conv1`` / ``bneck.i`` / ``conv2``, re-keyed)
+                                                            (``backbone="pytorch-ssd"``)
 ==================  =====================================  ==========================================
 
 Whole detectors (:func:`load_pretrained_ssd`): a pytorch-ssd SSD checkpoint (``base_net.*``,
 ``extras.*``, ``source_layer_add_ons.*``, ``classification_headers.*``, ``regression_headers.*``) or an
-ssdfast checkpoint, with any class count: heads whose shapes differ are re-initialised.
+ssdfast checkpoint, with any class count: heads whose shapes differ are re-initialised. The file must
+be of the model's variant (vgg16-ssd's ``conv4_3_norm``, the MobileNets' ``backbone`` and width): when
+it is not, the error says which variant the file holds.
 """
 from __future__ import annotations
 
@@ -202,6 +207,34 @@ def _base_net_keys(model: SSD, sd: dict[str, Tensor], report: LoadReport) -> dic
             )
     if name == "mb2-ssd-lite":
         out = _remap_pytorch_ssd_inverted_residuals(out, _inverted_residuals(model.base_net, ""))
+    if name.startswith("mb3") and model.config.backbone == "pytorch-ssd":
+        out = _rekey_mobilenet_v3(out, len(model.base_net), report)
+    return out
+
+
+def _rekey_mobilenet_v3(sd: dict[str, Tensor], layers: int, report: LoadReport) -> dict[str, Tensor]:
+    """A whole pytorch-ssd ``MobileNetV3_Large`` / ``_Small`` state dict onto its ``features`` (the
+    base net): its ``conv1``, ``bn1``, ``bneck.i``, ``conv2``, ``bn2`` are ``features.0, 1, 3 + i,
+    layers - 3, layers - 2`` (its state dict holds both names when it has ``features``); the
+    classifier (``linear3``, ``bn3``, ``linear4``) is set aside."""
+    if not any(k.startswith("bneck.") for k in sd):
+        return sd
+    has_features = any(k.split(".", 1)[0].isdigit() for k in sd)  # the prefix "features." was stripped
+    names = {"conv1": "0", "bn1": "1", "conv2": str(layers - 3), "bn2": str(layers - 2)}
+    out: dict[str, Tensor] = {}
+    for k, v in sd.items():
+        head, _, rest = k.partition(".")
+        if head.isdigit():
+            out[k] = v
+        elif has_features and (head in names or head == "bneck"):
+            continue  # the same tensors again, under the module's own names
+        elif head in names:
+            out[f"{names[head]}.{rest}"] = v
+        elif head == "bneck":
+            index, _, rest = rest.partition(".")
+            out[f"{3 + int(index)}.{rest}"] = v
+        else:  # linear3 / bn3 / linear4: the ImageNet classifier
+            report.ignored.append(k)
     return out
 
 
@@ -229,7 +262,10 @@ def load_base_net(model: SSD, path: str | os.PathLike | Mapping[str, Any]) -> Lo
     mismatched = [(k, tuple(v.shape), tuple(target[k].shape)) for k, v in mapped.items()
                   if k in target and v.shape != target[k].shape]
     if missing or unexpected or mismatched:
-        raise _mismatch_error(source, f"the base net of {model.config.name}", missing, unexpected, mismatched)
+        from .pytorch_ssd import base_net_hint
+
+        raise _mismatch_error(source, f"the base net of {model.config.name}", missing, unexpected, mismatched,
+                              base_net_hint(model, mapped))
     model.base_net.load_state_dict(mapped, strict=False)
     report.loaded = [f"base_net.{k}" for k in target if k in mapped]
     report.not_in_file = [f"base_net.{k}" for k in target if k not in mapped]
@@ -268,12 +304,15 @@ def load_pretrained_ssd(model: SSD, path: str | os.PathLike | Mapping[str, Any])
             (reinit if k.startswith(_HEADS) else mismatched).append(k)
     unexpected = [k for k in sd if k not in target]
     if missing or unexpected or mismatched:
-        hint = ""
+        from .pytorch_ssd import pretrained_ssd_hint
+
         if checkpoint is not None and checkpoint.get("net") != model.config.name:
             hint = (
                 f"(the file is an ssdfast checkpoint of {checkpoint.get('net')!r}, "
                 f"the model is {model.config.name!r})"
             )
+        else:
+            hint = pretrained_ssd_hint(model, sd, checkpoint)
         raise _mismatch_error(
             source, model.config.name, missing, unexpected,
             [(k, tuple(sd[k].shape), tuple(target[k].shape)) for k in mismatched], hint,

@@ -302,6 +302,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
 
     Returns:
         ``keep[K]`` int64 indices, by descending score (tie: lower index first).
+
+    On CUDA the op waits for the GPU twice: for the size of its IoU bitmask, which is allocated per
+    category (memory grows with the largest category, not with N), and for K.
     """
     _check_boxes("boxes", boxes, ndim=2)
     _check_tensor("scores", scores)

@@ -10,9 +10,11 @@ import pytest
 from ssdfast.cli.data import main
 
 
-def _truncate(path: Path) -> None:
+def _truncate(path: Path, keep: float = 0.05) -> None:
+    """Cut an image file to ``keep`` of its bytes: at 5% too little of it is left to use (a problem);
+    a JPEG cut in half still decodes, half its rows grey (a warning)."""
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    path.write_bytes(data[: int(len(data) * keep)])
 
 
 def test_synthetic_then_validate(tmp_path, capsys):
@@ -62,3 +64,33 @@ def test_module_entry_point_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ssdfast.cli.data", "validate", str(out), "--no-progress"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "truncated" in proc.stdout
+
+
+def test_truncated_but_decodable_image_is_a_warning(tmp_path, capsys):
+    out = tmp_path / "voc"
+    assert main(["synthetic", "--out", str(out), "--num-images", "6", "--image-size", "96", "--seed", "2"]) == 0
+    capsys.readouterr()
+    jpeg = sorted((out / "JPEGImages").glob("*.jpg"))[3]
+    _truncate(jpeg, keep=0.99)  # a few bytes short, its end marker gone: every tool reads it
+    assert main(["validate", str(out), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"warning: {jpeg}: truncated image (its last pixels may be missing); used as decoded"
+    assert lines[-1].endswith(": OK, 1 warning")
+    assert main(["validate", str(out), "--no-progress", "--strict"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{jpeg}: truncated image") and lines[-1].endswith(": 1 problem")
+
+
+def test_coco_official_layout(tmp_path, capsys):
+    """``synthetic --format coco`` writes COCO's own layout; validate takes the root or one image folder."""
+    out = tmp_path / "coco"
+    assert main(["synthetic", "--out", str(out), "--format", "coco", "--num-images", "10", "--image-size", "64"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["annotations", "train2017", "val2017"]
+    assert sorted(p.name for p in (out / "annotations").iterdir()) == ["instances_train2017.json", "instances_val2017.json"]
+    capsys.readouterr()
+    assert main(["validate", str(out / "val2017"), "--no-progress"]) == 0
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert summary.startswith(f"{out / 'val2017'} (coco): checked 2 images, 1 annotation files") and summary.endswith("OK")
+    assert main(["validate", str(out), str(out / "train2017"), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "checked 10 images, 2 annotation files" in lines[0] and "checked 8 images, 1 annotation files" in lines[1]

@@ -100,3 +100,29 @@ def test_malformed_bbox_skips_the_image_or_raises(tmp_path, coco_root):
     assert victim["image_id"] not in [ds.get_annotation(i)["image_id"] for i in range(len(ds))]
     with pytest.raises(DataError, match=f"{path}.*image {victim['image_id']}"):
         COCODataset(root, "train", strict=True)
+
+
+def test_official_layout_given_by_image_folder(tmp_path, coco_root):
+    """``--datasets data/coco/train2017 --validation-dataset data/coco/val2017``: the annotations
+    are found in ``data/coco/annotations/instances_<folder>.json`` (the official download)."""
+    from ssdfast.data import detect_layout
+
+    for split, folder in (("train", "train2017"), ("val", "val2017")):
+        by_folder = build_dataset("coco", [str(coco_root / folder)], split=split)
+        by_root = build_dataset("coco", [str(coco_root)], split=split)
+        assert by_folder.annotation_files == [str(coco_root / "annotations" / f"instances_{folder}.json")]
+        assert len(by_folder) == len(by_root) > 0
+        assert [by_folder.image_path(i) for i in range(len(by_folder))] == [by_root.image_path(i) for i in range(len(by_root))]
+        assert by_folder.category_ids == by_root.category_ids and by_folder.notes == []
+        assert detect_layout(str(coco_root / folder)) == "coco"
+    # the folder decides, not the split; the synthetic type finds the layout too
+    ds = build_dataset("synthetic", [str(coco_root / "val2017")], split="train")
+    assert ds.annotation_files[0].endswith("instances_val2017.json")
+    # images/<name>/ with annotations/ one level higher
+    root = tmp_path / "coco"
+    (root / "images").mkdir(parents=True)
+    shutil.copytree(coco_root / "annotations", root / "annotations")
+    shutil.copytree(coco_root / "val2017", root / "images" / "val2017")
+    assert len(build_dataset("coco", [str(root / "images" / "val2017")], split="val")) == len(COCODataset(coco_root, "val"))
+    with pytest.raises(DataError, match=r"nothing: no COCO annotation file .*instances_nothing.json"):
+        build_dataset("coco", [str(root / "images" / "nothing")], split="val")

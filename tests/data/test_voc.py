@@ -22,6 +22,10 @@ def _write_xml(root, image_id, w, h, objects):
     (root / "Annotations" / f"{image_id}.xml").write_text(text)
 
 
+def _index_of(ds, image_id) -> int:
+    return [ds.get_annotation(i)["image_id"] for i in range(len(ds))].index(image_id)
+
+
 def _first_train_id(root) -> str:
     return (root / "ImageSets/Main/trainval.txt").read_text().split()[0]
 
@@ -52,7 +56,7 @@ def test_voc_coordinates_are_continuous_pixels(tmp_path, voc_root):
     image_id = _first_train_id(root)
     _write_xml(root, image_id, 112, 100, [dict(name="circle", difficult=0, x1=1, y1=11, x2=10, y2=30)])
     ds = VOCDataset(root, "train")
-    i = ds._ids.index(image_id)
+    i = _index_of(ds, image_id)
     assert ds.get_annotation(i)["boxes"].tolist() == [[0.0, 10.0, 10.0, 30.0]]
 
 
@@ -65,7 +69,7 @@ def test_difficult_dropped_for_training_kept_flagged_for_eval(tmp_path, voc_root
     ])
     train = VOCDataset(root, "train")
     keep = VOCDataset(root, "train", keep_difficult=True)
-    i = train._ids.index(image_id)
+    i = _index_of(train, image_id)
     ann = train.get_annotation(i)
     assert ann["labels"].tolist() == [1, 2] and ann["difficult"].tolist() == [False, True]
     assert train[i][1]["labels"].tolist() == [1]
@@ -82,7 +86,7 @@ def test_boxes_clipped_and_zero_area_dropped(tmp_path, voc_root):
         dict(name="ring", difficult=0, x1=200, y1=10, x2=220, y2=30),  # outside: zero area after clipping
     ])
     ds = VOCDataset(root, "train")
-    ann = ds.get_annotation(ds._ids.index(image_id))
+    ann = ds.get_annotation(_index_of(ds, image_id))
     assert ann["boxes"].tolist() == [[0.0, 10.0, 40.0, 100.0]]
     assert ds.stats["clipped_boxes"] >= 1 and ds.stats["zero_area_boxes"] == 2
 

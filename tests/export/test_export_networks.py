@@ -3,6 +3,8 @@
 Each MobileNet network is exported at 300 (the default size) and at 224,
 then run in onnxruntime on preprocessed images and compared with PyTorch (see ssdfast.export.check).
 The VGG networks are heavy on 2 cores: vgg16-ssd runs at 300 only, vgg16-ssd512 at 320 only.
+The variants (options of their own: vgg16-ssd's L2Norm, the torchvision-MobileNet backbones) run at
+one size each.
 """
 from __future__ import annotations
 
@@ -26,7 +28,13 @@ CASES = [pytest.param(n, s, id=f"{n}@{s}") for n in MOBILENETS for s in (300, 22
     pytest.param("vgg16-ssd", 300, id="vgg16-ssd@300", marks=pytest.mark.slow),
     pytest.param("vgg16-ssd512", 320, id="vgg16-ssd512@320", marks=pytest.mark.slow),
 ]
-IMAGES = sample_images(1, (180, 240), seed=1)  # one image: 37 cases on 2 cores
+VARIANTS = [
+    pytest.param("vgg16-ssd", 300, {"conv4_3_norm": "l2norm"}, id="vgg16-ssd-l2norm@300", marks=pytest.mark.slow),
+    pytest.param("mb2-ssd-lite", 224, {"backbone": "torchvision"}, id="mb2-ssd-lite-torchvision@224"),
+    pytest.param("mb3-large-ssd-lite", 224, {"backbone": "torchvision"}, id="mb3-large-ssd-lite-torchvision@224"),
+    pytest.param("mb3-small-ssd-lite", 224, {"backbone": "torchvision"}, id="mb3-small-ssd-lite-torchvision@224"),
+]
+IMAGES = sample_images(1, (180, 240), seed=1)  # one image: 49 cases on 2 cores
 
 
 def test_every_network_is_covered():
@@ -35,14 +43,15 @@ def test_every_network_is_covered():
 
 
 @functools.lru_cache(maxsize=2)
-def _model(name: str, size: int):
-    return make_model(name, image_size=size)
+def _model(name: str, size: int, options: tuple[tuple[str, str], ...] = ()):
+    return make_model(name, image_size=size, **dict(options))
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("name,size", CASES)
-def test_export_and_check(name, size, fmt, tmp_path):
-    model = _model(name, size)
+@pytest.mark.parametrize("name,size,options", [pytest.param(*c.values, {}, id=c.id, marks=c.marks) for c in CASES] + VARIANTS)
+def test_export_and_check(name, size, options, fmt, tmp_path):
+    model = _model(name, size, tuple(sorted(options.items())))
+    assert model.config.options.items() >= options.items()
     result = export_onnx(model, tmp_path / "model.onnx", format=fmt, class_names=CLASS_NAMES)
     P = int(model.priors.shape[0])
     assert result.num_priors == P and result.image_size == (size, size)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ssdfast.io.images import ImageError, ImageWarning, load_image, read_image
 
-from .conftest import encode
+from .samples import encode
 
 
 def _write(tmp_path, name, data):

@@ -1,8 +1,8 @@
 """Weight files of both layouts load: torchvision ImageNet state dicts and pytorch-ssd's files.
 
 No downloads: the state dicts are generated here in the key layouts of the real files, from
-torchvision's modules and from the pytorch-ssd modules re-declared below (same structure and
-names as qfgaohao/pytorch-ssd vision/nn/{vgg,mobilenet,mobilenet_v2}.py).
+torchvision's modules and from pytorch-ssd's modules as re-stated in ``pytorch_ssd_reference.py``
+(same structure and names as qfgaohao/pytorch-ssd vision/nn/{vgg,mobilenet,mobilenet_v2}.py).
 """
 from __future__ import annotations
 
@@ -15,71 +15,23 @@ import pytest
 from ssdfast.checkpoint import save_checkpoint
 from ssdfast.models import create_model, load_base_net, load_pretrained_ssd
 
+from . import pytorch_ssd_reference as ref
+
 
 # ----------------------------------------------------------------------------- pytorch-ssd modules
 def _ps_vgg() -> nn.ModuleList:
     """pytorch-ssd's vgg(cfg) as used by create_vgg_ssd (the layout of vgg16_reducedfc.pth)."""
-    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512]
-    layers, c = [], 3
-    for v in cfg:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        elif v == "C":
-            layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
-        else:
-            layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=True)]
-            c = v
-    layers += [nn.MaxPool2d(3, 1, 1), nn.Conv2d(512, 1024, 3, padding=6, dilation=6), nn.ReLU(inplace=True),
-               nn.Conv2d(1024, 1024, 1), nn.ReLU(inplace=True)]
-    return nn.ModuleList(layers)
+    return nn.ModuleList(ref.vgg_layers())
 
 
 def _ps_mobilenet_v1() -> nn.Sequential:
     """pytorch-ssd's MobileNetV1(1001).model (the layout of mobilenet_v1_with_relu_69_5.pth)."""
-    def conv_bn(i, o, s):
-        return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
-
-    def conv_dw(i, o, s):
-        return nn.Sequential(nn.Conv2d(i, i, 3, s, 1, groups=i, bias=False), nn.BatchNorm2d(i), nn.ReLU(inplace=True),
-                             nn.Conv2d(i, o, 1, 1, 0, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
-
-    return nn.Sequential(conv_bn(3, 32, 2), conv_dw(32, 64, 1), conv_dw(64, 128, 2), conv_dw(128, 128, 1),
-                         conv_dw(128, 256, 2), conv_dw(256, 256, 1), conv_dw(256, 512, 2),
-                         *[conv_dw(512, 512, 1) for _ in range(5)], conv_dw(512, 1024, 2), conv_dw(1024, 1024, 1))
-
-
-class _PsInvertedResidual(nn.Module):
-    """pytorch-ssd's flat InvertedResidual (conv.0 .. conv.7), ReLU6, batch norm."""
-
-    def __init__(self, inp, oup, stride, expand_ratio):
-        super().__init__()
-        hidden = round(inp * expand_ratio)
-        self.use_res_connect = stride == 1 and inp == oup
-        if expand_ratio == 1:
-            self.conv = nn.Sequential(
-                nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-                nn.Conv2d(hidden, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup))
-        else:
-            self.conv = nn.Sequential(
-                nn.Conv2d(inp, hidden, 1, 1, 0, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-                nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True),
-                nn.Conv2d(hidden, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup))
-
-    def forward(self, x):
-        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+    return ref.mobilenet_v1_model()
 
 
 def _ps_mobilenet_v2() -> nn.Sequential:
     """pytorch-ssd's MobileNetV2().features (the layout of mb2-imagenet-71_8.pth)."""
-    setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
-    layers = [nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6(inplace=True))]
-    c = 32
-    for t, out, n, s in setting:
-        for i in range(n):
-            layers.append(_PsInvertedResidual(c, out, s if i == 0 else 1, t))
-            c = out
-    layers.append(nn.Sequential(nn.Conv2d(c, 1280, 1, 1, 0, bias=False), nn.BatchNorm2d(1280), nn.ReLU6(inplace=True)))
-    return nn.Sequential(*layers)
+    return ref.mobilenet_v2_features(1.0)
 
 
 def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -188,7 +140,9 @@ def test_torchvision_mobilenet_layouts(name, factory, tmp_path):
     tv = _randomize(factory(weights=None), seed=3)
     path = tmp_path / "imagenet.pth"
     torch.save(tv.state_dict(), path)
-    model = create_model(name, 3, image_size=64).eval()
+    # torchvision's ImageNet MobileNetV3 fits the torchvision-backbone variant (pytorch-ssd's mb3 is another
+    # network); for mb2-ssd-lite at width 1 both backbones are the same network
+    model = create_model(name, 3, image_size=64, backbone="torchvision").eval()
     report = load_base_net(model, path)
     assert all(k.startswith("classifier.") for k in report.ignored) and report.ignored
     x = torch.randn(1, 3, 64, 64)
@@ -197,7 +151,7 @@ def test_torchvision_mobilenet_layouts(name, factory, tmp_path):
 
 
 def test_mismatched_base_net_lists_keys():
-    model = create_model("mb3-large-ssd-lite", 3, image_size=64)
+    model = create_model("mb3-large-ssd-lite", 3, image_size=64, backbone="torchvision")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError) as info:
         load_base_net(model, torchvision.models.mobilenet_v2(weights=None).state_dict())
@@ -270,13 +224,13 @@ def test_pytorch_ssd_mb2_checkpoint_with_other_classes(tmp_path):
 
 
 def test_pytorch_ssd_vgg_checkpoint_keys_match_directly():
-    source = create_model("vgg16-ssd", 21)
+    source = create_model("vgg16-ssd", 21, conv4_3_norm="l2norm")  # pytorch-ssd's VGG before Sep 2018
     sd = source.state_dict()
     for key in ("base_net.31.weight", "source_layer_add_ons.0.scale", "extras.3.2.weight",
                 "classification_headers.5.weight", "regression_headers.0.bias"):
         assert key in sd  # pytorch-ssd's vgg16-ssd-mp-0_7726.pth names
     sd["source_layer_add_ons.0.scale"] = torch.full((512,), 7.0)
-    model = create_model("vgg16-ssd", 21)
+    model = create_model("vgg16-ssd", 21, conv4_3_norm="l2norm")
     report = load_pretrained_ssd(model, {f"module.{k}": v for k, v in sd.items()})  # DataParallel prefix
     assert not report.reinitialized and not report.not_in_file and len(report.loaded) == len(sd)
     assert torch.equal(model.source_layer_add_ons[0].scale, torch.full((512,), 7.0))

@@ -8,6 +8,7 @@ Every test is skipped when no CUDA device is visible. Comparisons:
 """
 from __future__ import annotations
 
+import threading
 import zlib
 
 import pytest
@@ -16,7 +17,7 @@ import torch
 from ssdfast import ops
 from ssdfast.ops import reference as ref
 
-from .conftest import V, gen, grid_priors, random_boxes, sample_calls, ssd300_like_priors
+from .conftest import V, gen, grid_priors, random_boxes, sample_calls
 
 pytestmark = [
     pytest.mark.cuda,
@@ -25,6 +26,7 @@ pytestmark = [
 
 HALF_DTYPES = [torch.float16, torch.bfloat16]
 DEV = "cuda"
+OP_NAMES = [name for name, _ in sample_calls(0)]
 
 
 def cuda(*tensors: torch.Tensor):
@@ -68,6 +70,17 @@ def test_box_iou_exact(cuda_native, n, m):
     assert out.is_cuda and out.shape == (n, m)
     assert torch.equal(out.cpu(), cuda_native.box_iou(a, b))
     assert torch.equal(out.cpu(), ref.box_iou(a, b))
+
+
+def test_box_iou_grid_stride_rows(cuda_native):
+    # More than 65535 * 8 = 524,280 rows: the grid's y dimension is capped and rows are grid-strided.
+    g = gen(9)
+    a, b = random_boxes(600_000, generator=g), random_boxes(37, generator=g)
+    a[-1] = b[3]  # IoU 1 in the last row, reached only by the stride loop
+    out = cuda_native.box_iou(*cuda(a, b))
+    assert out.shape == (600_000, 37)
+    assert torch.equal(out.cpu(), ref.box_iou(a, b))
+    assert out[-1, 3].item() == 1.0
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
@@ -187,6 +200,62 @@ def test_match_priors_many_gts_uses_large_shared_memory(cuda_native):
     _check_match(cuda_native, priors, gt_boxes, gt_labels)
 
 
+def test_match_priors_shared_memory_limit_is_a_clear_error(cuda_native):
+    # G gts need 32 G bytes of shared memory per block: one more than the device allows is refused with
+    # a message, not a failed launch.
+    optin = torch.cuda.get_device_properties(DEV).shared_memory_per_block_optin
+    G = optin // 32 + 1
+    gt_boxes = random_boxes(1, G, generator=gen(13))
+    with pytest.raises(RuntimeError, match="shared memory"):
+        cuda_native.match_priors(*cuda(grid_priors(), gt_boxes, torch.ones(1, G, dtype=torch.long)), 0.5)
+
+
+def test_concurrent_calls_with_different_shared_memory_sizes(cuda_native):
+    # Host threads launching the same kernels with different dynamic shared-memory sizes at once: the
+    # opt-in attribute is only ever raised, so no launch can find it lowered by another thread.
+    priors = grid_priors()
+    cases = []
+    for i, G in enumerate((8, 1600, 400, 1900, 60, 1200)):  # 0.3 to 61 KB: within any GPU's opt-in
+        g = gen(200 + i)
+        gt_boxes = random_boxes(2, G, max_size=0.3, generator=g)
+        gt_labels = torch.randint(1, 5, (2, G), generator=g)
+        boxes = random_boxes(300 * (i + 1), max_size=0.2, generator=g)
+        scores = torch.rand(boxes.shape[0], generator=g)
+        idxs = torch.randint(0, 1 + 3 * i, (boxes.shape[0],), generator=g)  # different largest categories
+        cases.append(
+            (
+                cuda(priors, gt_boxes, gt_labels),
+                ref.match_priors(priors, gt_boxes, gt_labels, 0.5),
+                cuda(boxes, scores, idxs),
+                ref.batched_nms(boxes, scores, idxs, 0.5),
+            )
+        )
+    barrier = threading.Barrier(len(cases))
+    errors: list[BaseException] = []
+
+    def work(case):
+        match_args, (exp_labels, exp_boxes), nms_args, exp_keep = case
+        stream = torch.cuda.Stream()
+        try:
+            barrier.wait()
+            with torch.cuda.stream(stream):
+                for _ in range(20):
+                    labels, boxes = cuda_native.match_priors(*match_args, 0.5)
+                    keep = cuda_native.batched_nms(*nms_args, 0.5)
+                    assert torch.equal(labels.cpu(), exp_labels) and torch.equal(boxes.cpu(), exp_boxes)
+                    assert torch.equal(keep.cpu(), exp_keep)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(case,)) for case in cases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    torch.cuda.synchronize()
+    assert not errors, errors[0]
+
+
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 def test_match_priors_half(cuda_native, dtype):
     priors = grid_priors()
@@ -240,6 +309,32 @@ def test_hard_negative_mask(cuda_native, kind, ratio):
         labels = (torch.rand(B, P, generator=g) < 0.01).long() * 3
     labels[0] = 0  # no positives: nothing mined
     _check_mining(cuda_native, loss, labels, ratio)
+
+
+def test_hard_negative_mask_nan_at_prior_zero(cuda_native):
+    # NaN ranks as the largest loss. At prior 0 its key was the largest possible one, which the radix
+    # select's exclusive bound left out while the marking pass still took it: one negative too many,
+    # and with k = num_neg - 1 and a -inf negative the whole row (ignored priors included).
+    loss = torch.tensor([[float("nan"), 1.0, float("-inf"), 0.5, 0.3, 2.0]])
+    labels = torch.tensor([[0, 0, 0, 1, -1, 0]])  # 4 negatives, 1 positive: ratio 3 gives k = num_neg - 1
+    _check_mining(cuda_native, loss, labels, 3)
+    assert ref.hard_negative_mask(loss, labels, 3).tolist() == [[True, True, False, True, False, True]]
+    # Random rows with NaN at prior 0 (and elsewhere), -inf negatives and 40 ignored priors; one positive
+    # per row, so every row has num_neg = P - 41 and ratio num_neg - 1 gives k = num_neg - 1 in each.
+    g = gen(14)
+    B, P = 64, 300
+    loss = torch.randn(B, P, generator=g)
+    loss[:, 0] = float("nan")
+    loss[:, 5::37] = float("nan")
+    loss[:, 3::11] = float("-inf")
+    labels = torch.zeros(B, P, dtype=torch.long)
+    for row in range(B):
+        perm = torch.randperm(P - 1, generator=g) + 1  # prior 0 stays a negative
+        labels[row, perm[:40]] = -1
+        labels[row, perm[40]] = 1 + row % 3
+    num_neg = P - 41
+    for ratio in (1, 3, num_neg - 2, num_neg - 1, num_neg):
+        _check_mining(cuda_native, loss, labels, ratio)
 
 
 @pytest.mark.parametrize("dtype", [*HALF_DTYPES, torch.float64])
@@ -328,6 +423,72 @@ def test_batched_nms_large(cuda_native, n, classes):
     assert torch.equal(keep, _torchvision_batched_nms(*cuda(boxes, scores, idxs), 0.5))
 
 
+def _peak_bytes_during(fn):
+    """(result, peak CUDA memory allocated during fn beyond what was allocated before)."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    out = fn()
+    torch.cuda.synchronize()
+    return out, torch.cuda.max_memory_allocated() - before
+
+
+def test_batched_nms_100k_boxes_memory_bounded_by_largest_category(cuda_native):
+    # 100k boxes in 80 categories: the IoU mask is sized by the categories (about sum n_c^2 / 128 words
+    # plus a word or two per box, ~8 MB here), not N x N / 64 words (1.25 GB).
+    g = gen(40)
+    n = 100_000
+    boxes = random_boxes(n, max_size=0.05, generator=g)
+    scores = torch.rand(n, generator=g)
+    idxs = torch.randint(0, 80, (n,), generator=g)
+    args = cuda(boxes, scores, idxs)
+    keep, peak = _peak_bytes_during(lambda: cuda_native.batched_nms(*args, 0.5))
+    assert peak < 64 * 2**20, f"batched_nms used {peak / 2**20:.0f} MiB at 100k boxes"
+    assert torch.equal(keep, _torchvision_batched_nms(*args, 0.5))
+    assert torch.equal(keep.cpu(), cuda_native.batched_nms(boxes, scores, idxs, 0.5))  # the CPU kernel
+
+
+@pytest.mark.parametrize("n,classes", [(30_000, 20_000), (20_000, 1), (5_000, 2)])
+def test_batched_nms_many_and_large_categories(cuda_native, n, classes):
+    # Many categories of a few boxes (many runs per 64-box row block); one category of 20k boxes (a run
+    # of 313 mask words, walked by one block); two categories.
+    g = gen(n + classes)
+    boxes = random_boxes(n, max_size=0.2, generator=g)
+    scores = torch.rand(n, generator=g)
+    scores[::17] = scores[1::17]  # ties: lower index first
+    idxs = torch.randint(0, classes, (n,), generator=g) * 7 - 3  # sparse and negative categories
+    keep = cuda_native.batched_nms(*cuda(boxes, scores, idxs), 0.5)
+    # The CPU kernel (held to the reference by test_ops.py): the reference loops over the categories in
+    # Python, too slow at 20k of them. torchvision's order among ties is undefined.
+    assert torch.equal(keep.cpu(), cuda_native.batched_nms(boxes, scores, idxs, 0.5))
+    if classes <= 2:
+        assert torch.equal(keep.cpu(), ref.batched_nms(boxes, scores, idxs, 0.5))
+
+
+def test_batched_nms_categories_equal_in_their_low_32_bits(cuda_native):
+    # idxs 2^32 apart share the packed sort key's 32 category bits: detected, and grouped by the full
+    # category instead (two stable sorts).
+    g = gen(41)
+    n = 3000
+    boxes = random_boxes(n, max_size=0.3, generator=g)
+    scores = torch.rand(n, generator=g)
+    idxs = torch.randint(0, 5, (n,), generator=g) + (torch.randint(0, 2, (n,), generator=g) << 32)
+    _check_nms(cuda_native, boxes, scores, idxs, 0.5)
+    _check_nms(cuda_native, boxes, scores, idxs - (1 << 62), 0.3)
+
+
+def test_batched_nms_global_memory_walk(cuda_native, monkeypatch):
+    # A category too large for the walk kernel's shared memory keeps its removed bits in global memory.
+    # Real inputs need ~400k boxes in one category for that; SSDFAST_NMS_SMEM_LIMIT forces it here.
+    monkeypatch.setenv("SSDFAST_NMS_SMEM_LIMIT", "8")
+    g = gen(42)
+    for n, classes in ((5000, 1), (4000, 3), (700, 40)):
+        boxes = random_boxes(n, max_size=0.2, generator=g)
+        scores = (torch.rand(n, generator=g) * 50).floor()  # ties
+        idxs = torch.randint(0, classes, (n,), generator=g)
+        _check_nms(cuda_native, boxes, scores, idxs, 0.5)
+
+
 def test_batched_nms_empty(cuda_native):
     keep = cuda_native.batched_nms(*cuda(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long)), 0.5)
     assert keep.shape == (0,) and keep.dtype == torch.int64 and keep.is_cuda
@@ -407,6 +568,29 @@ def test_ssd_postprocess_ties_nan_and_hand_case(cuda_native):
     _check_post(cuda_native, loc, scores, grid_priors(), top_k=20, max_det=30)
 
 
+def test_ssd_postprocess_scratch_memory(cuda_native, priors_8732):
+    # B=64, C=81, P=8732: the scratch is a candidate bitmask (5.6 MB) and the kept entries (64 x 80 x 200
+    # x 8 bytes = 8 MB), not a B x (C-1) x P array of 32-bit keys (179 MB).
+    loc, scores = cuda(*_inputs(64, 8732, 81, seed=12))
+    priors = priors_8732.to(DEV)
+    out, peak = _peak_bytes_during(lambda: cuda_native.ssd_postprocess(loc, scores, priors, V, 0.01, 0.45, 200, 200))
+    assert peak < 32 * 2**20, f"ssd_postprocess used {peak / 2**20:.0f} MiB of scratch"
+    expected = ref.ssd_postprocess(loc[:4], scores[:4], priors, V, 0.01, 0.45, 200, 200)
+    for a, b in zip(out, expected):
+        if a.dtype == torch.float32 and a.dim() == 3:
+            _close(a[:4], b)
+        else:
+            assert torch.equal(a[:4], b)
+
+
+def test_ssd_postprocess_open_images_classes(cuda_native, priors_8732):
+    # 601 classes (Open Images): 600 blocks per image; flat-ish scores, so some classes have more
+    # candidates than fit in shared memory (the column-rescan path) and others fewer.
+    loc, scores = _inputs(2, 8732, 601, seed=13, peaked=False, sharp=2.0)
+    scores[0, :, 1:50] = torch.rand(8732, 49, generator=gen(14)) * 0.5  # dense classes: > 3584 candidates
+    _check_post(cuda_native, loc, scores, priors_8732, top_k=100, max_det=300, cpu_too=False)
+
+
 @pytest.mark.parametrize("dtype", HALF_DTYPES)
 def test_ssd_postprocess_half(cuda_native, priors_8732, dtype):
     loc, scores = _inputs(2, 8732, 21, seed=7)
@@ -455,17 +639,49 @@ def test_ops_other_than_nms_do_not_synchronize(cuda_native, priors_8732):
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_side_stream(cuda_native, priors_8732):
-    loc, scores = _inputs(4, 8732, 21, seed=63)
-    expected = cuda_native.ssd_postprocess(*cuda(loc, scores, priors_8732), V, 0.01, 0.45, 200, 100)
-    stream = torch.cuda.Stream()
-    inputs = cuda(loc, scores, priors_8732)
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        out = cuda_native.ssd_postprocess(*inputs, V, 0.01, 0.45, 200, 100)
-    torch.cuda.current_stream().wait_stream(stream)
-    for a, b in zip(out, expected):
-        assert torch.equal(a, b)
+def _equal_or_close(got, expected) -> None:
+    got, expected = cpu(got), cpu(expected)
+    if isinstance(expected, torch.Tensor):
+        got, expected = (got,), (expected,)
+    for a, b in zip(got, expected):
+        if a.is_floating_point():
+            _close(a, b)
+        else:
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("index", range(8), ids=lambda i: OP_NAMES[i])
+def test_kernels_run_on_the_current_stream(cuda_native, index):
+    # The op runs on a side stream that is held at a gate (an event recorded after a ~0.2 s sleep on a
+    # third stream), and its inputs are written on that side stream after the gate. A kernel launched on
+    # any other stream (the legacy default stream, a stream of its own) does not wait for the gate, so
+    # it runs early on the inputs' old contents (zeros) and the result is wrong.
+    name, args = sample_calls(80, "cpu")[index]
+    expected = getattr(ref, name)(*args)
+    good = [a.to(DEV) if isinstance(a, torch.Tensor) else a for a in args]
+    staged = [torch.zeros_like(a) if isinstance(a, torch.Tensor) else a for a in good]
+    op = getattr(cuda_native, name)
+    gate_stream, side = torch.cuda.Stream(), torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        # Warm-up on the side stream: kernels loaded, and the side stream's cached blocks (no cudaMalloc
+        # in the gated call) hold this call's intermediates, not those of a call on the good inputs.
+        op(*staged)
+    torch.cuda.synchronize()
+    with torch.cuda.stream(gate_stream):
+        torch.cuda._sleep(400_000_000)  # ~0.2 s at 2 GHz
+    gate = torch.cuda.Event()
+    gate.record(gate_stream)
+    side.wait_event(gate)
+    with torch.cuda.stream(side):
+        for dst, src in zip(staged, good):
+            if isinstance(dst, torch.Tensor):
+                dst.copy_(src)
+        out = op(*staged)
+    gate_open_early = gate.query()
+    torch.cuda.synchronize()
+    if name != "batched_nms":  # batched_nms waits for its own stream (the kept count): the gate is open by then
+        assert not gate_open_early, "the sleep ended before the op was queued: the test proves nothing"
+    _equal_or_close(out, expected)
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
@@ -503,7 +719,7 @@ def test_ssd_postprocess_cuda_graph_capture(cuda_native, priors_8732):
             assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("index", range(8), ids=lambda i: ["box_iou", "encode_boxes", "decode_boxes", "match_priors", "ssd_targets", "hard_negative_mask", "batched_nms", "ssd_postprocess"][i])
+@pytest.mark.parametrize("index", range(8), ids=lambda i: OP_NAMES[i])
 def test_opcheck_cuda(cuda_native, index):
     name, args = sample_calls(70, DEV)[index]
     op = getattr(torch.ops.ssdfast, name).default
@@ -538,10 +754,24 @@ def test_torch_compile_fullgraph_cuda(cuda_native):
             assert torch.equal(a, b)
 
 
-def test_public_wrappers_route_cuda_tensors_to_cuda_kernels(cuda_native):
-    # ssdfast.ops on CUDA tensors: same answers as the reference (the wrapper dispatches natively).
-    priors = ssd300_like_priors()
-    loc, scores = _inputs(2, priors.shape[0], 21, seed=72)
-    out = ops.ssd_postprocess(*cuda(loc, scores, priors))
-    exp = ref.ssd_postprocess(*cuda(loc, scores, priors))
-    assert torch.equal(out[2], exp[2]) and torch.equal(out[3], exp[3])
+def test_public_wrappers_route_cuda_tensors_to_cuda_kernels(cuda_native, monkeypatch):
+    # ssdfast.ops on CUDA tensors runs the registered CUDA kernels: the native backend is loaded, every
+    # op has a CUDA kernel, and a reference that raises is never called (no silent fallback).
+    from ssdfast.ops import reference as reference_module
+
+    assert ops.backend() == "native"
+    for name in OP_NAMES:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"ssdfast::{name}", "CUDA"), name
+    calls = sample_calls(73, DEV)
+    expected = {name: getattr(reference_module, name)(*args) for name, args in calls}
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("ssdfast.ops fell back to the reference for CUDA tensors")
+
+    for name in OP_NAMES:
+        monkeypatch.setattr(reference_module, name, no_fallback)
+    for name, args in calls:
+        out = getattr(ops, name)(*args)
+        leaves = out if isinstance(out, tuple) else (out,)
+        assert all(t.is_cuda for t in leaves), name
+        _equal_or_close(out, expected[name])

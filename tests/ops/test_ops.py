@@ -232,6 +232,16 @@ def test_hard_negative_mask_tie_takes_lower_index(native):
     assert out.tolist() == [[True, True, False, False, True, False]]
 
 
+def test_hard_negative_mask_nan_is_the_largest_loss_k_exact(native):
+    # NaN at prior 0, a -inf negative, an ignored prior and k = num_neg - 1 (issue #16, item 1): exactly k
+    # negatives, the NaN first, never the ignored prior.
+    loss = torch.tensor([[float("nan"), 1.0, float("-inf"), 0.5, 0.3, 2.0]])
+    labels = torch.tensor([[0, 0, 0, 1, -1, 0]])
+    expected = [[True, True, False, True, False, True]]
+    assert native.hard_negative_mask(loss, labels, 3).tolist() == expected
+    assert ref.hard_negative_mask(loss, labels, 3).tolist() == expected
+
+
 def test_hard_negative_mask_no_positives_and_half(native):
     labels = torch.zeros(2, 50, dtype=torch.long)
     assert not native.hard_negative_mask(torch.rand(2, 50), labels, 3).any()
