@@ -14,6 +14,9 @@ The libraries are imported when first needed, so ssdfast works without them.
 A reader yields :class:`Frame` ``(pixels uint8 [H, W, 3] RGB, time in seconds from the first
 frame)``, rotated as the file says it is displayed (phone videos). Writers take the same arrays;
 encoders of 4:2:0 video need even sides, so an odd last row / column is cropped.
+
+Long file: the readers and writers of the three backends (each a page) share the backend choice,
+the frame type and the closing protocol; split apart they would import each other.
 """
 from __future__ import annotations
 
