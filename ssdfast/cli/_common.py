@@ -124,8 +124,9 @@ def add_model_file_arguments(parser: argparse.ArgumentParser | argparse._Argumen
     needs to load (its network, class names, width and input size), checked against an ssdfast
     checkpoint, which carries them."""
     add_argument(parser, "--net", default=None,
-                 help="network name (vgg16-ssd, mb1-ssd, mb1-ssd-lite, mb2-ssd-lite, mb3-large-ssd-lite, ...): "
-                      "needed for a pytorch-ssd .pth; an ssdfast checkpoint carries it (checked when given)")
+                 help="network name (vgg16-ssd, mb1-ssd, mb1-ssd-lite, mb2-ssd-lite, mb3-large-ssd-lite, ...) of a "
+                      "pytorch-ssd .pth: read off the file's layers when left out; an ssdfast checkpoint carries it "
+                      "(checked when given)")
     add_argument(parser, "--label-file", "--labels", default=None, metavar="FILE",
                  help="class names (one per line with or without BACKGROUND first, or comma-separated): "
                       "for a pytorch-ssd .pth, default labels.txt beside it; for a checkpoint, they rename its classes")

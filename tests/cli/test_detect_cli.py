@@ -250,7 +250,11 @@ def test_pytorch_ssd_model_file(setup, capsys):
         assert records[0]["labels"] == expected[0]["labels"]
         # pytorch-ssd models are fed as pytorch-ssd fed them (plain bilinear resize): close, not equal
         np.testing.assert_allclose(records[0]["boxes"], expected[0]["boxes"], atol=3.0)
-    code, records, err = _run([bare, image], capsys)
+    code, records, err = _run([bare, image], capsys)  # no --net: the network is read off the file
+    assert code == 0, err
+    odd = setup["root"] / "odd.pth"
+    torch.save({"backbone.weight": torch.zeros(3, 3)}, odd)  # a state dict of no pytorch-ssd network
+    code, records, err = _run([str(odd), image], capsys)
     assert code == 2 and err.startswith("error: MODEL: ") and "--net" in err and len(err.strip().splitlines()) == 1
 
 
