@@ -4,7 +4,7 @@ Shared by ``test_bench_e2e.py`` (pytest-benchmark) and ``run.py`` (the images/s 
 one network pair at one batch size; every contender takes the same list of ``uint8 [3, H, W]``
 images (480x640 by default, as decoded from a file) and returns per-image detections:
 
-- ``ssdfast``: :class:`ssdfast.Detector` as a user builds it, so with its default fast path
+- ``ssdfast``: :class:`ssdfast.Detector` as a user builds it, so with its default fused path
   (``detector.preprocess``: uint8 resize + normalize into a channels_last batch; the network's
   inference copy, BatchNorm folded and channels_last, made once when the detector is built;
   ``detector.postprocess``: softmax + ``ops.ssd_postprocess`` + scaling to pixels);
@@ -170,7 +170,7 @@ def torchvision_settings(model: nn.Module) -> dict[str, float | int]:
     """A torchvision SSD's post-processing settings, as ``ssdfast.detector.postprocess`` names them."""
     return {
         "score_threshold": float(model.score_thresh),
-        "iou_threshold": float(model.nms_thresh),
+        "nms_iou": float(model.nms_thresh),
         "top_k": int(model.topk_candidates),
         "max_detections": int(model.detections_per_img),
     }
@@ -191,8 +191,8 @@ def ssdfast_detector(name: str, image_size: int, settings: dict[str, Any], calib
                      num_classes: int = 81, device: str = "cpu", **detector_options: Any):
     """An :class:`ssdfast.Detector` for a random ``name`` network with calibrated statistics
     (:func:`recalibrate_batchnorm`, :func:`calibrate_background`) and ``settings`` (see
-    :func:`torchvision_settings`), built as a user would: its defaults (the fast path, channels_last;
-    ``fast=False`` in ``detector_options`` to compare)."""
+    :func:`torchvision_settings`), built as a user would: its defaults (the fused path, channels_last;
+    ``fused=False`` in ``detector_options`` to compare)."""
     from ssdfast.detector import Detector, preprocess
     from ssdfast.models import create_model
 
@@ -269,7 +269,7 @@ def onnx_contender(detector, images: list[Tensor], device: str = "cpu") -> Calla
     input_name = session.get_inputs()[0].name
     priors = model.priors.detach().float().cpu()
     variances = tuple(config.variances)
-    st, it = detector.score_threshold, detector.iou_threshold
+    st, it = detector.score_threshold, detector.nms_iou
     top_k, max_det = detector.top_k, detector.max_detections
 
     def run() -> list[tuple[Tensor, Tensor, Tensor]]:

@@ -1,23 +1,32 @@
-"""Inference: images in, boxes in each image's pixels out.
+"""Inference: images in, boxes in each image's pixels out -- the one inference path (``ssdfast-eval``,
+the trainer's validation and ``ssdfast-detect`` all run a :class:`Detector`).
 
 >>> from ssdfast import Detector
->>> detector = Detector.from_checkpoint("models/mb2-ssd-lite.pth", device="cuda")
+>>> detector = Detector.from_file("models/mb2-ssd-lite.pth", device="cuda")   # ssdfast checkpoint
+>>> detector = Detector.from_file("mb1-ssd.pth", net="mb1-ssd", label_file="voc-model-labels.txt")  # pytorch-ssd
 >>> for det in detector([pil_image, numpy_image]):        # any sizes, batched
 ...     print(det.boxes, det.scores, det.label_names)       # xyxy pixels of that image
 
-The steps are also available alone, for code that batches its own images (the evaluator, the
-trainer's validation): :func:`preprocess` (resize + normalize from a config) and
-:func:`postprocess` (softmax + ``ops.ssd_postprocess`` + scaling to pixels + clipping).
+The steps are also available alone, for code that batches its own images (the evaluator's loader
+workers): :func:`prepare_image` (one image -> the network's input, resized as the model's
+``config.antialias`` says and normalized), :func:`preprocess` (a batch of those),
+:meth:`Detector.detect_batch` (a prepared batch -> :class:`Detections`) and :func:`postprocess`
+(softmax + ``ops.ssd_postprocess`` + scaling to pixels + clipping to the image).
 
-Fast path (the default, ``Detector(..., fast=True)``): the detector runs an inference copy of the
+Fused path (the default, ``Detector(..., fused=True)``): the detector runs an inference copy of the
 network made once at construction (:func:`ssdfast.models.fuse.inference_model`: BatchNorm folded
-into the convs, channels_last weights, oneDNN convolutions on CPU) on a channels_last batch. Same
-detections as the plain model up to float rounding; ``detector.model`` stays the original (export
-it, compile it, train it).
+into the convs, activations fused, channels_last weights, oneDNN convolutions on CPU) on a
+channels_last batch. Same detections as the plain model up to float rounding; ``detector.model``
+stays the original (export it, compile it, train it).
+
+Renamed keywords (the old names still work, with a DeprecationWarning): ``iou_threshold`` ->
+``nms_iou`` (the NMS threshold; "IoU threshold" also names evaluation's matching threshold),
+``fast`` -> ``fused``.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -27,33 +36,50 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from . import ops
-from .checkpoint import model_from_checkpoint
+from .checkpoint import load_model_file, model_from_checkpoint
+from .compat import renamed_keywords
+from .data.transforms import resize_image
 from .models.fuse import inference_model
 
-__all__ = ["Detections", "Detector", "preprocess", "postprocess", "run_in_chunks", "to_image_tensor"]
+__all__ = [
+    "Detections",
+    "Detector",
+    "prepare_image",
+    "preprocess",
+    "postprocess",
+    "run_in_chunks",
+    "to_image_tensor",
+]
 
 
 @dataclass
 class Detections:
-    """Detections in one image, by descending score.
+    """Detections in one image, by descending score: what a :class:`Detector` returns and what
+    evaluation scores (``ssdfast.evaluation`` turns them into numpy only inside its metrics).
 
     Attributes:
         boxes: ``[K, 4]`` float32, xyxy in pixels of the original image, clipped to it.
         scores: ``[K]`` float32 class probabilities.
         labels: ``[K]`` int64 class indices (1..C-1).
-        label_names: the class name of each detection.
+        label_names: the class name of each detection (None where the class names are not known,
+            e.g. from :func:`postprocess` without ``class_names``).
     """
 
     boxes: Tensor
     scores: Tensor
     labels: Tensor
-    label_names: list[str]
+    label_names: list[str] | None = None
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def to(self, device: str | torch.device) -> Detections:
         return Detections(self.boxes.to(device), self.scores.to(device), self.labels.to(device), self.label_names)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        """No detection (e.g. for an image that could not be read)."""
+        return cls(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), [])
 
 
 def to_image_tensor(image: Any) -> Tensor:
@@ -111,28 +137,40 @@ def _as_list(images: Any) -> list[Any]:
     return [images]
 
 
+def prepare_image(image: Tensor, config: Any) -> Tensor:
+    """One decoded image -> the network's input: ``[3, H, W]`` (uint8, or float in [0, 1]; any
+    device) -> float32 ``[3, S, S]``, ``S = config.image_size``, aspect ratio not kept.
+
+    Resized as the model was trained (:func:`ssdfast.data.transforms.resize_image`): antialiased
+    bilinear (``config.antialias``, ssdfast's models) or OpenCV's ``INTER_LINEAR`` (models loaded from
+    pytorch-ssd files, ``config.antialias`` False); then scaled to [0, 1] and normalized with
+    ``config.mean`` / ``config.std``. The evaluator calls it in its loader workers, the
+    :class:`Detector` in :func:`preprocess`: the same numbers either way.
+    """
+    t = resize_image(image, int(config.image_size), antialias=bool(getattr(config, "antialias", True)))
+    t = TF.to_dtype(t, torch.float32, scale=True)
+    return TF.normalize(t, list(config.mean), list(config.std))
+
+
 def preprocess(
     images: Any,
     config: Any,
     device: str | torch.device | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[Tensor, list[tuple[int, int]]]:
-    """Images of any sizes -> the network's input batch.
-
-    Each image is resized to ``config.image_size`` squared (bilinear, antialiased, aspect ratio not
-    kept, as pytorch-ssd), scaled to [0, 1] and normalized with ``config.mean`` / ``config.std``.
+    """Images of any sizes -> the network's input batch (each through :func:`prepare_image`).
 
     Args:
         images: one image or a list of them (see :func:`to_image_tensor`), or a ``[B, C, H, W]`` tensor.
-        config: the model's :class:`~ssdfast.models.SSDConfig` (``image_size``, ``mean``, ``std``).
+        config: the model's :class:`~ssdfast.models.SSDConfig` (``image_size``, ``mean``, ``std``,
+            ``antialias``).
         device: where to resize and return the batch (default: where the images are).
         memory_format: of the batch: ``torch.channels_last`` for a channels_last network (the
-            Detector's fast path), same values either way.
+            Detector's fused path), same values either way.
 
     Returns:
         ``(batch[B, 3, S, S] float32, sizes)`` with ``sizes[i] = (height, width)`` of image i.
     """
-    size = int(config.image_size)
     out = []
     sizes = []
     for image in _as_list(images):
@@ -140,18 +178,16 @@ def preprocess(
         if device is not None:
             t = t.to(device, non_blocking=True)
         sizes.append((int(t.shape[1]), int(t.shape[2])))
-        if tuple(t.shape[1:]) != (size, size):
-            t = TF.resize(t.contiguous(), [size, size], antialias=True)
-        out.append(TF.to_dtype(t, torch.float32, scale=True))
+        out.append(prepare_image(t, config))
     if not out:
         raise ValueError("no images given")
     batch = torch.stack(out)
     if memory_format is not torch.contiguous_format:
         batch = batch.contiguous(memory_format=memory_format)
-    batch = TF.normalize(batch, list(config.mean), list(config.std))  # elementwise: keeps the memory format
     return batch, sizes
 
 
+@renamed_keywords(iou_threshold="nms_iou")
 def postprocess(
     confidences: Tensor,
     locations: Tensor,
@@ -159,70 +195,83 @@ def postprocess(
     sizes: Sequence[tuple[int, int]],
     variances: Sequence[float] = (0.1, 0.2),
     score_threshold: float = 0.01,
-    iou_threshold: float = 0.45,
+    nms_iou: float = 0.45,
     top_k: int = 200,
     max_detections: int = 200,
-) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Network outputs -> per-image ``(boxes_px[K, 4] xyxy, scores[K], labels[K] int64)``.
+    *,
+    class_names: Sequence[str] | None = None,
+) -> list[Detections]:
+    """Network outputs -> one :class:`Detections` per image (boxes in its pixels, xyxy).
 
-    Softmax over ``confidences[B, P, C]``, then ``ops.ssd_postprocess`` (decode, per-class
-    score threshold + top-k + NMS, merge, keep ``max_detections``); boxes scaled from normalized to
-    the pixels of each image (``sizes[i] = (height, width)``) and clipped to it. Results stay on the
-    device of the inputs; boxes and scores are float32.
+    Softmax over ``confidences[B, P, C]``, then ``ops.ssd_postprocess`` (decode, per-class score
+    threshold + top-k + NMS at ``nms_iou``, merge, keep ``max_detections``); boxes scaled from
+    normalized to the pixels of each image (``sizes[i] = (height, width)``) and clipped to it.
+    Results stay on the device of the inputs; boxes and scores are float32. ``label_names`` are
+    filled in when ``class_names`` are given (that costs a copy of the labels to the CPU).
     """
     if len(sizes) != confidences.shape[0]:
         raise ValueError(f"{len(sizes)} image sizes for a batch of {confidences.shape[0]}")
     scores = F.softmax(confidences.float(), dim=2)
     boxes, det_scores, labels, num = ops.ssd_postprocess(
         locations.float(), scores, priors.to(locations.device).float(), variances,
-        score_threshold, iou_threshold, top_k, max_detections,
+        score_threshold, nms_iou, top_k, max_detections,
     )
     hw = torch.tensor([[w, h, w, h] for h, w in sizes], dtype=torch.float32, device=boxes.device)
     boxes = torch.minimum((boxes.float() * hw[:, None, :]).clamp(min=0), hw[:, None, :])
     counts = num.tolist()  # the one device -> host copy: per-image counts to slice the padded outputs
-    return [(boxes[i, :n], det_scores[i, :n].float(), labels[i, :n]) for i, n in enumerate(counts)]
+    out = []
+    for i, n in enumerate(counts):
+        names = None if class_names is None else [class_names[c] for c in labels[i, :n].tolist()]
+        out.append(Detections(boxes[i, :n], det_scores[i, :n].float(), labels[i, :n], names))
+    return out
 
 
 class Detector:
     """A network with its preprocessing and post-processing: ``detector(images) -> list[Detections]``.
 
     Args:
-        model: an SSD (``create_model`` / ``model_from_checkpoint``); moved to ``device`` and put in
+        model: an SSD (``create_model`` / ``load_model_file``); moved to ``device`` and put in
             eval mode. Kept as ``detector.model``, otherwise unchanged.
         class_names: one per class, ``BACKGROUND`` first.
         device: where to run.
         score_threshold: minimum class probability of a detection (0.3 suits display; use 0.01 for
             mAP evaluation).
-        iou_threshold: NMS threshold within a class.
+        nms_iou: NMS threshold within a class (a box is suppressed when its IoU with a kept
+            higher-scoring box of its class is above this). Formerly ``iou_threshold``.
         top_k: candidates per class before NMS.  max_detections: detections kept per image.
-        fast: run an inference copy of the network (BatchNorm folded into the convs, channels_last,
-            oneDNN convolutions on CPU; :func:`ssdfast.models.fuse.inference_model`) made here, once,
-            on channels_last batches. Same detections up to float rounding; on CPU, MobileNet
-            networks run up to ~2x faster. ``False`` runs ``model`` itself. The copy is taken now:
-            after changing ``model``'s weights, assign it again (``detector.model = model``).
-        chunk_size: on CPU with ``fast``, the network runs on at most this many images at a time
+        fused: run an inference copy of the network (BatchNorm folded into the convs, activations
+            fused, channels_last, oneDNN convolutions on CPU; :func:`ssdfast.models.fuse.inference_model`)
+            made here, once, on channels_last batches. Same detections up to float rounding; on
+            CPU, MobileNet networks run up to ~2x faster. ``False`` runs ``model`` itself. The copy
+            is taken now: after changing ``model``'s weights, assign it again
+            (``detector.model = model``). Formerly ``fast``.
+        chunk_size: on CPU with ``fused``, the network runs on at most this many images at a time
             (then the outputs are concatenated; same results). Default (None): as many as keep its
             largest feature map under 32 MiB, found on the first call for each input size. Bigger
             maps are fresh ``mmap`` pages for glibc's allocator, zeroed by the kernel on every call:
             that costs more than the network itself (mb3-large-ssd-lite at batch 32 ran 2.2x
             faster in chunks of 4). 0 turns chunking off.
+
+    Images are resized as the model's ``config.antialias`` says (see :func:`prepare_image`), so a
+    model loaded from a pytorch-ssd file sees OpenCV-resized images, as it did in training.
     """
 
+    @renamed_keywords(iou_threshold="nms_iou", fast="fused")
     def __init__(
         self,
         model: nn.Module,
         class_names: Sequence[str],
         device: str | torch.device = "cpu",
         score_threshold: float = 0.3,
-        iou_threshold: float = 0.45,
+        nms_iou: float = 0.45,
         top_k: int = 200,
         max_detections: int = 200,
         *,
-        fast: bool = True,
+        fused: bool = True,
         chunk_size: int | None = None,
     ):
         self.device = torch.device(device)
-        self.fast = bool(fast)
+        self.fused = bool(fused)
         if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) < 0):
             raise ValueError(f"chunk_size should be None or an integer >= 0, got {chunk_size!r}")
         self.chunk_size = None if chunk_size is None else int(chunk_size)
@@ -231,40 +280,82 @@ class Detector:
         if len(self.class_names) != self.config.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for a model of {self.config.num_classes} classes")
         self.score_threshold = float(score_threshold)
-        self.iou_threshold = float(iou_threshold)
+        self.nms_iou = float(nms_iou)
         self.top_k = int(top_k)
         self.max_detections = int(max_detections)
 
     @property
     def model(self) -> nn.Module:
-        """The network given (on ``device``, eval mode); assigning another one rebuilds the fast copy."""
+        """The network given (on ``device``, eval mode); assigning another one rebuilds the fused copy."""
         return self._model
 
     @model.setter
     def model(self, model: nn.Module) -> None:
         self._model = model.to(self.device).eval()
         self.config = self._model.config
-        # What __call__ runs: the inference copy (fast) or the model itself.
-        self.network = inference_model(self._model) if self.fast else self._model
-        self._memory_format = torch.channels_last if self.fast else torch.contiguous_format
+        # What detect_batch runs: the inference copy (fused) or the model itself.
+        self.network = inference_model(self._model) if self.fused else self._model
+        self._memory_format = torch.channels_last if self.fused else torch.contiguous_format
         self._chunks: dict[tuple[int, ...], int] = {}  # input shape of one image -> images per call
 
+    @property
+    def iou_threshold(self) -> float:
+        """Deprecated name of :attr:`nms_iou`."""
+        warnings.warn("Detector.iou_threshold is deprecated; use Detector.nms_iou", DeprecationWarning, stacklevel=2)
+        return self.nms_iou
+
+    @property
+    def fast(self) -> bool:
+        """Deprecated name of :attr:`fused`."""
+        warnings.warn("Detector.fast is deprecated; use Detector.fused", DeprecationWarning, stacklevel=2)
+        return self.fused
+
     @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        *,
+        net: str | None = None,
+        label_file: str | os.PathLike | None = None,
+        width_mult: float | None = None,
+        resolution: int | None = None,
+        device: str | torch.device = "cpu",
+        score_threshold: float = 0.3,
+        nms_iou: float = 0.45,
+        top_k: int = 200,
+        max_detections: int = 200,
+        fused: bool = True,
+        chunk_size: int | None = None,
+    ) -> Detector:
+        """A detector from a model file: an ssdfast checkpoint (network, weights, image size,
+        normalization and class names all in the file) or a pytorch-ssd ``.pth`` (give ``net``; class
+        names from ``label_file``, else ``labels.txt`` beside it; ``width_mult`` and ``resolution`` as
+        pytorch-ssd's ``--mb2-width-mult`` / ``--resolution``). Read with
+        :func:`ssdfast.checkpoint.load_model_file`, whose ``CheckpointError`` (one line naming the
+        file) it raises."""
+        loaded = load_model_file(path, net=net, label_file=label_file, width_mult=width_mult,
+                                 resolution=resolution, device=device)
+        return cls(loaded.model, loaded.class_names, device, score_threshold, nms_iou, top_k, max_detections,
+                   fused=fused, chunk_size=chunk_size)
+
+    @classmethod
+    @renamed_keywords(iou_threshold="nms_iou", fast="fused")
     def from_checkpoint(
         cls,
         path: str | os.PathLike,
         device: str | torch.device = "cpu",
         score_threshold: float = 0.3,
-        iou_threshold: float = 0.45,
+        nms_iou: float = 0.45,
         max_detections: int = 200,
         top_k: int = 200,
         *,
-        fast: bool = True,
+        fused: bool = True,
         chunk_size: int | None = None,
     ) -> Detector:
-        """A detector from an ssdfast checkpoint (network, weights, image size, normalization, class names)."""
+        """A detector from an ssdfast checkpoint (raises ``CheckpointError`` for anything else);
+        :meth:`from_file` also reads pytorch-ssd files."""
         model, class_names = model_from_checkpoint(path, device=device)
-        return cls(model, class_names, device, score_threshold, iou_threshold, top_k, max_detections, fast=fast,
+        return cls(model, class_names, device, score_threshold, nms_iou, top_k, max_detections, fused=fused,
                    chunk_size=chunk_size)
 
     def preprocess(self, images: Any) -> tuple[Tensor, list[tuple[int, int]]]:
@@ -279,13 +370,14 @@ class Detector:
         """Network outputs of a batch -> one :class:`Detections` per image, on the CPU (see :func:`postprocess`)."""
         results = postprocess(
             confidences, locations, self.network.priors, sizes, self.config.variances,
-            self.score_threshold if score_threshold is None else score_threshold,
-            self.iou_threshold, self.top_k, self.max_detections,
+            score_threshold=self.score_threshold if score_threshold is None else score_threshold,
+            nms_iou=self.nms_iou, top_k=self.top_k, max_detections=self.max_detections,
         )
         out = []
-        for boxes, scores, labels in results:
-            labels = labels.cpu()
-            out.append(Detections(boxes.cpu(), scores.cpu(), labels, [self.class_names[i] for i in labels.tolist()]))
+        for det in results:
+            labels = det.labels.cpu()
+            names = [self.class_names[i] for i in labels.tolist()]
+            out.append(Detections(det.boxes.cpu(), det.scores.cpu(), labels, names))
         return out
 
     @torch.inference_mode()
@@ -301,13 +393,37 @@ class Detector:
             one :class:`Detections` per image (a list, even for a single image), on the CPU.
         """
         batch, sizes = self.preprocess(images)
+        return self.detect_batch(batch, sizes, score_threshold)
+
+    @torch.inference_mode()
+    def detect_batch(self, batch: Tensor, sizes: Sequence[tuple[int, int]],
+                     score_threshold: float | None = None) -> list[Detections]:
+        """Detections in a batch that is already the network's input.
+
+        Args:
+            batch: ``[B, 3, S, S]`` float32 made with :func:`prepare_image` (e.g. in DataLoader
+                workers) or :func:`preprocess`; any device and layout (moved and converted here).
+            sizes: ``(height, width)`` of each original image, for boxes in its pixels.
+            score_threshold: overrides the detector's threshold for this call.
+
+        Returns:
+            one :class:`Detections` per image, on the CPU.
+        """
+        if batch.dim() != 4 or batch.shape[0] != len(sizes):
+            raise ValueError(f"batch should be [B, 3, S, S] with one size per image, got {tuple(batch.shape)} "
+                             f"and {len(sizes)} sizes")
+        if batch.shape[0] == 0:
+            return []
+        batch = batch.to(self.device, non_blocking=True)
+        if self._memory_format is not torch.contiguous_format:
+            batch = batch.contiguous(memory_format=self._memory_format)
         confidences, locations = self.run_network(batch)
         return self.postprocess(confidences, locations, sizes, score_threshold)
 
     def run_network(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         """The network on a preprocessed ``batch``, in chunks on CPU (see ``chunk_size``):
         ``(confidences[B, P, C], locations[B, P, 4])``."""
-        if not self.fast:
+        if not self.fused:
             return self.network(batch)
         return run_in_chunks(self.network, batch, self.chunk_size, self._chunks)
 

@@ -14,6 +14,8 @@ from ssdfast.models import create_model
 
 CLASSES = ["BACKGROUND", "cat", "dog"]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -56,17 +58,20 @@ def test_postprocess_scales_and_clips_to_pixels():
     probabilities = torch.tensor([[[0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]])
     confidences = probabilities.log()
     locations = torch.zeros(1, 2, 4)
-    (boxes, scores, labels), = postprocess(confidences, locations, priors, [(100, 200)], score_threshold=0.3)
+    det, = postprocess(confidences, locations, priors, [(100, 200)], score_threshold=0.3)
+    assert isinstance(det, Detections) and det.label_names is None  # no class names given
+    boxes, scores, labels = det.boxes, det.scores, det.labels
     torch.testing.assert_close(scores, torch.tensor([0.8, 0.6]))
     assert labels.tolist() == [1, 2]
     # prior 0 -> xyxy (0, 0.3, 0.5, 0.7) * (w=200, h=100); prior 1 -> (0.7, 0.7, 1.1, 1.1) clipped
     torch.testing.assert_close(boxes, torch.tensor([[0.0, 30.0, 100.0, 70.0], [140.0, 70.0, 200.0, 100.0]]))
     # offsets move the box: dx = 1 -> center + 0.1 * w_prior
     locations[0, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    (boxes, _, _), = postprocess(confidences, locations, priors, [(100, 200)], score_threshold=0.7)
-    torch.testing.assert_close(boxes, torch.tensor([[10.0, 30.0, 110.0, 70.0]]))
+    det, = postprocess(confidences, locations, priors, [(100, 200)], score_threshold=0.7, class_names=CLASSES)
+    torch.testing.assert_close(det.boxes, torch.tensor([[10.0, 30.0, 110.0, 70.0]]))
+    assert det.label_names == ["cat"]
     results = postprocess(confidences.expand(2, 2, 3), torch.zeros(2, 2, 4), priors, [(10, 10), (20, 40)], score_threshold=0.99)
-    assert [r[0].shape for r in results] == [(0, 4), (0, 4)]
+    assert [r.boxes.shape for r in results] == [(0, 4), (0, 4)]
     with pytest.raises(ValueError, match="1 image sizes for a batch of 2"):
         postprocess(confidences.expand(2, 2, 3), torch.zeros(2, 2, 4), priors, [(10, 10)])
 
@@ -95,11 +100,152 @@ def test_detector_round_trip_through_checkpoint(model, tmp_path):
         confidences, locations = model(batch)
     manual = postprocess(confidences, locations, model.priors, sizes, model.config.variances,
                          score_threshold=0.0, max_detections=50)
-    for det, (boxes, scores, labels) in zip(results, manual):
-        torch.testing.assert_close(det.boxes, boxes)
-        torch.testing.assert_close(det.scores, scores)
-        assert torch.equal(det.labels, labels)
+    for det, want in zip(results, manual):
+        torch.testing.assert_close(det.boxes, want.boxes)
+        torch.testing.assert_close(det.scores, want.scores)
+        assert torch.equal(det.labels, want.labels)
     # one image alone -> a list of one; the detector's own threshold applies by default
     alone = detector(images[0])
     assert len(alone) == 1 and all(s > 0.2 for s in alone[0].scores.tolist())
     assert math.isclose(detector.score_threshold, 0.2)
+
+
+# ----------------------------------------------------------------------------- OpenCV-style resize
+def _photo(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth, noisy uint8 HxWx3 image (neighbouring pixels related, as in a photo)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([xx * 255 / w, yy * 255 / h, (xx * 3 + yy * 5) % 256], -1) + rng.normal(0, 25, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _opencv_linear_rule(img: np.ndarray, size: int) -> np.ndarray:
+    """OpenCV's INTER_LINEAR restated in NumPy (in exact arithmetic): output pixel centres mapped to
+    ``src = (dst + 0.5) * in / out - 0.5``, clamped to the first / last pixel's centre (edges
+    repeated), bilinear between the two neighbours, no antialiasing, rounded to uint8."""
+    def taps(n_in):
+        src = np.clip((np.arange(size) + 0.5) * n_in / size - 0.5, 0, n_in - 1)
+        i0 = np.floor(src).astype(int)
+        return i0, np.minimum(i0 + 1, n_in - 1), src - i0
+
+    x0, x1, fx = taps(img.shape[1])
+    y0, y1, fy = taps(img.shape[0])
+    a = img.astype(np.float64)
+    rows = a[:, x0] * (1 - fx)[None, :, None] + a[:, x1] * fx[None, :, None]
+    out = rows[y0] * (1 - fy)[:, None, None] + rows[y1] * fy[:, None, None]
+    return np.floor(out + 0.5).clip(0, 255)
+
+
+RESIZE_CASES = [((97, 131), 64), ((128, 128), 64), ((40, 30), 64), ((300, 200), 64)]
+
+
+@pytest.mark.parametrize("shape, size", RESIZE_CASES)
+def test_antialias_false_resizes_as_opencv(shape, size):
+    from ssdfast.data.transforms import resize_image
+
+    img = _photo(*shape, seed=shape[0])
+    ours = resize_image(torch.from_numpy(img).permute(2, 0, 1), size, antialias=False).permute(1, 2, 0).numpy()
+    assert ours.dtype == np.uint8 and ours.shape == (size, size, 3)
+    diff = np.abs(ours.astype(int) - _opencv_linear_rule(img, size))
+    # OpenCV rounds its 11-bit fixed-point weights: off by one on some pixels, never more
+    assert diff.max() <= 1 and diff.mean() < 0.25
+    antialiased = resize_image(torch.from_numpy(img).permute(2, 0, 1), size).permute(1, 2, 0).numpy()
+    if shape[0] > size:  # downscaling: antialiasing is a different image
+        assert np.abs(antialiased.astype(int) - _opencv_linear_rule(img, size)).mean() > 2
+    try:
+        import cv2
+    except ImportError:
+        return
+    want = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+    if shape[0] > size and shape[1] > size:
+        np.testing.assert_array_equal(ours, want)  # bit for bit, OpenCV's fixed-point arithmetic included
+    else:
+        assert np.abs(ours.astype(int) - want).max() <= 1
+
+
+def test_detector_preprocessing_follows_config_antialias(model):
+    """A model loaded from a pytorch-ssd file (config.antialias False) is fed OpenCV-style resizes;
+    an ssdfast model torchvision's antialiased ones; EvalTransform does the same."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from ssdfast.data.transforms import EvalTransform
+
+    cfg = model.config
+    img = _photo(150, 200, seed=3)
+    mean = torch.tensor(cfg.mean).view(3, 1, 1)
+    std = torch.tensor(cfg.std).view(3, 1, 1)
+    chw = torch.from_numpy(img).permute(2, 0, 1)
+    antialiased, _ = preprocess(img, cfg)
+    want = TF.resize(chw, [64, 64], antialias=True).float() / 255
+    torch.testing.assert_close(antialiased[0], (want - mean) / std, atol=1e-5, rtol=0)
+    cfg.antialias = False
+    try:
+        detector = Detector(model, CLASSES)
+        batch, sizes = detector.preprocess(img)
+        opencv = torch.from_numpy(_opencv_linear_rule(img, 64)).permute(2, 0, 1).float() / 255
+        assert sizes == [(150, 200)]
+        assert ((batch[0] - (opencv - mean) / std).abs() * std).max() <= 1 / 255 + 1e-6
+        evaluated = EvalTransform(64, cfg.mean, cfg.std, antialias=False)(chw, torch.zeros(0, 4), torch.zeros(0))[0]
+        torch.testing.assert_close(evaluated, batch[0], atol=1e-5, rtol=0)
+    finally:
+        cfg.antialias = True
+
+
+def test_from_file_reads_checkpoints_and_pytorch_ssd_files(model, tmp_path):
+    """Detector.from_file: an ssdfast checkpoint as from_checkpoint reads it, and a pytorch-ssd state
+    dict (mb2-ssd-lite's keys are pytorch-ssd's) with --net-style options, class names from a label
+    file or labels.txt beside it; the pytorch-ssd model is fed OpenCV-style resizes."""
+    from ssdfast.checkpoint import CheckpointError
+
+    image = np.random.default_rng(2).integers(0, 255, (70, 90, 3), dtype=np.uint8)
+    ckpt = tmp_path / "model.pth"
+    save_checkpoint(ckpt, model, CLASSES)
+    a = Detector.from_file(ckpt, score_threshold=0.0, fused=False)
+    assert a.config.antialias and a.class_names == CLASSES
+    torch.testing.assert_close(a(image)[0].scores, Detector(model, CLASSES, score_threshold=0.0)(image)[0].scores)
+
+    folder = tmp_path / "jetson"
+    folder.mkdir()
+    torch.save(model.state_dict(), folder / "ssd.pth")
+    (folder / "labels.txt").write_text("cat\ndog\n")  # dusty-nv's format: no BACKGROUND line
+    c = Detector.from_file(folder / "ssd.pth", net="mb2_ssd_lite", width_mult=0.25, resolution=64, score_threshold=0.0)
+    assert c.class_names == CLASSES and c.config.antialias is False
+    original = model.state_dict()
+    for name, p in c.model.state_dict().items():
+        torch.testing.assert_close(p, original[name])
+    # same weights, other resize: the detections are those of the OpenCV-style input
+    batch, sizes = preprocess(image, c.config)
+    with torch.no_grad():
+        conf, loc = model(batch)
+    want = postprocess(conf, loc, model.priors, sizes, score_threshold=0.0)[0]
+    got, = c(image)
+    torch.testing.assert_close(got.scores, want.scores, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.boxes, want.boxes, rtol=1e-4, atol=1e-3)
+    assert (c.preprocess(image)[0] - a.preprocess(image)[0]).abs().max() > 0.05  # not the antialiased input
+    with pytest.raises(CheckpointError, match="--net"):
+        Detector.from_file(folder / "ssd.pth")
+
+
+def test_renamed_keywords_and_detect_batch(model):
+    images = [np.random.default_rng(s).integers(0, 255, (40 + s, 50, 3), dtype=np.uint8) for s in range(3)]
+    new = Detector(model, CLASSES, score_threshold=0.0, nms_iou=0.3, fused=False)
+    with pytest.warns(DeprecationWarning, match="use nms_iou="):
+        old = Detector(model, CLASSES, score_threshold=0.0, iou_threshold=0.3, fused=False)
+    with pytest.warns(DeprecationWarning, match="use fused="):
+        assert Detector(model, CLASSES, fast=False).fused is False
+    with pytest.warns(DeprecationWarning):
+        assert old.iou_threshold == 0.3 and old.fast is False
+    assert old.nms_iou == new.nms_iou == 0.3
+    with pytest.raises(TypeError, match="both"):
+        Detector(model, CLASSES, nms_iou=0.3, iou_threshold=0.3)
+    with pytest.warns(DeprecationWarning):
+        det, = postprocess(*model(preprocess(images[0], model.config)[0]), model.priors, [(40, 50)], iou_threshold=0.3)
+    # detect_batch: a batch prepared elsewhere (e.g. in loader workers) gives what __call__ gives
+    fused = Detector(model, CLASSES, score_threshold=0.0)
+    batch, sizes = preprocess(images, model.config)  # contiguous, on the CPU
+    for a, b in zip(fused.detect_batch(batch, sizes), fused(images)):
+        torch.testing.assert_close(a.boxes, b.boxes)
+        assert a.label_names == b.label_names
+    assert fused.detect_batch(torch.zeros(0, 3, 64, 64), []) == []
+    with pytest.raises(ValueError, match="one size per image"):
+        fused.detect_batch(batch, sizes[:1])

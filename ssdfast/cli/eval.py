@@ -1,9 +1,16 @@
 """``ssdfast-eval``: the mAP of a trained SSD on a VOC, COCO or Open Images test set.
 
 pytorch-ssd's ``eval_ssd.py`` flags work as they are (``--net mb1-ssd --trained_model m.pth
---dataset_type voc --dataset VOC2007TEST --label_file labels.txt``), in either spelling. The network,
-image size, normalization and class names come from the ssdfast checkpoint, so ``--net`` and
-``--label-file`` may be left out; a pytorch-ssd ``.pth`` (a bare state dict) needs both.
+--dataset_type voc --dataset VOC2007TEST --label_file labels.txt``), in either spelling. The model file
+is read by :func:`ssdfast.checkpoint.load_model_file` (the loader every command shares): an ssdfast
+checkpoint carries its network, image size, normalization and class names, so ``--net`` and
+``--label-file`` may be left out; a pytorch-ssd ``.pth`` (a bare state dict) needs ``--net``, and its
+class names from ``--label-file`` or a ``labels.txt`` beside it. A pytorch-ssd model is fed images
+resized as pytorch-ssd resized them (OpenCV's bilinear), see :func:`ssdfast.detector.prepare_image`.
+
+Every image of the test set is scored: one that cannot be read counts as missed (its objects stay in
+the recall denominator, as with the devkit) and is listed by path; a truncated image that decodes is
+used with a warning naming it. ``--strict`` makes either an error.
 
 VOC metric: the devkit's AP (py-faster-rcnn's ``voc_eval.py``), 11-point (VOC2007) by default.
 COCO metric: pycocotools' COCOeval, its 12 numbers, with detections mapped back to the category ids.
@@ -18,11 +25,20 @@ import sys
 import tempfile
 from typing import Any
 
-from ._common import UsageError, add_argument, make_parser, positive_int, resolve_device, run_main, str2bool
+from ..data import DATASET_TYPES
+from ._common import (
+    UsageError,
+    add_argument,
+    add_model_file_arguments,
+    load_model_arg,
+    make_parser,
+    positive_int,
+    resolve_device,
+    run_main,
+    str2bool,
+)
 
 __all__ = ["main", "build_parser"]
-
-_DATASET_TYPES = ("voc", "coco", "open_images", "synthetic")
 
 _EPILOG = """\
 examples:
@@ -31,7 +47,9 @@ examples:
   ssdfast-eval --net mb1-ssd --trained_model mobilenet-v1-ssd-mp-0_675.pth --dataset_type voc \\
       --dataset VOC2007TEST --label_file voc-model-labels.txt       # a pytorch-ssd model
 
-outputs with --eval-dir DIR: metrics.json (mAP and per-class AP, or the 12 COCO numbers),
+outputs: the per-class AP table and mAP (or the 12 COCO numbers) on stdout, then the images that could
+not be read (scored as missed) and those used with a warning (e.g. truncated), by path. With
+--eval-dir DIR: metrics.json (mAP and per-class AP, or the 12 COCO numbers; unreadable_images, notes),
 det_test_<class>.txt per class (VOC devkit format: image_id score xmin ymin xmax ymax, 1-based pixels)
 or detections.json (COCO results format, original category ids)
 """
@@ -43,10 +61,6 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-
-
-
-
 def _unit_interval(value: str) -> float:
     number = float(value)
     if not 0.0 <= number < 1.0:
@@ -54,30 +68,37 @@ def _unit_interval(value: str) -> float:
     return number
 
 
+def _workers(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"should be an integer >= 0, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"should be an integer >= 0, got {value!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ssdfast-eval`` argument parser (flags of pytorch-ssd's ``eval_ssd.py``)."""
     p = make_parser("ssdfast-eval", "Evaluate a trained SSD: VOC mAP or COCO AP (pytorch-ssd compatible flags).", _EPILOG)
     add_argument(p, "--trained-model", "--checkpoint", required=True, metavar="FILE",
-                 help="the model to evaluate: an ssdfast checkpoint (or a pytorch-ssd .pth with --net and --label-file)")
-    add_argument(p, "--net", default=None,
-                 help="network name; read from the checkpoint when left out (must match it when given)")
-    add_argument(p, "--mb2-width-mult", "--width-mult", type=float, default=None,
-                 help="MobileNet width multiplier, for a pytorch-ssd .pth (ssdfast checkpoints carry it)")
-    add_argument(p, "--dataset-type", default="voc", choices=_DATASET_TYPES,
+                 help="the model to evaluate: an ssdfast checkpoint, or a pytorch-ssd .pth (with --net, and "
+                      "--label-file or a labels.txt beside it)")
+    add_model_file_arguments(p)
+    add_argument(p, "--dataset-type", default="voc", choices=DATASET_TYPES,
                  help="dataset format: voc, coco, open_images, or synthetic (a folder written by ssdfast-data synthetic)")
     add_argument(p, "--dataset", "--datasets", nargs="+", required=True, metavar="PATH",
                  help="dataset root folder(s); several are evaluated together")
     add_argument(p, "--split", default="test", choices=("test", "val", "train"),
                  help="which part of the dataset to evaluate (VOC: test.txt; COCO: val2017; Open Images: test)")
-    add_argument(p, "--label-file", default=None, metavar="FILE",
-                 help="class names, one a line, BACKGROUND first; default: the checkpoint's")
     add_argument(p, "--metric", default=None, choices=("voc", "coco"),
                  help="voc (devkit AP) or coco (COCOeval AP@[.5:.95]); default: coco for --dataset-type coco, voc otherwise")
     add_argument(p, "--use-2007-metric", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
                  help="VOC: the 11-point VOC2007 AP (true) or the all-point area of VOC2010+ (false)")
     add_argument(p, "--iou-threshold", type=_unit_interval, default=0.5,
-                 help="VOC: a detection matches a ground-truth box when their IoU is above this")
-    add_argument(p, "--nms-iou-threshold", type=_unit_interval, default=0.45, help="NMS IoU threshold within a class")
+                 help="VOC matching: a detection matches a ground-truth box when their IoU is above this")
+    add_argument(p, "--nms-iou-threshold", type=_unit_interval, default=0.45,
+                 help="NMS within a class: a box is dropped when its IoU with a higher-scoring one is above this")
     add_argument(p, "--score-threshold", type=_unit_interval, default=0.01,
                  help="lowest class probability kept as a detection")
     add_argument(p, "--max-detections", type=positive_int, default=200, help="detections kept per image")
@@ -86,70 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(p, "--eval-dir", default=None, metavar="DIR",
                  help="write metrics.json and the detections (det_test_<class>.txt or detections.json) here")
     add_argument(p, "--batch-size", type=positive_int, default=16, help="images per forward pass")
-    add_argument(p, "--num-workers", "--workers", type=int, default=2, help="image decoding worker processes")
+    add_argument(p, "--num-workers", "--workers", type=_workers, default=None, metavar="N",
+                 help="image reading worker processes (default: the cores this process may use, less one, at most 4)")
+    add_argument(p, "--strict", action="store_true",
+                 help="stop with an error on a test image that cannot be read or is truncated, instead of "
+                      "scoring it as missed / using it with a warning")
     add_argument(p, "--device", default="auto", help="device: auto, cpu, cuda, cuda:1 ...")
     add_argument(p, "--use-cuda", type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
                  help="use CUDA when available (pytorch-ssd's flag; --device is the general one)")
-    add_argument(p, "--quiet", "-q", action="store_true", help="no progress bar")
+    add_argument(p, "--quiet", "-q", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     return p
-
-
-def _load_model(args: argparse.Namespace, device: Any) -> tuple[Any, list[str], list[int] | None]:
-    """(model, class names, category ids) from an ssdfast checkpoint or a pytorch-ssd state dict."""
-    from ..data import DataError, read_label_file
-    from ..checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-
-    path = args.trained_model
-    if not os.path.isfile(path):
-        raise UsageError(f"--trained-model {path}: no such file")
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as exc:
-        if args.net is None or args.label_file is None:
-            raise UsageError(f"{_one_line(exc)} -- for a pytorch-ssd model give --net and --label-file") from None
-        return _load_pytorch_ssd(args, device) + (None,)
-    net = ckpt["net"]
-    if args.net is not None and args.net.strip().lower().replace("_", "-") != net:
-        raise UsageError(f"--net {args.net}: {path} holds a {net} network")
-    try:
-        model, class_names = model_from_checkpoint(ckpt, device=device)
-    except CheckpointError as exc:
-        raise UsageError(_one_line(exc)) from None
-    if args.mb2_width_mult is not None and abs(args.mb2_width_mult - model.config.width_mult) > 1e-9:
-        raise UsageError(f"--mb2-width-mult {args.mb2_width_mult}: {path} has width multiplier {model.config.width_mult}")
-    if args.label_file is not None:
-        try:
-            names = read_label_file(args.label_file)
-        except DataError as exc:
-            raise UsageError(_one_line(exc)) from None
-        if len(names) != len(class_names):
-            raise UsageError(
-                f"--label-file {args.label_file} has {len(names)} classes (background included) but the "
-                f"model predicts {len(class_names)}: {class_names}"
-            )
-        class_names = names
-    return model, class_names, ckpt.get("category_ids")
-
-
-def _load_pytorch_ssd(args: argparse.Namespace, device: Any) -> tuple[Any, list[str]]:
-    from ..data import DataError, read_label_file
-    from ..models import create_model, load_pretrained_ssd
-
-    try:
-        class_names = read_label_file(args.label_file)
-    except DataError as exc:
-        raise UsageError(_one_line(exc)) from None
-    try:
-        model = create_model(args.net, len(class_names), width_mult=args.mb2_width_mult or 1.0)
-        report = load_pretrained_ssd(model, args.trained_model)
-    except ValueError as exc:
-        raise UsageError(f"--trained-model {args.trained_model}: {_one_line(exc)}") from None
-    if report.reinitialized:
-        raise UsageError(
-            f"--trained-model {args.trained_model}: its prediction heads do not fit the {len(class_names)} classes "
-            f"of --label-file {args.label_file}"
-        )
-    return model.to(device).eval(), class_names
 
 
 def _build_dataset(args: argparse.Namespace, class_names: list[str]) -> Any:
@@ -223,12 +190,21 @@ def _print_report(result: dict[str, Any], out: Any = None) -> None:
         for name in COCO_STAT_NAMES:
             print(f"  {name:<6} {labels[name]} = {result[name]:.4f}", file=out)
         print(f"mAP (AP@[.5:.95]): {result['mAP']:.4f}   AP50: {result['AP50']:.4f}", file=out)
-    skipped = f", {result['skipped_images']} unreadable images skipped" if result["skipped_images"] else ""
-    print(f"{result['num_images']} images in {result['seconds']:.1f} s: {result['images_per_s']:.1f} images/s{skipped}",
-          file=out)
+    print(f"{result['num_images']} images in {result['seconds']:.1f} s: {result['images_per_s']:.1f} images/s", file=out)
+    unreadable = result.get("unreadable_images") or []
+    if unreadable:
+        print(f"{len(unreadable)} images could not be read; their objects are scored as missed:", file=out)
+        for path in unreadable:
+            print(f"  {path}", file=out)
+    warned = [note for note in result.get("notes") or [] if not any(note.startswith(p) for p in unreadable)]
+    if warned:
+        print(f"{len(warned)} images were used with a warning:", file=out)
+        for note in warned:
+            print(f"  {note}", file=out)
 
 
-def _write_eval_dir(eval_dir: str, result: dict[str, Any], class_names: list[str], args: argparse.Namespace) -> list[str]:
+def _write_eval_dir(eval_dir: str, result: dict[str, Any], class_names: list[str], args: argparse.Namespace,
+                    kind: str) -> list[str]:
     from ..evaluation import COCO_STAT_NAMES, write_voc_detections
 
     os.makedirs(eval_dir, exist_ok=True)
@@ -242,8 +218,11 @@ def _write_eval_dir(eval_dir: str, result: dict[str, Any], class_names: list[str
         per_class_AP=result["per_class_AP"],
         num_images=result["num_images"],
         skipped_images=result["skipped_images"],
+        unreadable_images=result["unreadable_images"],
+        notes=result["notes"],
         images_per_s=result["images_per_s"],
         checkpoint=os.path.abspath(args.trained_model),
+        model_kind=kind,
         dataset=[os.path.abspath(p) for p in args.dataset],
         dataset_type=args.dataset_type,
         split=args.split,
@@ -259,30 +238,41 @@ def _write_eval_dir(eval_dir: str, result: dict[str, Any], class_names: list[str
             json.dump(result["coco_results"], f)
         written.append(path)
     else:
-        written += write_voc_detections(eval_dir, detections, [d["image_id"] for d in detections], class_names)
+        written += write_voc_detections(eval_dir, detections, result["image_ids"], class_names)
     return written
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.num_workers < 0:
-        raise UsageError(f"--num-workers should be >= 0, got {args.num_workers}")
-    device = resolve_device(args.device, args.use_cuda)
-    model, class_names, _ = _load_model(args, device)
-    dataset = _build_dataset(args, class_names)
-    metric = args.metric or ("coco" if args.dataset_type == "coco" else "voc")
+    import torch
 
     from ..evaluation import evaluate
+    from ..io import ImageError
+    from ..threads import default_num_workers, plan_cpu
 
-    result = evaluate(
-        model, dataset, batch_size=args.batch_size, device=device, metric=metric,
-        iou_threshold=args.iou_threshold, use_2007_metric=args.use_2007_metric, num_workers=args.num_workers,
-        progress=not args.quiet, score_threshold=args.score_threshold, nms_iou_threshold=args.nms_iou_threshold,
-        max_detections=args.max_detections,
-    )
+    args = build_parser().parse_args(argv)
+    device = resolve_device(args.device, args.use_cuda)
+    if not os.path.isfile(args.trained_model):
+        raise UsageError(f"--trained-model {args.trained_model}: no such file")
+    loaded = load_model_arg(args.trained_model, args, device, "--trained-model")
+    dataset = _build_dataset(args, loaded.class_names)
+    metric = args.metric or ("coco" if args.dataset_type == "coco" else "voc")
+    num_workers = default_num_workers() if args.num_workers is None else args.num_workers
+    threads = torch.get_num_threads()
+    plan_cpu(num_workers, device.type)  # the network gets the cores the workers leave
+    try:
+        result = evaluate(
+            loaded.model, dataset, batch_size=args.batch_size, device=device, metric=metric,
+            match_iou=args.iou_threshold, use_2007_metric=args.use_2007_metric, num_workers=num_workers,
+            progress=not args.quiet, score_threshold=args.score_threshold, nms_iou=args.nms_iou_threshold,
+            max_detections=args.max_detections, strict=args.strict,
+        )
+    except ImageError as exc:  # --strict: a test image that cannot be used
+        raise UsageError(f"{_one_line(exc)} [--strict]") from None
+    finally:
+        torch.set_num_threads(threads)  # as it was, for callers of main() in this process
     _print_report(result)
     if args.eval_dir:
-        written = _write_eval_dir(args.eval_dir, result, class_names, args)
+        written = _write_eval_dir(args.eval_dir, result, loaded.class_names, args, loaded.kind)
         print(f"wrote {len(written)} files to {args.eval_dir}", file=sys.stderr)
     return 0
 

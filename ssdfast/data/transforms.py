@@ -11,6 +11,11 @@ normalization, ``(x / 255 - mean) / std`` with ``mean``/``std`` given for images
 only when a box centre lies inside; boxes whose centre falls outside are dropped) -> horizontal flip
 -> resize to ``size x size`` -> clamp and drop boxes under 1 output pixel -> normalize.
 :class:`EvalTransform`: resize and normalize only.
+
+:func:`resize_image` is the one resize to the network's input, for evaluation and inference alike
+(``ssdfast.detector`` uses it): torchvision's antialiased bilinear (what ssdfast trains with) or, for a
+model whose ``config.antialias`` is False (pytorch-ssd's, trained on ``cv2.resize``), OpenCV's
+``INTER_LINEAR`` restated in torch, fixed-point arithmetic included.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ["TrainTransform", "EvalTransform", "normalize_uint8"]
+__all__ = ["TrainTransform", "EvalTransform", "normalize_uint8", "resize_image"]
 
 
 def _labels_of(sample: dict) -> Tensor:
@@ -47,6 +52,77 @@ def _check_mean_std(mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor
 def normalize_uint8(image: Tensor, mean255: Tensor, std255: Tensor) -> Tensor:
     """uint8 ``[3, H, W]`` -> float32 ``(x - 255 * mean) / (255 * std)`` in one pass."""
     return image.to(torch.float32).sub_(mean255).div_(std255)
+
+
+def resize_image(image: Tensor, size: int, *, antialias: bool = True) -> Tensor:
+    """``image [..., C, H, W]`` (uint8, or float) -> ``[..., C, size, size]`` of the same dtype, aspect
+    ratio not kept.
+
+    ``antialias=True``: torchvision's bilinear with antialiasing (what ssdfast trains with).
+    ``antialias=False``: OpenCV's ``cv2.resize(..., INTER_LINEAR)`` as pytorch-ssd feeds its models:
+    half-pixel centres, edge pixels repeated, no antialiasing; on uint8 images OpenCV's own 11-bit
+    fixed-point weights and rounding (see :func:`_resize_like_opencv`), so the pixels are OpenCV's
+    (measured against OpenCV 4.14 and 5.0: identical on downscaled photos; upscales differ by 1 on
+    a few pixels in a hundred at most); float images are interpolated in float
+    (``F.interpolate(mode="bilinear", align_corners=False)``, the same rule without rounding).
+    """
+    size = int(size)
+    if tuple(image.shape[-2:]) == (size, size):
+        return image
+    if antialias:
+        return F.resize(image.contiguous(), [size, size], antialias=True)
+    if image.dtype == torch.uint8:
+        return _resize_like_opencv(image, size, size)
+    lead = image.shape[:-3]
+    flat = image.reshape(-1, *image.shape[-3:])
+    out = torch.nn.functional.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False,
+                                          antialias=False)
+    return out.reshape(*lead, *out.shape[-3:])
+
+
+#: OpenCV's INTER_RESIZE_COEF_BITS: bilinear weights of uint8 resizes are integers summing to 2**11.
+_COEF_ONE = 1 << 11
+
+
+def _opencv_taps(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Source indices and fixed-point weights of OpenCV's INTER_LINEAR along one axis:
+    ``(i0, i1, w0, w1)`` with ``out[j] ~ (w0[j] * in[i0[j]] + w1[j] * in[i1[j]]) / 2048``."""
+    scale = 1.0 / (n_out / n_in)  # OpenCV: scale = 1 / inv_scale, in double
+    f = ((torch.arange(n_out, dtype=torch.float64, device=device) + 0.5) * scale - 0.5).to(torch.float32)
+    i0 = torch.floor(f)
+    frac = f - i0
+    i0 = i0.to(torch.int64)
+    before = i0 < 0  # left of the first pixel's centre: the first pixel
+    after = i0 >= n_in - 1  # right of the last one's: the last pixel
+    frac = torch.where(before | after, torch.zeros_like(frac), frac)
+    i0 = i0.clamp(0, n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    w0 = torch.round((1.0 - frac) * _COEF_ONE).to(torch.int32)
+    return i0, i1, w0, _COEF_ONE - w0
+
+
+def _resize_like_opencv(image: Tensor, out_h: int, out_w: int) -> Tensor:
+    """uint8 ``[..., H, W]`` -> uint8 ``[..., out_h, out_w]`` as OpenCV's ``cv2.resize`` INTER_LINEAR.
+
+    OpenCV computes uint8 bilinear resizes in fixed point: 11-bit weights, a horizontal pass into
+    integers, then a vertical pass that drops 4 bits of each row, multiplies by the 11-bit weights
+    keeping the high 16 bits of each product, and rounds the sum ((a + b + 2) >> 2). This is that
+    arithmetic in int32 torch ops (any device); its exact 2x downscale (which OpenCV sends to
+    INTER_AREA) comes out the same, the 2x2 mean rounded half up.
+    """
+    in_h, in_w = int(image.shape[-2]), int(image.shape[-1])
+    x0, x1, a0, a1 = _opencv_taps(in_w, out_w, image.device)
+    y0, y1, b0, b1 = _opencv_taps(in_h, out_h, image.device)
+
+    def rows(index: Tensor, weights: Tensor) -> Tensor:  # rows ``index``: horizontal pass, then weighted
+        r = image.index_select(-2, index)
+        shape = (*r.shape[:-1], out_w)
+        h = torch.gather(r, -1, x0.expand(shape)).to(torch.int32).mul_(a0)  # gather: faster than index_select here
+        h += torch.gather(r, -1, x1.expand(shape)).to(torch.int32).mul_(a1)
+        return h.bitwise_right_shift_(4).mul_(weights[:, None]).bitwise_right_shift_(16)
+
+    out = rows(y0, b0).add_(rows(y1, b1))
+    return out.add_(2).bitwise_right_shift_(2).to(torch.uint8)  # <= (1020 + 2) >> 2 = 255: no clamp needed
 
 
 def _check_inputs(image: Tensor, boxes: Tensor, labels: Tensor) -> None:
@@ -180,13 +256,21 @@ class TrainTransform(_SquareNormalized):
 
 
 class EvalTransform(_SquareNormalized):
-    """Resize to ``size x size`` and normalize (see the module docstring)."""
+    """Resize to ``size x size`` and normalize (see the module docstring).
+
+    ``antialias``: the model's ``config.antialias`` (False for pytorch-ssd models: OpenCV's bilinear,
+    see :func:`resize_image`).
+    """
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *, antialias: bool = True):
+        super().__init__(size, mean, std)
+        self.antialias = bool(antialias)
 
     def __call__(self, image: Tensor, boxes: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """uint8 [3,H,W], pixel xyxy [G,4], int64 [G] -> float [3,S,S] normalized, normalized xyxy [G,4], [G]."""
         _check_inputs(image, boxes, labels)
         height, width = int(image.shape[-2]), int(image.shape[-1])
-        resized = F.resize(image, [self.size, self.size], antialias=True)
+        resized = resize_image(image, self.size, antialias=self.antialias)
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
         out_boxes = (boxes.to(torch.float32) / scale).clamp_(0.0, 1.0)
         return normalize_uint8(resized, self._mean255, self._std255), out_boxes, labels.to(torch.int64)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import ops
-from ..detector import postprocess
+from ..detector import Detections, postprocess
 from .deps import require
 from .formats import INPUT_NAME, JETSON_OUTPUTS, NMS_OUTPUTS, RAW_BOXES, RAW_SCORES, PostprocessSettings, model_image_size
 from .graph_checks import network_part, unsupported_ops, validate_efficient_nms
@@ -105,8 +105,8 @@ class _Reference:
                                   settings.top_k, settings.max_detections)
         return tuple(t.numpy() for t in out)
 
-    def detector(self, settings: PostprocessSettings) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """The Detector's per-image ``(boxes_px, scores, labels)`` (:func:`ssdfast.detector.postprocess`)."""
+    def detector(self, settings: PostprocessSettings) -> list[Detections]:
+        """The Detector's per-image detections, boxes in pixels (:func:`ssdfast.detector.postprocess`)."""
         return postprocess(self.confidences, self.locations, self.priors, self.sizes, self.variances,
                            settings.score_threshold, settings.iou_threshold, settings.top_k,
                            settings.max_detections)
@@ -197,7 +197,8 @@ def _compare_nms(report: CheckReport, got: Sequence[np.ndarray], reference: _Ref
 
     # The same detections in each image's pixels, as the Detector reports them (scaled, clipped).
     worst = 0.0
-    for i, ((want_px, want_sc, want_lb), (h, w)) in enumerate(zip(reference.detector(settings), reference.sizes)):
+    for i, (det, (h, w)) in enumerate(zip(reference.detector(settings), reference.sizes)):
+        want_px, want_sc, want_lb = det.boxes, det.scores, det.labels
         n = int(num[i, 0])
         if n != want_lb.shape[0]:
             report.failures.append(f"image {i}: {n} detections from onnxruntime, {want_lb.shape[0]} from the Detector")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -104,8 +105,42 @@ def test_pytorch_ssd_state_dict_with_net_and_labels(setup, capsys):
     # the bare state dict builds the network at its default 300 px: same weights, still evaluates
     assert code == 0, err
     assert "mAP:" in out
+    # without --net the shared loader cannot tell what the file holds: one line naming the flag
     code, out, err = _run(["--trained-model", setup["bare"], "--dataset", setup["voc"]], capsys)
-    assert code == 2 and err.startswith("error:") and "--net and --label-file" in err
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert "--net" in err and "--label-file" in err
+
+
+def test_pytorch_ssd_state_dict_with_labels_txt_beside_it(setup, tmp_path, capsys):
+    """jetson-inference's layout: the .pth with a labels.txt (no BACKGROUND line) beside it; the model
+    is evaluated as the library evaluates the same file (OpenCV-style resize: config.antialias False)."""
+    folder = tmp_path / "jetson"
+    folder.mkdir()
+    model_file = folder / "ssd-mobilenet.pth"
+    model_file.write_bytes(open(setup["bare"], "rb").read())
+    (folder / "labels.txt").write_text("\n".join(setup["names"][1:]) + "\n")
+    eval_dir = tmp_path / "eval"
+    flags = ["--net", "mb2-ssd-lite", "--width-mult", "0.25", "--resolution", str(SIZE)]
+    code, out, err = _run(flags + ["--trained-model", str(model_file), "--dataset", setup["voc"],
+                                   "--eval-dir", str(eval_dir)], capsys)
+    assert code == 0, err
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert metrics["model_kind"] == "pytorch-ssd" and metrics["unreadable_images"] == []
+
+    from ssdfast.detector import Detector
+    from ssdfast.evaluation import evaluate
+
+    detector = Detector.from_file(model_file, net="mb2-ssd-lite", width_mult=0.25, resolution=SIZE)
+    assert detector.config.antialias is False and detector.class_names == setup["names"]
+    dataset = build_dataset("voc", setup["voc"], split="test")
+    expected = evaluate(detector.model, dataset, batch_size=2, progress=False)["mAP"]
+    assert metrics["mAP"] == pytest.approx(expected, abs=1e-9)
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.pth").write_bytes(model_file.read_bytes())
+    code, out, err = _run(flags + ["--trained-model", str(alone / "model.pth"), "--dataset", setup["voc"]], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--label-file" in err and "labels.txt" in err
 
 
 def test_coco_eval_matches_pycocotools(setup, tmp_path, capsys):
@@ -176,3 +211,32 @@ def test_bad_flag_values_exit_2(setup, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--trained-model", setup["ckpt"], "--dataset", setup["voc"], "--iou-threshold", "1.5"])
     assert exc.value.code == 2
+
+
+def test_unreadable_and_truncated_images_are_reported(setup, tmp_path, capsys):
+    voc = shutil.copytree(setup["voc"], tmp_path / "voc")
+    dataset = build_dataset("voc", str(voc), split="test")
+    unreadable, truncated = dataset.image_path(0), dataset.image_path(1)
+    with open(unreadable, "wb") as f:
+        f.write(b"GIF89a broken")
+    whole = open(truncated, "rb").read()
+    with open(truncated, "wb") as f:
+        f.write(whole[:-20])
+    eval_dir = tmp_path / "eval"
+    # no --quiet: stderr is not a terminal here, so no progress bar and no carriage returns
+    code = main(["--trained-model", setup["ckpt"], "--dataset", str(voc), "--eval-dir", str(eval_dir),
+                 "--device", "cpu", "--num-workers", "0"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "\r" not in err and "\r" not in out
+    assert "1 images could not be read; their objects are scored as missed" in out and f"  {unreadable}\n" in out
+    assert "1 images were used with a warning" in out and truncated in out and "truncated" in out
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert metrics["unreadable_images"] == [unreadable] and metrics["skipped_images"] == 1
+    assert len(metrics["notes"]) == 2 and metrics["num_images"] == 1
+
+    code = main(["--trained-model", setup["ckpt"], "--dataset", str(voc), "--strict", "--device", "cpu",
+                 "--num-workers", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and unreadable in err and "--strict" in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,17 +1,25 @@
-"""evaluate(): a model over a generated dataset, detections in image pixels, both metrics."""
+"""evaluate(): a model over a generated dataset through the Detector, detections in image pixels, both
+metrics; unreadable, truncated and EXIF-rotated test images; quiet logs."""
 from __future__ import annotations
 
+import logging
 import math
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import ssdfast.detector
 from ssdfast.data import build_dataset
 from ssdfast.data.synthetic import generate
-from ssdfast.evaluation import evaluate, evaluate_voc
+from ssdfast.detector import Detections, Detector
+from ssdfast.evaluation import evaluate, evaluate_voc, run_inference, to_devkit_boxes
+from ssdfast.io import ImageError, load_image
 from ssdfast.models import create_model
+
+from .devkit import voc_eval_reference
 
 SIZE = 128
 
@@ -33,19 +41,34 @@ def model():
     return create_model("mb2-ssd-lite", 4, width_mult=0.25, image_size=SIZE)
 
 
-def _perfect_postprocess(dataset):
+@pytest.fixture
+def voc_copy(data_dirs, tmp_path):
+    """A copy of the VOC set whose images a test may damage."""
+    return shutil.copytree(data_dirs["voc"], tmp_path / "voc")
+
+
+def _perfect_postprocess(dataset, indices=None, extra=None):
     """A stand-in for detector.postprocess that returns each image's ground truth (images come in
-    dataset order: the loader does not shuffle), to check the wiring from indices to metrics."""
+    dataset order: the loader does not shuffle), to check the wiring from indices to metrics.
+    ``indices``: the dataset images that reach the network (default: all); ``extra(index)``: more
+    ``(boxes, labels)`` to add as lower-scoring detections (e.g. false positives)."""
+    order = list(range(len(dataset))) if indices is None else list(indices)
     state = {"next": 0}
 
     def postprocess(confidences, locations, priors, sizes, variances, **kwargs):
         out = []
         for h, w in sizes:
-            ann = dataset.get_annotation(state["next"])
+            index = order[state["next"]]
+            ann = dataset.get_annotation(index)
             assert (h, w) == (ann["height"], ann["width"])
             keep = ~ann["difficult"]
             boxes, labels = ann["boxes"][keep], ann["labels"][keep]
-            out.append((boxes, torch.linspace(0.9, 0.5, len(labels)), labels))
+            scores = torch.linspace(0.9, 0.5, len(labels))
+            if extra is not None:
+                more_boxes, more_labels = extra(index)
+                boxes, labels = torch.cat([boxes, more_boxes]), torch.cat([labels, more_labels])
+                scores = torch.cat([scores, torch.linspace(0.45, 0.1, len(more_labels))])
+            out.append(Detections(boxes, scores, labels))
             state["next"] += 1
         return out
 
@@ -75,37 +98,168 @@ def test_voc_on_a_real_model(data_dirs, model, capsys):
     assert out["metric"] == "voc" and 0.0 <= out["mAP"] <= 1.0
     assert set(out["per_class_AP"]) == set(dataset.class_names[1:])
     assert out["num_images"] == len(dataset) and out["skipped_images"] == 0
+    assert out["unreadable_images"] == [] and out["notes"] == []
     assert out["images_per_s"] > 0
-    for det in out["detections"]:
-        ann = dataset.get_annotation(det["index"])
-        assert det["image_id"] == ann["image_id"]
-        assert det["boxes"].dtype == np.float32 and det["boxes"].shape[1] == 4
-        assert len(det["boxes"]) == len(det["scores"]) == len(det["labels"]) > 0
-        assert (det["boxes"][:, [0, 2]] <= ann["width"]).all() and (det["boxes"][:, [1, 3]] <= ann["height"]).all()
-        assert (det["boxes"] >= 0).all() and np.all(np.diff(det["scores"]) <= 0)
-        assert ((det["labels"] >= 1) & (det["labels"] < 4)).all()
+    assert len(out["detections"]) == len(out["image_ids"]) == len(dataset)
+    for index, (det, image_id) in enumerate(zip(out["detections"], out["image_ids"])):
+        ann = dataset.get_annotation(index)
+        assert isinstance(det, Detections)  # the Detector's type, one per image in dataset order
+        assert image_id == ann["image_id"]
+        assert det.boxes.dtype == torch.float32 and det.boxes.shape[1] == 4
+        assert len(det.boxes) == len(det.scores) == len(det.labels) == len(det.label_names) > 0
+        assert (det.boxes[:, [0, 2]] <= ann["width"]).all() and (det.boxes[:, [1, 3]] <= ann["height"]).all()
+        assert (det.boxes >= 0).all() and (torch.diff(det.scores) <= 0).all()
+        assert ((det.labels >= 1) & (det.labels < 4)).all()
+        assert det.label_names == [dataset.class_names[i] for i in det.labels.tolist()]
     # the metric is the VOC metric of those detections
-    again = evaluate_voc(out["detections"], [dataset.get_annotation(d["index"]) for d in out["detections"]],
+    again = evaluate_voc(out["detections"], [dataset.get_annotation(i) for i in range(len(dataset))],
                          dataset.class_names)
     assert again["mAP"] == out["mAP"] or (math.isnan(again["mAP"]) and math.isnan(out["mAP"]))
     all_point = evaluate(model, dataset, batch_size=4, metric="voc", use_2007_metric=False, progress=False)
     assert all_point["use_2007_metric"] is False
-    # the default fast path (inference copy) and the model itself give the same detections
-    plain = evaluate(model, dataset, batch_size=2, metric="voc", progress=False, fast=False)
+    # the default fused path (inference copy) and the model itself give the same detections
+    plain = evaluate(model, dataset, batch_size=2, metric="voc", progress=False, fused=False)
     for a, b in zip(out["detections"], plain["detections"]):
-        assert a["index"] == b["index"] and len(a["scores"]) == len(b["scores"])
-        np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+        assert len(a.scores) == len(b.scores)
+        np.testing.assert_allclose(a.scores.numpy(), b.scores.numpy(), rtol=1e-4, atol=1e-5)
     assert plain["mAP"] == pytest.approx(out["mAP"], abs=1e-3)
+    # evaluate runs a Detector: its detections are the Detector's on the images as ssdfast.io reads them
+    detector = Detector(model, dataset.class_names, score_threshold=0.01)
+    for index in range(len(dataset)):
+        want, = detector(load_image(dataset.image_path(index)).pixels)
+        torch.testing.assert_close(out["detections"][index].boxes, want.boxes)
+        torch.testing.assert_close(out["detections"][index].scores, want.scores)
 
 
-def test_unreadable_image_is_skipped(tmp_path, model):
-    root = generate(tmp_path / "voc", format="voc", num_images=10, image_size=SIZE, seed=3, num_classes=3)
-    dataset = build_dataset("voc", root, split="test")
-    with open(dataset.image_path(0), "wb") as f:
+def test_renamed_keywords_keep_working_with_a_warning(data_dirs, model):
+    dataset = build_dataset("voc", data_dirs["voc"], split="test")
+    new = evaluate(model, dataset, batch_size=5, metric="voc", progress=False, match_iou=0.4, nms_iou=0.5, fused=False)
+    with pytest.warns(DeprecationWarning) as record:
+        old = evaluate(model, dataset, batch_size=5, metric="voc", progress=False, iou_threshold=0.4,
+                       nms_iou_threshold=0.5, fast=False)
+    messages = " ".join(str(w.message) for w in record)
+    assert "use match_iou=" in messages and "use nms_iou=" in messages and "use fused=" in messages
+    assert old["mAP"] == new["mAP"] and old["iou_threshold"] == new["iou_threshold"] == 0.4
+    with pytest.raises(TypeError, match="both"):
+        evaluate(model, dataset, progress=False, match_iou=0.5, iou_threshold=0.5)
+    with pytest.warns(DeprecationWarning, match="nms_iou"):
+        run = run_inference(model, dataset, batch_size=5, progress=False, nms_iou_threshold=0.5)
+    assert len(run["detections"]) == len(dataset)
+
+
+def test_unreadable_image_counts_as_missed(voc_copy, model, monkeypatch, caplog):
+    """The devkit scores every image of the test list: an image we cannot read keeps its ground
+    truth in the recall denominator, its boxes all missed (the expected mAP is the devkit port's on
+    the same detections)."""
+    dataset = build_dataset("voc", voc_copy, split="test")
+    bad = next(i for i in range(len(dataset)) if (~dataset.get_annotation(i)["difficult"]).any())
+    path = dataset.image_path(bad)
+    with open(path, "wb") as f:
         f.write(b"not a jpeg")
-    out = evaluate(model, dataset, batch_size=2, metric="voc", progress=False)
+    readable = [i for i in range(len(dataset)) if i != bad]
+
+    def false_positive(index):  # one box of class 1 where nothing is, to make the AP non-trivial
+        return torch.tensor([[1.0, 1.0, 9.0, 9.0]]), torch.tensor([1])
+
+    monkeypatch.setattr(ssdfast.detector, "postprocess", _perfect_postprocess(dataset, readable, false_positive))
+    with caplog.at_level(logging.WARNING, logger="ssdfast.evaluation"):
+        out = evaluate(model, dataset, batch_size=3, metric="voc", progress=False)
     assert out["skipped_images"] == 1 and out["num_images"] == len(dataset) - 1
-    assert 0 not in [d["index"] for d in out["detections"]]
+    assert out["unreadable_images"] == [path] and len(out["detections"][bad]) == 0
+    assert len(out["notes"]) == 1 and path in out["notes"][0] and "missed" in out["notes"][0]
+    assert path in caplog.text
+
+    # the devkit on the same detections, the unreadable image having none
+    dets, anns = [], []
+    for i in range(len(dataset)):
+        ann = dataset.get_annotation(i)
+        anns.append({"boxes": to_devkit_boxes(ann["boxes"].numpy()), "labels": ann["labels"].numpy(),
+                     "difficult": ann["difficult"].numpy()})
+        det = out["detections"][i]
+        dets.append({"boxes": to_devkit_boxes(det.boxes.numpy()), "scores": det.scores.numpy(),
+                     "labels": det.labels.numpy()})
+    assert len(dets[bad]["scores"]) == 0 and sum(len(d["scores"]) for d in dets) > 0
+    def devkit_map(images):
+        aps = [voc_eval_reference([dets[i] for i in images], [anns[i] for i in images], c, 0.5, True)
+               for c in range(1, len(dataset.class_names))]
+        return float(np.mean([ap for ap in aps if not math.isnan(ap)]))
+
+    expected = devkit_map(range(len(dataset)))
+    assert out["mAP"] == pytest.approx(expected, abs=1e-9)
+    assert abs(expected - devkit_map(readable)) > 1e-3  # leaving the image out would score higher
+
+    with pytest.raises(ImageError, match="not an image"):
+        evaluate(model, dataset, batch_size=3, metric="voc", progress=False, strict=True)
+
+
+def test_coco_unreadable_image_counts_as_missed(data_dirs, tmp_path, model, monkeypatch):
+    root = shutil.copytree(data_dirs["coco"], tmp_path / "coco")
+    dataset = build_dataset("coco", root, split="test")
+    bad = next(i for i in range(len(dataset)) if len(dataset.get_annotation(i)["labels"]))
+    with open(dataset.image_path(bad), "wb") as f:
+        f.write(b"")
+    readable = [i for i in range(len(dataset)) if i != bad]
+    monkeypatch.setattr(ssdfast.detector, "postprocess", _perfect_postprocess(dataset, readable))
+    out = evaluate(model, dataset, batch_size=4, metric="coco", progress=False)
+    assert out["unreadable_images"] == [dataset.image_path(bad)]
+    assert out["AR100"] < 1.0 and out["mAP"] < 1.0  # its objects are in the ground truth, missed
+
+
+def _rotated_copy(path: str) -> np.ndarray:
+    """Rewrite the JPEG at ``path`` stored sideways with EXIF orientation 6 (shown rotated back
+    upright): the same picture to a reader that applies EXIF, a different one to one that does not.
+    Returns the stored (sideways) pixels."""
+    upright = np.asarray(Image.open(path).convert("RGB"))
+    stored = np.ascontiguousarray(np.rot90(upright, k=1))  # rotated 90 degrees counter-clockwise
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6  # to display: rotate 90 degrees clockwise
+    image.save(path, "JPEG", quality=95, exif=exif.tobytes())
+    return stored
+
+
+def test_exif_rotated_image_is_evaluated_as_the_detector_sees_it(voc_copy, model):
+    dataset = build_dataset("voc", voc_copy, split="test")
+    index = next(i for i in range(len(dataset)) if dataset.get_annotation(i)["width"] != dataset.get_annotation(i)["height"])
+    path = dataset.image_path(index)
+    stored = _rotated_copy(path)
+    ann = dataset.get_annotation(index)
+    assert stored.shape[:2] == (ann["width"], ann["height"])  # sideways in the file
+    out = evaluate(model, dataset, batch_size=4, metric="voc", progress=False)
+    got = out["detections"][index]
+    detector = Detector(model, dataset.class_names, score_threshold=0.01)
+    shown, = detector(load_image(path).pixels)  # what ssdfast-detect reports for this file
+    torch.testing.assert_close(got.boxes, shown.boxes)
+    torch.testing.assert_close(got.scores, shown.scores)
+    assert (got.boxes[:, [0, 2]] <= ann["width"]).all() and (got.boxes[:, [1, 3]] <= ann["height"]).all()
+    sideways, = detector(torch.from_numpy(stored).permute(2, 0, 1))  # what a reader ignoring EXIF gives
+    assert sideways.boxes.shape != got.boxes.shape or not torch.allclose(sideways.boxes, got.boxes)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_truncated_image_is_used_with_a_warning_or_refused_when_strict(voc_copy, model, caplog, workers):
+    """A JPEG short of its last bytes decodes (as OpenCV and PIL read it): used, with one warning
+    naming it, also when a loader worker read it; ``strict`` refuses it."""
+    dataset = build_dataset("voc", voc_copy, split="test")
+    path = dataset.image_path(1)
+    whole = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(whole[:-20])
+    with caplog.at_level(logging.WARNING, logger="ssdfast.evaluation"):
+        out = evaluate(model, dataset, batch_size=4, metric="voc", progress=False, num_workers=workers)
+    assert out["num_images"] == len(dataset) and out["unreadable_images"] == []
+    assert len(out["detections"][1]) > 0
+    assert len(out["notes"]) == 1 and path in out["notes"][0] and "truncated" in out["notes"][0]
+    assert caplog.text.count(path) == 1  # logged once, in the main process
+    with pytest.raises(ImageError, match="truncated.*strict"):
+        evaluate(model, dataset, batch_size=4, metric="voc", progress=False, num_workers=workers, strict=True)
+
+
+def test_progress_bar_only_on_a_terminal(data_dirs, model, capsys):
+    dataset = build_dataset("voc", data_dirs["voc"], split="test")
+    evaluate(model, dataset, batch_size=5, metric="voc", progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "evaluating" not in err  # stderr is not a terminal here: no bar
 
 
 def test_class_count_mismatch(data_dirs):

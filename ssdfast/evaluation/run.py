@@ -1,0 +1,235 @@
+"""Running a model over a dataset for evaluation: the :class:`~ssdfast.detector.Detector` (the one
+inference path) on batches prepared in DataLoader workers.
+
+Each worker reads an image with :func:`ssdfast.io.load_image` (the one reader: EXIF orientation
+applied, odd formats converted, a truncated file used with a warning) and turns it into the
+network's input with :func:`ssdfast.detector.prepare_image`, the Detector's own preprocessing; the
+main process runs :meth:`Detector.detect_batch`. So an image is evaluated exactly as
+``ssdfast-detect`` would see it.
+
+What a worker finds wrong travels back with the batch (a worker's log records and warnings would
+not reach the main process): an unreadable image comes back as such, its detections are empty
+(so its objects count as missed, as the devkit counts an image without detections), and the
+warning of a truncated image used comes back with it; the main process logs each once, names
+the file, and lists them in the result. ``strict=True`` makes either an error instead.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..checkpoint import unwrap_model
+from ..compat import renamed_keywords
+from ..detector import Detections, Detector, prepare_image
+from ..io import FileError, ImageError, load_image
+
+__all__ = ["run_inference"]
+
+log = logging.getLogger("ssdfast.evaluation")
+
+
+class _Item(NamedTuple):
+    """One dataset image as a loader worker prepared it."""
+
+    index: int
+    path: str
+    image: Tensor | None  # the network's input float32 [3, S, S]; None when not usable
+    size: tuple[int, int] | None  # (height, width) of the decoded image
+    error: str | None  # why it cannot be read (one line naming the file)
+    warning: str | None  # what is wrong with it although it was read (e.g. truncated)
+
+
+class _Batch(NamedTuple):
+    images: Tensor  # [B, 3, S, S] of the usable images (an empty tensor when none)
+    sizes: list[tuple[int, int]]
+    indices: list[int]
+    problems: list[_Item]  # items with an error or a warning
+
+
+class _Prepared(Dataset):
+    """``dataset`` as network inputs: ``_Item`` per image (see the module docstring). With
+    ``strict``, a truncated image is not prepared (the main process refuses it)."""
+
+    def __init__(self, dataset: Any, config: Any, strict: bool):
+        self.dataset = dataset
+        self.config = config
+        self.strict = strict
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> _Item:
+        path = str(self.dataset.image_path(index))
+        try:
+            loaded = load_image(path)
+        except FileError as exc:
+            return _Item(index, path, None, None, str(exc), None)
+        except Exception as exc:  # a decoder's own error type: still one line naming the file
+            return _Item(index, path, None, None, f"{path}: unreadable image ({_first_line(exc)})", None)
+        if loaded.warning is not None and self.strict:
+            return _Item(index, path, None, None, None, loaded.warning)
+        pixels = loaded.pixels
+        size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+        return _Item(index, path, prepare_image(pixels, self.config), size, None, loaded.warning)
+
+
+def _collate(items: Sequence[_Item]) -> _Batch:
+    good = [it for it in items if it.image is not None]
+    images = torch.stack([it.image for it in good]) if good else torch.zeros(0)
+    problems = [it for it in items if it.error is not None or it.warning is not None]
+    return _Batch(images, [it.size for it in good], [it.index for it in good], problems)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _class_names(core: nn.Module, dataset: Any) -> list[str]:
+    """The dataset's class names, checked against the model's class count (or placeholders)."""
+    num_classes = core.config.num_classes
+    names = list(getattr(dataset, "class_names", None) or [])
+    if names and len(names) != num_classes:
+        raise ValueError(
+            f"the model predicts {num_classes} classes (background included) but the dataset has "
+            f"{len(names)}: {names[:6]}{' ...' if len(names) > 6 else ''}"
+        )
+    return names or ["BACKGROUND"] + [str(i) for i in range(1, num_classes)]
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+@renamed_keywords(nms_iou_threshold="nms_iou", fast="fused")
+def run_inference(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    score_threshold: float = 0.01,
+    nms_iou: float = 0.45,
+    top_k: int = 200,
+    max_detections: int = 200,
+    fused: bool = True,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Detections of ``model`` on every image of ``dataset``, in the images' own pixels.
+
+    The model runs inside a :class:`~ssdfast.detector.Detector` (post-processing settings as
+    given; ``fused``: its inference copy, see the Detector), on batches its preprocessing made in
+    ``num_workers`` DataLoader workers. Renamed keywords: ``nms_iou_threshold`` -> ``nms_iou``,
+    ``fast`` -> ``fused`` (old names deprecated).
+
+    Args:
+        model: an ssdfast SSD (``.config``, ``.priors``; DDP / compiled wrappers are fine), moved to
+            ``device`` if it is elsewhere (default: where it is); put in eval mode for the run and
+            given back in the mode it came in.
+        dataset: an ssdfast dataset (``image_path(i)``, ``get_annotation(i)``, ``class_names``).
+        progress: a tqdm bar on stderr when stderr is a terminal (never ``\\r`` lines in a log file).
+        strict: an unreadable or truncated image raises :class:`ssdfast.io.ImageError` (naming it)
+            instead of being reported.
+
+    Returns:
+        ``{"detections": [Detections per image of the dataset, in its order; empty for an
+        unreadable one], "image_ids": [...], "class_names": [...], "unreadable_images": [paths],
+        "skipped": [their indices], "notes": [one line per file with a problem, each naming it],
+        "num_images": images read and run, "seconds": float, "images_per_s": float}``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size should be at least 1, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers should be >= 0, got {num_workers}")
+    if not (hasattr(dataset, "image_path") and hasattr(dataset, "get_annotation")):
+        raise TypeError("evaluation needs an ssdfast dataset (with image_path(i) and get_annotation(i)), "
+                        f"got {type(dataset).__name__}")
+    core = unwrap_model(model)
+    if not (hasattr(core, "config") and hasattr(core, "priors")):
+        raise TypeError(f"evaluation needs an ssdfast SSD model (with .config and .priors), got {type(model).__name__}")
+    class_names = _class_names(core, dataset)
+    dev = _model_device(core) if device is None else torch.device(device)
+    from .. import ops
+
+    ops.backend()  # load the kernels now, not inside the timed first batch
+    was_training = model.training
+    n = len(dataset)
+    loader = DataLoader(
+        _Prepared(dataset, core.config, strict), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=_collate, pin_memory=dev.type == "cuda",
+    )
+    bar = None
+    if progress and _is_terminal(sys.stderr):
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, unit="img", desc="evaluating", file=sys.stderr, dynamic_ncols=True)
+    detections: list[Detections | None] = [None] * n
+    unreadable: list[tuple[int, str]] = []
+    notes: list[str] = []
+    noted: set[str] = set()
+    refused: str | None = None
+    start = time.perf_counter()
+    try:
+        detector = Detector(core, class_names, dev, score_threshold, nms_iou, top_k, max_detections, fused=fused)
+        for batch in loader:
+            for item in batch.problems:
+                if strict:
+                    refused = item.error or f"{item.warning} (strict: not used)"
+                    break
+                if item.error is not None:
+                    unreadable.append((item.index, item.path))
+                    message = f"{item.error}; left unread, its objects count as missed"
+                else:
+                    message = str(item.warning)
+                if item.path not in noted:  # each file once, however often it is met
+                    noted.add(item.path)
+                    notes.append(message)
+                    log.warning("%s", message)
+            if refused is not None:
+                break  # leaving the loop stops its workers
+            if batch.indices:
+                for index, det in zip(batch.indices, detector.detect_batch(batch.images, batch.sizes)):
+                    detections[index] = det
+            if bar is not None:
+                bar.update(len(batch.indices) + sum(1 for p in batch.problems if p.image is None))
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    if refused is not None:
+        raise ImageError(refused)
+    seconds = time.perf_counter() - start
+    num_read = sum(d is not None for d in detections)
+    if unreadable:
+        log.warning("%d of %d images could not be read; their objects count as missed", len(unreadable), n)
+    return {
+        "detections": [Detections.empty() if d is None else d for d in detections],
+        "image_ids": [dataset.get_annotation(i)["image_id"] for i in range(n)],
+        "class_names": class_names,
+        "unreadable_images": [path for _, path in unreadable],
+        "skipped": [index for index, _ in unreadable],
+        "notes": notes,
+        "num_images": num_read,
+        "seconds": seconds,
+        "images_per_s": num_read / seconds if seconds > 0 else math.inf,
+    }
