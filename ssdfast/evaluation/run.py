@@ -196,7 +196,7 @@ def run_inference(
                     break
                 if item.error is not None:
                     unreadable.append((item.index, item.path))
-                    message = f"{item.error}; left unread, its objects count as missed"
+                    message = f"{item.error}; its objects are scored as missed"
                 else:
                     message = str(item.warning)
                 if item.path not in noted:  # each file once, however often it is met

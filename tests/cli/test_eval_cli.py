@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 
 import numpy as np
@@ -23,6 +24,22 @@ SIZE = 128
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_core():
+    """ssdfast-eval sizes its threads from the cores it may use (ssdfast.threads.plan_cpu): let it use
+    one, as the other tests run on one thread (these tiny models lose a lot to a second thread on a
+    busy machine)."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cores)
 
 
 @pytest.fixture(scope="module")
