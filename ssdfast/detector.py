@@ -17,11 +17,8 @@ Fused path (the default, ``Detector(..., fused=True)``): the detector runs an in
 network made once at construction (:func:`ssdfast.models.fuse.inference_model`: BatchNorm folded
 into the convs, activations fused, channels_last weights, oneDNN convolutions on CPU) on a
 channels_last batch. Same detections as the plain model up to float rounding; ``detector.model``
-stays the original (export it, compile it, train it).
-
-Renamed keywords (the old names still work, with a DeprecationWarning): ``iou_threshold`` ->
-``nms_iou`` (the NMS threshold; "IoU threshold" also names evaluation's matching threshold),
-``fast`` -> ``fused``.
+stays the original (export it, compile it, train it). Renamed keywords (old names deprecated):
+``iou_threshold`` -> ``nms_iou`` (evaluation's matching threshold is another IoU), ``fast`` -> ``fused``.
 """
 from __future__ import annotations
 
@@ -41,15 +38,7 @@ from .compat import renamed_keywords
 from .data.transforms import resize_image
 from .models.fuse import inference_model
 
-__all__ = [
-    "Detections",
-    "Detector",
-    "prepare_image",
-    "preprocess",
-    "postprocess",
-    "run_in_chunks",
-    "to_image_tensor",
-]
+__all__ = ["Detections", "Detector", "prepare_image", "preprocess", "postprocess", "run_in_chunks", "to_image_tensor"]
 
 
 @dataclass
@@ -61,8 +50,7 @@ class Detections:
         boxes: ``[K, 4]`` float32, xyxy in pixels of the original image, clipped to it.
         scores: ``[K]`` float32 class probabilities.
         labels: ``[K]`` int64 class indices (1..C-1).
-        label_names: the class name of each detection (None where the class names are not known,
-            e.g. from :func:`postprocess` without ``class_names``).
+        label_names: the class name of each detection (None from :func:`postprocess` without ``class_names``).
     """
 
     boxes: Tensor
@@ -246,11 +234,9 @@ class Detector:
             is taken now: after changing ``model``'s weights, assign it again
             (``detector.model = model``). Formerly ``fast``.
         chunk_size: on CPU with ``fused``, the network runs on at most this many images at a time
-            (then the outputs are concatenated; same results). Default (None): as many as keep its
-            largest feature map under 32 MiB, found on the first call for each input size. Bigger
-            maps are fresh ``mmap`` pages for glibc's allocator, zeroed by the kernel on every call:
-            that costs more than the network itself (mb3-large-ssd-lite at batch 32 ran 2.2x
-            faster in chunks of 4). 0 turns chunking off.
+            (same results). Default (None): as many as keep its largest feature map under 32 MiB,
+            glibc's mmap threshold (bigger maps are fresh pages zeroed by the kernel on every call:
+            mb3-large-ssd-lite at batch 32 ran 2.2x faster in chunks of 4). 0 turns chunking off.
 
     Images are resized as the model's ``config.antialias`` says (see :func:`prepare_image`), so a
     model loaded from a pytorch-ssd file sees OpenCV-resized images, as it did in training.
@@ -299,14 +285,12 @@ class Detector:
         self._chunks: dict[tuple[int, ...], int] = {}  # input shape of one image -> images per call
 
     @property
-    def iou_threshold(self) -> float:
-        """Deprecated name of :attr:`nms_iou`."""
+    def iou_threshold(self) -> float:  # deprecated name of nms_iou
         warnings.warn("Detector.iou_threshold is deprecated; use Detector.nms_iou", DeprecationWarning, stacklevel=2)
         return self.nms_iou
 
     @property
-    def fast(self) -> bool:
-        """Deprecated name of :attr:`fused`."""
+    def fast(self) -> bool:  # deprecated name of fused
         warnings.warn("Detector.fast is deprecated; use Detector.fused", DeprecationWarning, stacklevel=2)
         return self.fused
 
@@ -327,12 +311,10 @@ class Detector:
         fused: bool = True,
         chunk_size: int | None = None,
     ) -> Detector:
-        """A detector from a model file: an ssdfast checkpoint (network, weights, image size,
-        normalization and class names all in the file) or a pytorch-ssd ``.pth`` (give ``net``; class
-        names from ``label_file``, else ``labels.txt`` beside it; ``width_mult`` and ``resolution`` as
-        pytorch-ssd's ``--mb2-width-mult`` / ``--resolution``). Read with
-        :func:`ssdfast.checkpoint.load_model_file`, whose ``CheckpointError`` (one line naming the
-        file) it raises."""
+        """A detector from a model file, read by :func:`ssdfast.checkpoint.load_model_file` (its
+        ``CheckpointError`` names the file): an ssdfast checkpoint, or a pytorch-ssd ``.pth`` (``net``
+        identified from the file when not given; class names from ``label_file``, else ``labels.txt``
+        beside it; ``width_mult``, ``resolution``: pytorch-ssd's ``--mb2-width-mult``, ``--resolution``)."""
         loaded = load_model_file(path, net=net, label_file=label_file, width_mult=width_mult,
                                  resolution=resolution, device=device)
         return cls(loaded.model, loaded.class_names, device, score_threshold, nms_iou, top_k, max_detections,
@@ -400,14 +382,9 @@ class Detector:
                      score_threshold: float | None = None) -> list[Detections]:
         """Detections in a batch that is already the network's input.
 
-        Args:
-            batch: ``[B, 3, S, S]`` float32 made with :func:`prepare_image` (e.g. in DataLoader
-                workers) or :func:`preprocess`; any device and layout (moved and converted here).
-            sizes: ``(height, width)`` of each original image, for boxes in its pixels.
-            score_threshold: overrides the detector's threshold for this call.
-
-        Returns:
-            one :class:`Detections` per image, on the CPU.
+        ``batch``: ``[B, 3, S, S]`` float32 made with :func:`prepare_image` (e.g. in DataLoader
+        workers) or :func:`preprocess`, any device and layout; ``sizes``: ``(height, width)`` of each
+        original image. Returns one :class:`Detections` per image (boxes in its pixels), on the CPU.
         """
         if batch.dim() != 4 or batch.shape[0] != len(sizes):
             raise ValueError(f"batch should be [B, 3, S, S] with one size per image, got {tuple(batch.shape)} "

@@ -222,8 +222,11 @@ def test_from_file_reads_checkpoints_and_pytorch_ssd_files(model, tmp_path):
     torch.testing.assert_close(got.scores, want.scores, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.boxes, want.boxes, rtol=1e-4, atol=1e-3)
     assert (c.preprocess(image)[0] - a.preprocess(image)[0]).abs().max() > 0.05  # not the antialiased input
+    found = Detector.from_file(folder / "ssd.pth", fused=False)  # the network identified from the file
+    assert found.config.name == "mb2-ssd-lite" and found.config.width_mult == 0.25 and found.class_names == CLASSES
+    torch.save({"weight": torch.zeros(3)}, folder / "junk.pth")
     with pytest.raises(CheckpointError, match="--net"):
-        Detector.from_file(folder / "ssd.pth")
+        Detector.from_file(folder / "junk.pth")
 
 
 def test_renamed_keywords_and_detect_batch(model):

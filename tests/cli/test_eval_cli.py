@@ -122,8 +122,14 @@ def test_pytorch_ssd_state_dict_with_net_and_labels(setup, capsys):
     # the bare state dict builds the network at its default 300 px: same weights, still evaluates
     assert code == 0, err
     assert "mAP:" in out
-    # without --net the shared loader cannot tell what the file holds: one line naming the flag
-    code, out, err = _run(["--trained-model", setup["bare"], "--dataset", setup["voc"]], capsys)
+    # without --net the shared loader identifies the network from the file (labels.txt is beside it)
+    code, out, err = _run(["--trained-model", setup["bare"], "--dataset", setup["voc"], "--resolution", str(SIZE)],
+                          capsys)
+    assert code == 0, err
+    # a file that holds no network it knows: one line naming the flag that would tell it
+    junk = setup["root"] / "junk.pth"
+    torch.save({"weight": torch.zeros(3)}, junk)
+    code, out, err = _run(["--trained-model", str(junk), "--dataset", setup["voc"]], capsys)
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
     assert "--net" in err and "--label-file" in err
 
