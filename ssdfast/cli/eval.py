@@ -4,8 +4,8 @@ pytorch-ssd's ``eval_ssd.py`` flags work as they are (``--net mb1-ssd --trained_
 --dataset_type voc --dataset VOC2007TEST --label_file labels.txt``), in either spelling. The model file
 is read by :func:`ssdfast.checkpoint.load_model_file` (the loader every command shares): an ssdfast
 checkpoint carries its network, image size, normalization and class names, so ``--net`` and
-``--label-file`` may be left out; a pytorch-ssd ``.pth`` (a bare state dict) needs ``--net``, and its
-class names from ``--label-file`` or a ``labels.txt`` beside it. A pytorch-ssd model is fed images
+``--label-file`` may be left out; a pytorch-ssd ``.pth`` (a bare state dict) takes its network from
+``--net`` (else from its layers) and its class names from ``--label-file`` or a ``labels.txt`` beside it. A pytorch-ssd model is fed images
 resized as pytorch-ssd resized them (OpenCV's bilinear), see :func:`ssdfast.detector.prepare_image`.
 
 Every image of the test set is scored: one that cannot be read counts as missed (its objects stay in
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``ssdfast-eval`` argument parser (flags of pytorch-ssd's ``eval_ssd.py``)."""
     p = make_parser("ssdfast-eval", "Evaluate a trained SSD: VOC mAP or COCO AP (pytorch-ssd compatible flags).", _EPILOG)
     add_argument(p, "--trained-model", "--checkpoint", required=True, metavar="FILE",
-                 help="the model to evaluate: an ssdfast checkpoint, or a pytorch-ssd .pth (with --net, and "
+                 help="the model to evaluate: an ssdfast checkpoint, or a pytorch-ssd .pth (its class names from "
                       "--label-file or a labels.txt beside it)")
     add_model_file_arguments(p)
     add_argument(p, "--dataset-type", default="voc", choices=DATASET_TYPES,
