@@ -5,8 +5,9 @@ pytorch-ssd's ``eval_ssd.py`` flags work as they are (``--net mb1-ssd --trained_
 is read by :func:`ssdfast.checkpoint.load_model_file` (the loader every command shares): an ssdfast
 checkpoint carries its network, image size, normalization and class names, so ``--net`` and
 ``--label-file`` may be left out; a pytorch-ssd ``.pth`` (a bare state dict) takes its network from
-``--net`` (else from its layers) and its class names from ``--label-file`` or a ``labels.txt`` beside it. A pytorch-ssd model is fed images
-resized as pytorch-ssd resized them (OpenCV's bilinear), see :func:`ssdfast.detector.prepare_image`.
+``--net`` (else from its layers) and its class names from ``--label-file`` or a ``labels.txt`` beside
+it. A pytorch-ssd model is fed images resized as pytorch-ssd resized them (OpenCV's bilinear), see
+:func:`ssdfast.detector.prepare_image`.
 
 Every image of the test set is scored: one that cannot be read counts as missed (its objects stay in
 the recall denominator, as with the devkit) and is listed by path; a truncated image that decodes is
