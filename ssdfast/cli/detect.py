@@ -291,7 +291,7 @@ def _load_detector(args: argparse.Namespace, device: Any) -> Any:
     loaded = load_model_arg(args.model, args, device, flag="MODEL")
     try:
         return Detector(loaded.model, loaded.class_names, device, score_threshold=args.threshold,
-                        iou_threshold=args.iou_threshold, top_k=args.top_k, max_detections=args.max_detections)
+                        nms_iou=args.iou_threshold, top_k=args.top_k, max_detections=args.max_detections)
     except ValueError as exc:
         raise UsageError(f"MODEL {args.model}: {exc}") from None
 

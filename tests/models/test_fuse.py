@@ -154,7 +154,7 @@ def test_detector_fast_path_gives_the_same_detections():
     model = _randomize_norms(create_model("mb3-large-ssd-lite", 3, width_mult=0.5, image_size=64)).eval()
     classes = ["BACKGROUND", "cat", "dog"]
     fast = Detector(model, classes, score_threshold=0.2, max_detections=50)
-    plain = Detector(model, classes, score_threshold=0.2, max_detections=50, fast=False)
+    plain = Detector(model, classes, score_threshold=0.2, max_detections=50, fused=False)
     assert fast.model is model and plain.model is model and plain.network is model
     assert fast.network is not model and _norms(fast.network) == 0
     rng = np.random.default_rng(0)
