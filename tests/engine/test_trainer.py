@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ssdfast.engine.logging import read_metrics
-from ssdfast.engine.trainer import (
+from ssdfast.engine.trainer import (  # the names the package had before its split; also in ssdfast.engine
     ConfigError,
     EpochSampler,
     Hook,
@@ -17,7 +17,7 @@ from ssdfast.engine.trainer import (
     NonFiniteLossError,
     TrainConfig,
     Trainer,
-    _SeededSamples,
+    SeededSamples,
     build_param_groups,
     get_rng_state,
     set_rng_state,
@@ -104,7 +104,7 @@ def test_seeded_samples_are_reproducible_and_leave_global_rng_alone():
         def __getitem__(self, i):
             return (torch.rand(1).item(), random.random(), float(np.random.rand()))
 
-    ds = _SeededSamples(Noisy())
+    ds = SeededSamples(Noisy())
     torch.manual_seed(1)
     before = torch.rand(3)
     torch.manual_seed(1)

@@ -1,0 +1,112 @@
+"""The checkpoint folder of a run (``--checkpoint-folder`` / ``--model-dir``): the run's identity,
+leftovers of interrupted saves, and a previous run's files.
+
+A folder never mixes two runs. When a new run starts in a folder that holds another run's files
+(``best.pth``, ``last.pth``, ``labels.txt``, ``metrics.jsonl``, ``curves.png``, ``train.log``,
+``tensorboard/``, pytorch-ssd's ``<net>-Epoch-<n>-Loss-<x>.pth``, and what was exported from them:
+``*.onnx``, TensorRT ``*.engine`` with their sidecars), those files move to
+``DIR/previous-runs/<time>/``: nothing is deleted, and nothing is left to be taken for this run's
+(e.g. an old ``best.pth`` of a better-scoring earlier run, or a stale ``.engine`` that detectnet
+would load instead of the new export). Files the run reads (``--resume``, ``--pretrained-ssd``,
+``--label-file``, ...) stay where they are.
+
+Every checkpoint carries ``train_state["run_id"]`` (:func:`new_run_id`, kept across ``--resume``), so
+tools such as ``ssdfast-export --model-dir`` can tell whether ``best.pth`` and ``last.pth`` belong to
+the same run.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Iterable
+
+__all__ = [
+    "PREVIOUS_RUNS",
+    "RUN_FILES",
+    "RUN_PATTERNS",
+    "new_run_id",
+    "remove_temp_leftovers",
+    "previous_run_files",
+    "move_previous_run",
+]
+
+PREVIOUS_RUNS = "previous-runs"
+#: Files and folders a run writes in its folder.
+RUN_FILES = ("best.pth", "last.pth", "labels.txt", "metrics.jsonl", "curves.png", "train.log", "tensorboard")
+#: Files of pytorch-ssd runs and exports that belong to the run they came from.
+RUN_PATTERNS = ("*-Epoch-*-Loss-*.pth", "*.onnx", "*.engine", "*.engine.json", "*.engine.calib", "*.calib")
+# ssdfast.checkpoint writes NAME through a temporary file ".NAME.<random>.tmp" in the same folder
+_TEMP_FILE = re.compile(r"\..+\.pth\.[A-Za-z0-9_]+\.tmp")
+
+
+def new_run_id() -> str:
+    """A new run identity: start time and 8 random hex digits, e.g. ``20250101-120000-1a2b3c4d``."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
+
+
+def remove_temp_leftovers(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that a killed checkpoint save left in ``folder`` (only names of the
+    atomic writer's pattern ``.<name>.pth.<random>.tmp``); returns those removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and _TEMP_FILE.fullmatch(path.name):
+            try:
+                path.unlink()
+            except OSError:
+                continue
+            removed.append(path)
+    return removed
+
+
+def previous_run_files(folder: str | os.PathLike, keep: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """The files and folders of a run found in ``folder`` (see the module docstring), leaving out
+    ``keep`` (files this run reads)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    kept = {_same_file_key(p) for p in keep if p}
+    found: dict[str, Path] = {}
+    for name in RUN_FILES:
+        path = folder / name
+        if path.exists():
+            found[name] = path
+    for pattern in RUN_PATTERNS:
+        for path in folder.glob(pattern):
+            if path.is_file():
+                found[path.name] = path
+    return [p for _, p in sorted(found.items()) if _same_file_key(p) not in kept]
+
+
+def move_previous_run(folder: str | os.PathLike, keep: Iterable[str | os.PathLike] = ()) -> tuple[Path | None, list[str]]:
+    """Move a previous run's files out of ``folder`` into ``folder/previous-runs/<time>/``.
+
+    Returns ``(destination, names moved)``; ``(None, [])`` when there was nothing to move.
+    """
+    files = previous_run_files(folder, keep)
+    if not files:
+        return None, []
+    base = Path(folder) / PREVIOUS_RUNS / time.strftime("%Y%m%d-%H%M%S")
+    destination, n = base, 1
+    while destination.exists():
+        n += 1
+        destination = base.with_name(f"{base.name}-{n}")
+    destination.mkdir(parents=True)
+    moved = []
+    for path in files:
+        shutil.move(str(path), str(destination / path.name))
+        moved.append(path.name + ("/" if (destination / path.name).is_dir() else ""))
+    return destination, moved
+
+
+def _same_file_key(path: str | os.PathLike) -> str:
+    try:
+        return os.path.realpath(os.fspath(path))
+    except OSError:
+        return os.path.abspath(os.fspath(path))
