@@ -218,9 +218,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return _parse(argv)[0]
 
 
-def config_from_args(given: dict[str, Any]) -> "TrainConfig":
-    """The training settings from the flags given (``--resume``: over the resumed run's settings, through
-    :meth:`~ssdfast.engine.TrainConfig.resumed_from`, as the Python API does)."""
+def config_from_args(argv: list[str] | None = None) -> "TrainConfig":
+    """The training settings of a command line: flags given > ``--config`` file > the resumed run's
+    settings (``--resume``, through :meth:`~ssdfast.engine.TrainConfig.resumed_from`, as the Python API
+    does) > defaults. Mistakes raise :class:`UsageError`; a missing or unreadable ``--resume`` file the
+    engine's ``ConfigError``."""
+    return _config_from_given(_given(argv))
+
+
+def _config_from_given(given: dict[str, Any]) -> "TrainConfig":
     from ..engine import TrainConfig
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -254,7 +260,7 @@ def _main(argv: list[str] | None) -> int:
     from ..io import FileError
 
     try:
-        train(config_from_args(given))
+        train(_config_from_given(given))
     except (ConfigError, FileError, CheckpointError) as exc:
         raise UsageError(_one_line(str(exc))) from None
     except NonFiniteLossError as exc:

@@ -23,7 +23,7 @@ from .model_files import ResumeFile, read_weights_file
 from .settings import TrainConfig
 
 __all__ = ["resolve_device", "Data", "build_data", "find_test_split", "RunLength", "run_length",
-           "build_model", "init_weights"]
+           "build_model", "wrap_for_training", "init_weights", "check_compatible"]
 
 
 def resolve_device(device: str | None, use_cuda: bool | None = None) -> torch.device:
@@ -177,6 +177,19 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
         return create_model(config.net, num_classes, width_mult=config.mb2_width_mult, image_size=config.resolution)
     except ValueError as exc:  # e.g. a width multiplier for a network without one, a tiny resolution
         raise ConfigError(f"--net {config.net}: {exc}") from None
+
+
+def wrap_for_training(model: nn.Module, distributed: bool, device: torch.device, *, compile: bool = False) -> nn.Module:
+    """What the training step calls: ``model`` in DistributedDataParallel (several processes) and/or
+    ``torch.compile``; the plain ``model`` stays what is saved and validated."""
+    wrapped: nn.Module = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile:
+        wrapped = torch.compile(wrapped)  # type: ignore[assignment]
+    return wrapped
 
 
 def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], resume: ResumeFile | None) -> str | None:

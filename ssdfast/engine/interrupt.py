@@ -12,9 +12,10 @@ import os
 import signal
 import threading
 from types import FrameType
+from pathlib import Path
 from typing import Any
 
-__all__ = ["StopRequest"]
+__all__ = ["StopRequest", "resume_command", "stopped_message", "interrupted_message"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -56,3 +57,27 @@ class StopRequest:
         # os.write: printing from a signal handler could re-enter a stream that holds its lock
         os.write(2, f"\n{name}: stopping after this step and saving last.pth "
                     "(send it again to stop at once)\n".encode())
+
+
+def resume_command(folder: str | Path, device: str | None = None) -> str:
+    """The command that continues the run whose checkpoints are in ``folder`` (its settings are in the
+    checkpoint; the device is not, so a chosen one is repeated)."""
+    extra = "" if device in (None, "", "auto") else f" --device {device}"
+    return f"ssdfast-train --resume {Path(folder) / 'last.pth'}{extra}"
+
+
+def stopped_message(signum: int, position: tuple[int, int, int], steps_per_epoch: int, saved: Any, command: str) -> str:
+    """What a run stopped by ``signum`` at ``position`` (epoch, step in it, global step) says."""
+    epoch, epoch_step, step = position
+    return (f"{signal.Signals(signum).name}: stopped at epoch {epoch}, step {epoch_step}/{steps_per_epoch} "
+            f"(global step {step}) and saved {saved}; continue with: {command}")
+
+
+def interrupted_message(saved_at: tuple[int, int, int] | None, step: int, steps_per_epoch: int, folder: str | Path,
+                        command: str) -> str:
+    """What a run stopped at once (global step ``step``) says about its last checkpoint (``saved_at``)."""
+    if saved_at is None:
+        return f"Interrupted at global step {step}, before the first checkpoint: nothing to resume from"
+    epoch, epoch_step, saved_step = saved_at
+    return (f"Interrupted at global step {step}; the last checkpoint, {Path(folder) / 'last.pth'}, holds epoch "
+            f"{epoch}, step {epoch_step}/{steps_per_epoch} (global step {saved_step}); continue with: {command}")

@@ -119,6 +119,28 @@ class Optimization:
     amp_dtype: torch.dtype | None
     scaler: Any
 
+    def state_dict(self) -> dict:
+        """The optimizer's, scheduler's and grad scaler's states (a checkpoint's ``train_state`` holds them)."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state: dict, *, step: int, where: str) -> None:
+        """Continue from ``state`` (of :meth:`state_dict`) at global step ``step``, keeping this run's
+        schedule (a resumed run may extend ``--num-epochs`` / ``--t-max``). ``where`` names the file."""
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # other parameter groups: different --freeze-* flags
+            raise ConfigError(f"--resume {where}: its optimizer state does not fit this run ({exc}); "
+                              "pass the --freeze-base-net / --freeze-net flags of the interrupted run") from None
+        wanted = dict(vars(self.schedule))
+        self.scheduler.load_state_dict(state["scheduler"])
+        # load_state_dict copied the saved schedule's attributes into ours: put this run's back
+        self.schedule.__dict__.update(wanted)
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base_lr * self.schedule(step)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
 
 def build_optimization(param_groups: list[dict], config: TrainConfig, device: torch.device, *,
                        steps_per_epoch: int, num_epochs: int, max_steps: int) -> Optimization:

@@ -22,7 +22,11 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from .model_files import ResumeFile
+    from .settings import TrainConfig
 
 __all__ = [
     "PREVIOUS_RUNS",
@@ -32,6 +36,7 @@ __all__ = [
     "remove_temp_leftovers",
     "previous_run_files",
     "move_previous_run",
+    "prepare_run_folder",
 ]
 
 PREVIOUS_RUNS = "previous-runs"
@@ -103,6 +108,45 @@ def move_previous_run(folder: str | os.PathLike, keep: Iterable[str | os.PathLik
         shutil.move(str(path), str(destination / path.name))
         moved.append(path.name + ("/" if (destination / path.name).is_dir() else ""))
     return destination, moved
+
+
+def prepare_run_folder(folder: Path, config: "TrainConfig", resume: "ResumeFile | None") -> list[str]:
+    """Get ``folder`` ready for a run: create it, remove temporary files of killed saves, and move
+    another run's files away unless this run continues the one whose files are there. Returns the
+    lines to log."""
+    lines = []
+    folder.mkdir(parents=True, exist_ok=True)
+    removed = remove_temp_leftovers(folder)
+    if removed:
+        lines.append(f"Removed {len(removed)} temporary file(s) left by an interrupted checkpoint save: "
+                     + ", ".join(p.name for p in removed))
+    if not _continues_folder(folder, resume):
+        keep = [config.resume, config.pretrained_ssd, config.base_net, config.label_file, config.validation_dataset,
+                *config.datasets]
+        destination, moved = move_previous_run(folder, [k for k in keep if k])
+        if destination is not None:
+            lines.append(f"{folder} held another run's files: moved {', '.join(moved)} to {destination}")
+    return lines
+
+
+def _continues_folder(folder: Path, resume: "ResumeFile | None") -> bool:
+    """True when the run resumed from ``resume`` is the one whose files are in ``folder``: the file is
+    in the folder, or the folder's ``last.pth`` has its run id (or the folder holds no checkpoint)."""
+    from .errors import ConfigError
+    from .model_files import read_resume_file
+
+    if resume is None or not resume.continues_run:
+        return False
+    if Path(resume.path).resolve().parent == folder.resolve():
+        return True
+    last = folder / "last.pth"
+    if not last.is_file():
+        return not any(folder.glob("*.pth"))
+    try:
+        folder_run = read_resume_file(last).run_id
+    except ConfigError:
+        return False
+    return folder_run is not None and folder_run == resume.run_id
 
 
 def _same_file_key(path: str | os.PathLike) -> str:

@@ -8,7 +8,7 @@ lets a run resume in the middle of an epoch exactly.
 
 Data workers report a strict dataset's error as a :class:`SampleError` inside the batch instead of
 raising there (PyTorch would re-raise it in the main process wrapped in a multi-line worker
-traceback); :func:`collate_batch` raises it in the main process as the one-line ``DataError`` it is.
+traceback); :func:`batches` raises it in the main process as the one-line ``DataError`` it is.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import contextlib
 import random
 import signal
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,9 +26,11 @@ __all__ = [
     "derive_seed",
     "isolated_rng",
     "SeededSamples",
+    "GuardedSamples",
     "EpochSampler",
     "SampleError",
     "collate_batch",
+    "batches",
     "worker_init",
     "get_rng_state",
     "set_rng_state",
@@ -66,6 +68,25 @@ class SampleError:
     message: str
 
 
+class GuardedSamples(Dataset):
+    """``dataset`` whose :class:`~ssdfast.io.FileError` (a strict dataset's bad image) comes back as a
+    :class:`SampleError` for :func:`batches` to raise in the main process."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        from ..io import FileError
+
+        try:
+            return self.dataset[index]
+        except FileError as exc:
+            return SampleError(index, str(exc))
+
+
 class SeededSamples(Dataset):
     """Wraps a dataset so ``self[(index, seed)]`` loads ``dataset[index]`` under RNGs seeded with ``seed``.
 
@@ -91,14 +112,26 @@ class SeededSamples(Dataset):
                 return SampleError(index, str(exc))
 
 
-def collate_batch(batch: Sequence[Any]):
-    """:func:`ssdfast.data.collate_detection`, raising the first :class:`SampleError` as ``DataError``."""
-    from ..data import DataError, collate_detection
+def collate_batch(batch: Sequence[Any]) -> Any:
+    """:func:`ssdfast.data.collate_detection`, or the batch's first :class:`SampleError` (collating runs
+    in the data worker: :func:`batches` raises it in the main process)."""
+    from ..data import collate_detection
 
     for item in batch:
         if isinstance(item, SampleError):
-            raise DataError(item.message)
+            return item
     return collate_detection(batch)
+
+
+def batches(loader: Iterable[Any]) -> Iterator[Any]:
+    """The :class:`~ssdfast.data.DetectionBatch` es of a loader whose ``collate_fn`` is
+    :func:`collate_batch`; a :class:`SampleError` is raised here as the one-line ``DataError`` it is."""
+    from ..data import DataError
+
+    for batch in loader:
+        if isinstance(batch, SampleError):
+            raise DataError(batch.message)
+        yield batch
 
 
 class EpochSampler(DistributedSampler):

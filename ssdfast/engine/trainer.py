@@ -42,18 +42,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as dist_utils
-from .build import build_data, build_model, init_weights, resolve_device, run_length
+from .build import build_data, build_model, init_weights, resolve_device, run_length, wrap_for_training
 from .errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hook, StepOutput
-from .interrupt import StopRequest
+from .interrupt import StopRequest, interrupted_message, resume_command, stopped_message
 from .logging import close_logger, setup_logger
-from .model_files import ResumeFile, read_resume_file
+from .model_files import ResumeFile, read_resume_file, read_weights_file
 from .notes import RunNotes
 from .optim import LrSchedule, build_optimization, build_param_groups, make_sgd
 from .reporting import RunningMeans, RunReport
-from .run_folder import move_previous_run, new_run_id, remove_temp_leftovers
-from .sampling import (EpochSampler, SeededSamples, collate_batch, derive_seed, get_rng_state, seed_everything,
-                       set_rng_state, worker_init)
+from .run_folder import new_run_id, prepare_run_folder
+from .sampling import (EpochSampler, SeededSamples, batches, collate_batch, derive_seed, get_rng_state,
+                       seed_everything, set_rng_state, worker_init)
 from .settings import TrainConfig
 from .validation import validation_loss, validation_metrics
 
@@ -84,9 +84,12 @@ class Trainer:
         self.is_main = self.dist.is_main
         self.folder = Path(config.checkpoint_folder)
         resume = read_resume_file(config.resume, mmap=False) if config.resume else None
+        for flag, path in (("--base-net", config.base_net), ("--pretrained-ssd", config.pretrained_ssd)):
+            if path and resume is None:
+                read_weights_file(path, flag, mmap=True)  # a file torch refuses: one line, before anything is written
         self.resumed = resume is not None and resume.continues_run
         self.run_id = (resume.run_id if self.resumed and resume is not None else None) or new_run_id()
-        folder_lines = self._prepare_folder(resume) if self.is_main else []
+        folder_lines = prepare_run_folder(self.folder, config, resume) if self.is_main else []
         self.log = setup_logger(self.folder, self.is_main, config.log_level)
         for line in folder_lines:
             self.log.info(line)
@@ -116,12 +119,12 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         self.model = model  # the plain module: saved, validated
         self.param_groups = build_param_groups(model, config)
-        self.train_model = self._wrap(model)  # what the training step calls
+        self.train_model = wrap_for_training(model, self.dist.enabled, self.device, compile=config.compile)
         from ..loss import MultiBoxLoss
 
         self.criterion = MultiBoxLoss(model.priors.to(self.device), iou_threshold=0.5, neg_pos_ratio=3,  # type: ignore[attr-defined]
                                       variances=tuple(model.config.variances))  # type: ignore[attr-defined]
-        opt = build_optimization(self.param_groups, config, self.device, steps_per_epoch=self.steps_per_epoch,
+        self.optimization = opt = build_optimization(self.param_groups, config, self.device, steps_per_epoch=self.steps_per_epoch,
                                  num_epochs=self.num_epochs, max_steps=self.max_steps)
         self.optimizer, self.lr_schedule, self.scheduler = opt.optimizer, opt.schedule, opt.scheduler
         self.amp_dtype, self.scaler = opt.amp_dtype, opt.scaler
@@ -149,54 +152,11 @@ class Trainer:
 
             write_label_file(self.class_names, self.folder / "labels.txt")
 
-    # ------------------------------------------------------------------------------- building
-    def _prepare_folder(self, resume: ResumeFile | None) -> list[str]:
-        """Create the folder, remove temp files of killed saves, move another run's files away."""
-        cfg, lines = self.config, []
-        self.folder.mkdir(parents=True, exist_ok=True)
-        removed = remove_temp_leftovers(self.folder)
-        if removed:
-            lines.append(f"Removed {len(removed)} temporary file(s) left by an interrupted checkpoint save: "
-                         + ", ".join(p.name for p in removed))
-        if not self._continues_folder(resume):
-            keep = [cfg.resume, cfg.pretrained_ssd, cfg.base_net, cfg.label_file, cfg.validation_dataset, *cfg.datasets]
-            destination, moved = move_previous_run(self.folder, [k for k in keep if k])
-            if destination is not None:
-                lines.append(f"{self.folder} held another run's files: moved {', '.join(moved)} to {destination}")
-        return lines
-
-    def _continues_folder(self, resume: ResumeFile | None) -> bool:
-        """True when this run continues the run whose files are in the folder."""
-        if resume is None or not resume.continues_run:
-            return False
-        if Path(resume.path).resolve().parent == self.folder.resolve():
-            return True
-        last = self.folder / "last.pth"
-        if not last.is_file():
-            return not any(self.folder.glob("*.pth"))
-        try:
-            folder_run = read_resume_file(last).run_id
-        except ConfigError:
-            return False
-        return folder_run is not None and folder_run == resume.run_id
-
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        wrapped: nn.Module = model
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            wrapped = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if self.config.compile:
-            wrapped = torch.compile(wrapped)  # type: ignore[assignment]
-        return wrapped
-
     # -------------------------------------------------------------------------------- state
     def train_state(self) -> dict:
         """Everything besides the weights that a resumed run needs (plain types and tensors)."""
         return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            **self.optimization.state_dict(),
             "epoch": self.epoch,
             "epoch_step": self.epoch_step,
             "step": self.step,
@@ -209,20 +169,7 @@ class Trainer:
     def _restore(self, resume: ResumeFile) -> None:
         state = resume.train_state
         assert state is not None
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except ValueError as exc:  # other parameter groups: different --freeze-* flags
-            raise ConfigError(f"--resume {resume.path}: its optimizer state does not fit this run ({exc}); "
-                              "pass the --freeze-base-net / --freeze-net flags of the interrupted run") from None
-        wanted = dict(vars(self.lr_schedule))
-        self.scheduler.load_state_dict(state["scheduler"])
-        # The schedule follows this run's flags (a resumed run may extend --num-epochs / --t-max):
-        # load_state_dict copied the saved schedule's attributes into ours; put this run's back.
-        self.lr_schedule.__dict__.update(wanted)
-        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
-            group["lr"] = base_lr * self.lr_schedule(int(state["step"]))
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        self.optimization.load_state_dict(state, step=int(state["step"]), where=resume.path)
         self.epoch, self.epoch_step, self.step = int(state["epoch"]), int(state.get("epoch_step", 0)), int(state["step"])
         self.saved_at = (self.epoch, self.epoch_step, self.step)
         metrics = state.get("metrics") or {}
@@ -278,8 +225,9 @@ class Trainer:
                     if self._stop_agreed():
                         self._stop_here()
         except KeyboardInterrupt as exc:
-            if not isinstance(exc, TrainingInterrupted):
-                self._say_interrupted()
+            if not isinstance(exc, TrainingInterrupted) and self.is_main:
+                self.log.warning(interrupted_message(self.saved_at, self.step, self.steps_per_epoch, self.folder,
+                                                     self.resume_command()))
             raise
         finally:
             self._call_hooks("after_train")
@@ -300,7 +248,7 @@ class Trainer:
                    disable=not (self.is_main and cfg.progress and sys.stderr.isatty()), dynamic_ncols=True,
                    leave=False, file=sys.stderr)
         try:
-            for batch in loader:
+            for batch in batches(loader):
                 if self.step >= self.max_steps:
                     break
                 self._note_batch(batch)
@@ -476,34 +424,20 @@ class Trainer:
 
     def resume_command(self) -> str:
         """The command line that continues this run from its ``last.pth``."""
-        device = "" if self.config.device in (None, "", "auto") else f" --device {self.config.device}"
-        return f"ssdfast-train --resume {self.folder / 'last.pth'}{device}"
+        return resume_command(self.folder, self.config.device)
 
     def _stop_here(self) -> None:
         signum = self._stop.signal_number or signal.SIGINT
         path = self.save("last.pth")
-        name = signal.Signals(signum).name
-        message = (f"{name}: stopped at epoch {self.epoch}, step {self.epoch_step}/{self.steps_per_epoch} "
-                   f"(global step {self.step}) and saved {path}; continue with: {self.resume_command()}")
+        message = stopped_message(signum, (self.epoch, self.epoch_step, self.step), self.steps_per_epoch, path,
+                                  self.resume_command())
         self.log.warning(message)
         raise TrainingInterrupted(message, signal_number=int(signum), checkpoint=str(path) if path else None)
-
-    def _say_interrupted(self) -> None:
-        if not self.is_main:
-            return
-        if self.saved_at is None:
-            self.log.warning("Interrupted before the first checkpoint: nothing to resume from")
-            return
-        epoch, epoch_step, step = self.saved_at
-        self.log.warning(f"Interrupted at global step {self.step}; the last checkpoint, {self.folder / 'last.pth'}, "
-                         f"holds epoch {epoch}, step {epoch_step}/{self.steps_per_epoch} (global step {step}); "
-                         f"continue with: {self.resume_command()}")
 
     def _say_finished(self) -> None:
         flag, count, unit = (("--iterations", self.max_steps, "iterations") if self.config.iterations
                              else ("--num-epochs", self.num_epochs, "epochs"))
-        self.log.info(f"{self.config.resume} already finished all {count} {unit} of its run; "
-                      f"raise {flag} to train further")
+        self.log.info(f"{self.config.resume} already finished all {count} {unit} of its run; raise {flag} to train further")
 
     # --------------------------------------------------------------------------------- output
     def _call_hooks(self, name: str, *args: Any) -> None:

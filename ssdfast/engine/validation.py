@@ -22,14 +22,14 @@ def validation_loss(model: nn.Module, dataset: Dataset, criterion: nn.Module, co
                     *, num_workers: int, amp_dtype: torch.dtype | None, notes: RunNotes | None = None) -> dict:
     """Mean regression / classification loss of ``model`` (put in eval mode) over ``dataset``;
     ``{}`` when no batch had a usable image. Batch notes (skipped images) go to ``notes``."""
-    from .sampling import collate_batch
+    from .sampling import GuardedSamples, batches, collate_batch, worker_init
 
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_batch)
+    loader = DataLoader(GuardedSamples(dataset), batch_size=config.batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_batch, worker_init_fn=worker_init if num_workers > 0 else None)
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64)
-    batches = 0
-    for batch in loader:
+    count = 0
+    for batch in batches(loader):
         if notes is not None:
             notes.batch(batch.notes)
         if batch.images.shape[0] == 0:
@@ -41,10 +41,10 @@ def validation_loss(model: nn.Module, dataset: Dataset, criterion: nn.Module, co
             confidences, locations = model(images)
         reg, cls = criterion(confidences.float(), locations.float(), batch.gt_boxes.to(device), batch.gt_labels.to(device))
         sums += torch.stack([reg + cls, reg, cls]).double().cpu()
-        batches += 1
-    if batches == 0:
+        count += 1
+    if count == 0:
         return {}
-    means = (sums / batches).tolist()
+    means = (sums / count).tolist()
     return {"val_loss": means[0], "val_regression_loss": means[1], "val_classification_loss": means[2]}
 
 
