@@ -6,9 +6,10 @@ uses the whole machine (less when one run alone leaves cores idle); much more th
 starve each other (threads spinning on cores the other run needs). Each run is a real
 ``ssdfast-train`` process on generated VOC data, with its defaults for threads and data workers::
 
-    python -m benchmarks.train_concurrency                       # mb2-ssd-lite, batch 16, 160 images of 300 px
+    python -m benchmarks.train_concurrency                       # mb2-ssd-lite, batch 16, 128 images of 300 px
     python -m benchmarks.train_concurrency --out benchmarks/results/train-concurrency.md
     python -m benchmarks.train_concurrency --train-args="--num-workers 2"   # other flags for every run
+    python -m benchmarks.train_concurrency --repo /path/to/other/checkout   # another version's ssdfast-train
 
 The time of an epoch is the ``time_s`` of its ``metrics.jsonl`` record; the middle epoch of three is
 used, so that both runs of a pair are training during all of it. The load average before the runs is
@@ -32,16 +33,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def generate_data(root: Path, num_images: int, image_size: int) -> Path:
-    """A synthetic VOC set of ``num_images`` (all used for training) in ``root``."""
+    """A synthetic VOC set of ``num_images`` in ``root``, all of them training images (no test split:
+    no validation, in any version of ``ssdfast-train``)."""
     from ssdfast.data.synthetic import generate
 
     generate(root, format="voc", num_images=num_images, image_size=image_size, seed=0, num_classes=3)
+    main = root / "ImageSets" / "Main"
+    ids = [line for name in ("trainval.txt", "test.txt") for line in (main / name).read_text().split()]
+    (main / "trainval.txt").write_text("\n".join(ids) + "\n")
+    (main / "test.txt").unlink()
     return root
 
 
 def _command(data: Path, folder: Path, args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "ssdfast.cli.train", "--dataset-type", "voc", "--datasets", str(data),
-            "--validation-dataset", "none", "--net", args.net, "--batch-size", str(args.batch_size),
+            "--net", args.net, "--batch-size", str(args.batch_size),
             "--num-epochs", str(args.epochs), "--device", "cpu", "--lr", "0.01", "--debug-steps", "1000",
             "--model-dir", str(folder), *shlex.split(args.train_args)]
 
@@ -54,13 +60,15 @@ def _epoch_times(folder: Path) -> list[float]:
 
 def run_trainings(count: int, data: Path, work: Path, args: argparse.Namespace) -> list[float]:
     """Start ``count`` trainings together; returns the measured epoch's time of each (seconds)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    repo = Path(args.repo).resolve()
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(item.split("=", 1) for item in args.env)
     procs = []
     for i in range(count):
         folder = work / f"run-{count}-{i}"
         log = open(work / f"run-{count}-{i}.stderr", "w")
         procs.append((folder, log, subprocess.Popen(_command(data, folder, args), env=env, stdout=log,
-                                                    stderr=subprocess.STDOUT, cwd=work)))
+                                                    stderr=subprocess.STDOUT, cwd=repo)))
     times = []
     for folder, log, proc in procs:
         rc = proc.wait()
@@ -76,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train_concurrency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--net", default="mb2-ssd-lite")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--images", type=int, default=160, help="training images (generated)")
+    parser.add_argument("--images", type=int, default=128, help="training images (generated)")
     parser.add_argument("--image-size", type=int, default=300, help="side of the generated images")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (the middle one is measured)")
     parser.add_argument("--repeats", type=int, default=1, help="measure each case this many times (median)")
     parser.add_argument("--train-args", default="", help="more ssdfast-train flags for every run, as one string")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment variable for every run, e.g. OMP_NUM_THREADS=2 (repeatable)")
+    parser.add_argument("--repo", default=str(REPO), help="the checkout whose ssdfast-train runs (default: this one)")
     parser.add_argument("--out", default=None, help="append the table to this Markdown file")
     args = parser.parse_args(argv)
 
@@ -97,12 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     from ssdfast.threads import available_cores, default_num_workers
 
     flags = f" {args.train_args}" if args.train_args else ""
+    which = "" if Path(args.repo).resolve() == REPO else f" from {args.repo}"
+    which += "".join(f", {item}" for item in args.env)
     table = "\n".join([
         f"### Two trainings at once ({time.strftime('%Y-%m-%d %H:%M')}, {available_cores()} cores, "
         f"load average before {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f})",
         "",
-        f"`ssdfast-train --net {args.net} --batch-size {args.batch_size}{flags}` on {args.images} generated images "
-        f"of {args.image_size} px ({default_num_workers()} data worker(s) by default); seconds per epoch "
+        f"`ssdfast-train --net {args.net} --batch-size {args.batch_size}{flags}`{which} on {args.images} generated images "
+        f"of {args.image_size} px (this checkout sizes {default_num_workers()} data worker(s) by default); seconds per epoch "
         f"(the middle epoch of {args.epochs}, median of {args.repeats}):",
         "",
         "| one run alone | two runs at once (each) | ratio |",

@@ -38,13 +38,18 @@ def plan_cpu(num_workers: int, device_type: str = "cpu", *, limit: int | None = 
 
     On CPU the network gets the cores the workers leave (at least one); on a GPU one thread is
     enough beside the workers, which do the CPU work. ``limit``: never more threads than this (e.g.
-    the count set before, when the caller chose fewer).
+    the count set before, when the caller chose fewer). ``OMP_NUM_THREADS`` set in the environment
+    is the user's choice and wins.
     """
     import torch
 
     cores = available_cores()
-    threads = 1 if device_type != "cpu" else max(1, cores - max(0, int(num_workers)))
-    threads = min(threads, cores, limit if limit is not None and limit > 0 else cores)
+    chosen = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if chosen.isdigit() and int(chosen) > 0:
+        threads = int(chosen)
+    else:
+        threads = 1 if device_type != "cpu" else max(1, cores - max(0, int(num_workers)))
+        threads = min(threads, cores, limit if limit is not None and limit > 0 else cores)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads

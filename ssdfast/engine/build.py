@@ -23,7 +23,8 @@ from .model_files import ResumeFile, read_weights_file
 from .settings import TrainConfig
 
 __all__ = ["resolve_device", "Data", "build_data", "find_test_split", "RunLength", "run_length",
-           "build_model", "wrap_for_training", "init_weights", "check_compatible"]
+           "check_weight_files", "build_criterion", "build_model", "wrap_for_training", "init_weights",
+           "check_compatible"]
 
 
 def resolve_device(device: str | None, use_cuda: bool | None = None) -> torch.device:
@@ -165,6 +166,21 @@ def run_length(config: TrainConfig, num_images: int, world_size: int) -> RunLeng
     if config.iterations is not None:
         return RunLength(steps, math.ceil(config.iterations / steps), config.iterations, drop_last)
     return RunLength(steps, int(config.num_epochs), int(config.num_epochs) * steps, drop_last)  # type: ignore[arg-type]
+
+
+def check_weight_files(config: TrainConfig) -> None:
+    """``--base-net`` / ``--pretrained-ssd`` files torch cannot read as weights: a one-line ConfigError."""
+    for flag, path in (("--base-net", config.base_net), ("--pretrained-ssd", config.pretrained_ssd)):
+        if path:
+            read_weights_file(path, flag, mmap=True)
+
+
+def build_criterion(model: nn.Module, device: torch.device) -> nn.Module:
+    """The MultiBox loss on ``model``'s priors and variances (IoU 0.5, 3 negatives per positive)."""
+    from ..loss import MultiBoxLoss
+
+    return MultiBoxLoss(model.priors.to(device), iou_threshold=0.5, neg_pos_ratio=3,  # type: ignore[attr-defined]
+                        variances=tuple(model.config.variances))  # type: ignore[attr-defined]
 
 
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:

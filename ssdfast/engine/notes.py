@@ -52,8 +52,9 @@ class RunNotes:
     opened) are kept and written then. ``epoch`` and ``step`` locate each record.
     """
 
-    def __init__(self, log: logging.Logger) -> None:
+    def __init__(self, log: logging.Logger, *, records: bool = True) -> None:
         self.log = log
+        self.records = records  # False on processes that write no metrics (DDP ranks other than 0)
         self.metrics: Any = None
         self.epoch = 0
         self.step = 0
@@ -72,6 +73,8 @@ class RunNotes:
 
     def record(self, record: dict) -> None:
         """Write a metrics record now, or when the metrics file is attached."""
+        if not self.records:
+            return
         if self.metrics is None:
             self._pending.append(record)
         else:

@@ -14,6 +14,7 @@ from .hooks import StepOutput
 from .logging import MetricsLog, TensorBoardLog, plot_curves
 
 if TYPE_CHECKING:
+    from .settings import TrainConfig
     from .trainer import Trainer
 
 __all__ = ["RunningMeans", "RunReport", "format_seconds"]
@@ -126,8 +127,15 @@ class RunReport:
         skipped = record.get("skipped_images", 0) + record.get("val_skipped_images", 0)
         if skipped or record.get("images_with_warnings"):
             self.log.warning(f"Epoch: {record['epoch']}: {skipped} unreadable images skipped, "
-                             f"{record.get('images_with_warnings', 0)} used with a warning (see the warnings above)")
+                             f"{record.get('images_with_warnings', 0)} used with a warning (each file is named once, "
+                             "when first met)")
         self._write("epoch", {k: v for k, v in record.items() if k not in ("epoch", "kind")}, record["step"], record)
+
+    def finished(self, config: "TrainConfig", num_epochs: int, max_steps: int) -> None:
+        """A resumed run that has nothing left to do says so."""
+        flag, count, unit = (("--iterations", max_steps, "iterations") if config.iterations
+                             else ("--num-epochs", num_epochs, "epochs"))
+        self.log.info(f"{config.resume} already finished all {count} {unit} of its run; raise {flag} to train further")
 
     def write(self, record: dict) -> None:
         """Any other record (main process)."""

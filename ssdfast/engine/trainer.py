@@ -8,24 +8,17 @@ The loop, in :meth:`Trainer.fit`, reads in a page::
             after_step hooks, log, maybe a mid-epoch checkpoint, stop here on Ctrl-C / SIGTERM
         end_epoch(): validate (loss + mAP), write last.pth / best.pth, after_epoch hooks
 
-Everything else lives beside it: the settings (:mod:`.settings`), the optimizer and schedule
-(:mod:`.optim`), reproducible sampling and RNG states (:mod:`.sampling`), building data, network and
-weights (:mod:`.build`), the run folder (:mod:`.run_folder`), warnings (:mod:`.notes`), log lines and
-records (:mod:`.reporting`), validation (:mod:`.validation`), extension points (:mod:`.hooks`).
+Beside it: settings (:mod:`.settings`), optimizer and schedule (:mod:`.optim`), sampling and RNG
+states (:mod:`.sampling`), data, network and weights (:mod:`.build`), the run folder
+(:mod:`.run_folder`), warnings (:mod:`.notes`), log lines and records (:mod:`.reporting`), validation
+(:mod:`.validation`). Extension points: :class:`Hook` objects (``before_train``, ``after_step``,
+``after_epoch``, ``after_train``), and methods to override in a subclass: :meth:`Trainer.compute_loss`,
+:meth:`Trainer.train_step`, :meth:`Trainer.validate`.
 
-Extension points, for code that uses the trainer from Python:
-
-- :class:`Hook` objects (``Trainer(config, hooks=[...])``): ``before_train``, ``after_step``,
-  ``after_epoch``, ``after_train``;
-- methods to override in a subclass: :meth:`Trainer.compute_loss` (the model's forward and the loss),
-  :meth:`Trainer.train_step` (one optimisation step), :meth:`Trainer.validate`.
-
-Exact resume. Everything random in an epoch is a function of ``(seed, epoch)`` (:mod:`.sampling`). A
-checkpoint stores the optimizer, scheduler, grad-scaler and global RNG states and the position
-``(epoch, step within the epoch)``, so a resumed run replays the same batches with the same
-augmentation and gives the same losses as the uninterrupted run (to float rounding: on CPU, exactly).
-Checkpoints are written at the end of every epoch, with ``checkpoint_every_steps`` every N steps, and
-when the run is stopped by Ctrl-C or SIGTERM, so a stopped run loses no finished step.
+Exact resume: everything random in an epoch is a function of ``(seed, epoch)``; a checkpoint stores the
+optimizer, scheduler, grad-scaler and RNG states and the position ``(epoch, step in it)``, so a resumed
+run gives the uninterrupted run's losses (on CPU, exactly). Checkpoints are written at every epoch's
+end, every ``checkpoint_every_steps`` steps, and when Ctrl-C or SIGTERM stops the run.
 """
 from __future__ import annotations
 
@@ -42,12 +35,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as dist_utils
-from .build import build_data, build_model, init_weights, resolve_device, run_length, wrap_for_training
+from .build import (build_criterion, build_data, build_model, check_weight_files, init_weights, resolve_device, run_length,
+                    wrap_for_training)
 from .errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hook, StepOutput
 from .interrupt import StopRequest, interrupted_message, resume_command, stopped_message
 from .logging import close_logger, setup_logger
-from .model_files import ResumeFile, read_resume_file, read_weights_file
+from .model_files import ResumeFile, read_resume_file
 from .notes import RunNotes
 from .optim import LrSchedule, build_optimization, build_param_groups, make_sgd
 from .reporting import RunningMeans, RunReport
@@ -84,16 +78,15 @@ class Trainer:
         self.is_main = self.dist.is_main
         self.folder = Path(config.checkpoint_folder)
         resume = read_resume_file(config.resume, mmap=False) if config.resume else None
-        for flag, path in (("--base-net", config.base_net), ("--pretrained-ssd", config.pretrained_ssd)):
-            if path and resume is None:
-                read_weights_file(path, flag, mmap=True)  # a file torch refuses: one line, before anything is written
+        if resume is None:
+            check_weight_files(config)  # a file torch refuses: one line, before anything is written
         self.resumed = resume is not None and resume.continues_run
         self.run_id = (resume.run_id if self.resumed and resume is not None else None) or new_run_id()
         folder_lines = prepare_run_folder(self.folder, config, resume) if self.is_main else []
         self.log = setup_logger(self.folder, self.is_main, config.log_level)
         for line in folder_lines:
             self.log.info(line)
-        self.notes = RunNotes(self.log)
+        self.notes = RunNotes(self.log, records=self.is_main)
 
         self.cores = available_cores()
         self.num_workers = default_num_workers() if config.num_workers is None else int(config.num_workers)
@@ -120,12 +113,9 @@ class Trainer:
         self.model = model  # the plain module: saved, validated
         self.param_groups = build_param_groups(model, config)
         self.train_model = wrap_for_training(model, self.dist.enabled, self.device, compile=config.compile)
-        from ..loss import MultiBoxLoss
-
-        self.criterion = MultiBoxLoss(model.priors.to(self.device), iou_threshold=0.5, neg_pos_ratio=3,  # type: ignore[attr-defined]
-                                      variances=tuple(model.config.variances))  # type: ignore[attr-defined]
+        self.criterion = build_criterion(model, self.device)
         self.optimization = opt = build_optimization(self.param_groups, config, self.device, steps_per_epoch=self.steps_per_epoch,
-                                 num_epochs=self.num_epochs, max_steps=self.max_steps)
+                                                     num_epochs=self.num_epochs, max_steps=self.max_steps)
         self.optimizer, self.lr_schedule, self.scheduler = opt.optimizer, opt.schedule, opt.scheduler
         self.amp_dtype, self.scaler = opt.amp_dtype, opt.scaler
 
@@ -155,16 +145,10 @@ class Trainer:
     # -------------------------------------------------------------------------------- state
     def train_state(self) -> dict:
         """Everything besides the weights that a resumed run needs (plain types and tensors)."""
-        return {
-            **self.optimization.state_dict(),
-            "epoch": self.epoch,
-            "epoch_step": self.epoch_step,
-            "step": self.step,
-            "rng": get_rng_state(),
-            "metrics": {"history": list(self.history), "best_map": None if self.best_map == -math.inf else self.best_map},
-            "args": self.config.to_dict(),
-            "run_id": self.run_id,
-        }
+        best = None if self.best_map == -math.inf else self.best_map
+        return {**self.optimization.state_dict(), "epoch": self.epoch, "epoch_step": self.epoch_step, "step": self.step,
+                "rng": get_rng_state(), "metrics": {"history": list(self.history), "best_map": best},
+                "args": self.config.to_dict(), "run_id": self.run_id}
 
     def _restore(self, resume: ResumeFile) -> None:
         state = resume.train_state
@@ -210,7 +194,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``num_epochs`` (or ``iterations``) and return a summary dict."""
         if self.step >= self.max_steps:
-            self._say_finished()
+            self.report.finished(self.config, self.num_epochs, self.max_steps)
             self._finish()
             return self.summary()
         self.report.start(self)
@@ -434,11 +418,6 @@ class Trainer:
         self.log.warning(message)
         raise TrainingInterrupted(message, signal_number=int(signum), checkpoint=str(path) if path else None)
 
-    def _say_finished(self) -> None:
-        flag, count, unit = (("--iterations", self.max_steps, "iterations") if self.config.iterations
-                             else ("--num-epochs", self.num_epochs, "epochs"))
-        self.log.info(f"{self.config.resume} already finished all {count} {unit} of its run; raise {flag} to train further")
-
     # --------------------------------------------------------------------------------- output
     def _call_hooks(self, name: str, *args: Any) -> None:
         for hook in self.hooks:
@@ -453,15 +432,9 @@ class Trainer:
     def summary(self) -> dict:
         """Where the run ended: epoch, step, best mAP, the last epoch record, checkpoint paths."""
         best = self.folder / "best.pth"
-        return {
-            "epoch": self.epoch, "step": self.step,
-            "best_map": None if self.best_map == -math.inf else self.best_map,
-            "last": self.history[-1] if self.history else None,
-            "checkpoint": str(self.folder / "last.pth"),
-            "best_checkpoint": str(best) if best.exists() else None,
-            "folder": str(self.folder),
-            "run_id": self.run_id,
-        }
+        return {"epoch": self.epoch, "step": self.step, "best_map": None if self.best_map == -math.inf else self.best_map,
+                "last": self.history[-1] if self.history else None, "checkpoint": str(self.folder / "last.pth"),
+                "best_checkpoint": str(best) if best.exists() else None, "folder": str(self.folder), "run_id": self.run_id}
 
 
 def train(config: TrainConfig, hooks: Sequence[Hook] = ()) -> dict:

@@ -108,9 +108,9 @@ class _Signal(Hook):
             os.kill(os.getpid(), self.signum)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_after_the_step_saves_and_says_how_to_resume(voc_data, straight, tmp_path, resume_config, signum):
-    folder = tmp_path / "b"
+def test_ctrl_c_stops_after_the_step_saves_and_says_how_to_resume(voc_data, straight, tmp_path, resume_config):
+    """SIGINT here; SIGTERM: tests/cli/test_train_cli.py, on a real ssdfast-train process."""
+    folder, signum = tmp_path / "b", signal.SIGINT
     with pytest.raises(TrainingInterrupted) as info:
         Trainer(resume_config(voc_data, folder, num_workers=1), hooks=[_Signal(4, signum)]).fit()
     message = str(info.value)

@@ -23,11 +23,14 @@ def test_sizes_follow_the_cores(monkeypatch):
 def test_plan_cpu_leaves_the_workers_their_cores(monkeypatch):
     before = torch.get_num_threads()
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     try:
         assert threads.plan_cpu(3) == 5 and torch.get_num_threads() == 5
         assert threads.plan_cpu(3, limit=2) == 2  # never more than the caller allows
         assert threads.plan_cpu(20) == 1
         assert threads.plan_cpu(2, "cuda") == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice wins
+        assert threads.plan_cpu(1) == 3 and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
 
