@@ -67,7 +67,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, hooks: Sequence[Hook] = (), model: nn.Module | None = None,
                  train_dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> None:
-        from ..threads import available_cores, default_num_workers, plan_cpu
+        from ..threads import available_cores, default_num_workers
 
         config = config.inherit_resumed()
         if train_dataset is None:
@@ -90,8 +90,7 @@ class Trainer:
 
         self.cores = available_cores()
         self.num_workers = default_num_workers() if config.num_workers is None else int(config.num_workers)
-        self._threads_before = torch.get_num_threads()
-        self.threads = plan_cpu(self.num_workers, self.device.type, limit=self._threads_before)
+        self.threads = self._threads_before = torch.get_num_threads()  # planned by fit()
         seed_everything(config.seed)
 
         with self.notes.capture():
@@ -192,7 +191,14 @@ class Trainer:
                           worker_init_fn=worker_init if self.num_workers > 0 else None)
 
     def fit(self) -> dict:
-        """Train to ``num_epochs`` (or ``iterations``) and return a summary dict."""
+        """Train to ``num_epochs`` (or ``iterations``) and return a summary dict.
+
+        Threads: the network gets the cores the data workers leave (:func:`ssdfast.threads.plan_cpu`,
+        never more than were set before); the count set before comes back at the end."""
+        from ..threads import plan_cpu
+
+        self._threads_before = torch.get_num_threads()
+        self.threads = plan_cpu(self.num_workers, self.device.type, limit=self._threads_before)
         if self.step >= self.max_steps:
             self.report.finished(self.config, self.num_epochs, self.max_steps)
             self._finish()
