@@ -12,13 +12,16 @@ starve each other (threads spinning on cores the other run needs). Each run is a
     python -m benchmarks.train_concurrency --repo /path/to/other/checkout   # another version's ssdfast-train
 
 The time of an epoch is the ``time_s`` of its ``metrics.jsonl`` record; the middle epoch of three is
-used, so that both runs of a pair are training during all of it. The load average before the runs is
-printed with the table: measure on a quiet machine.
+used, so that both runs of a pair are training during all of it. The CPU time of each run (all its
+epochs, start-up and data workers included) shows work wasted under contention (spinning threads)
+whatever else runs on the machine; the load average before each case is printed with the table:
+measure on a quiet machine.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -58,12 +61,14 @@ def _epoch_times(folder: Path) -> list[float]:
     return [float(r["time_s"]) for r in read_metrics(folder / "metrics.jsonl") if r.get("kind") == "epoch"]
 
 
-def run_trainings(count: int, data: Path, work: Path, args: argparse.Namespace) -> list[float]:
-    """Start ``count`` trainings together; returns the measured epoch's time of each (seconds)."""
+def run_trainings(count: int, data: Path, work: Path, args: argparse.Namespace) -> tuple[list[float], float]:
+    """Start ``count`` trainings together; returns the measured epoch's time of each (seconds) and the
+    CPU time (user + system, data workers included) the runs used per run, in all."""
     repo = Path(args.repo).resolve()
     env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.update(item.split("=", 1) for item in args.env)
     procs = []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for i in range(count):
         folder = work / f"run-{count}-{i}"
         log = open(work / f"run-{count}-{i}.stderr", "w")
@@ -74,10 +79,22 @@ def run_trainings(count: int, data: Path, work: Path, args: argparse.Namespace) 
         rc = proc.wait()
         log.close()
         if rc != 0:
-            raise RuntimeError(f"ssdfast-train exited {rc}: see {log.name}")
+            tail = Path(log.name).read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError(f"ssdfast-train exited {rc}:\n" + "\n".join(tail))
         epochs = _epoch_times(folder)
         times.append(epochs[len(epochs) // 2])
-    return times
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return times, cpu / count
+
+
+def _runnable() -> int:
+    """Processes runnable right now, besides this one (Linux: /proc/loadavg's 4th field); -1 elsewhere."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return int(f.read().split()[3].split("/")[0]) - 1
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,10 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ssdfast-concurrency-") as tmp:
         work = Path(tmp)
         data = generate_data(work / "data", args.images, args.image_size)
-        alone, together = [], []
+        alone, together, cpu_alone, cpu_together, loads = [], [], [], [], []
         for _ in range(args.repeats):
-            alone += run_trainings(1, data, work, args)
-            together.append(statistics.mean(run_trainings(2, data, work, args)))
+            loads.append(_runnable())
+            times, cpu = run_trainings(1, data, work, args)
+            alone += times
+            cpu_alone.append(cpu)
+            loads.append(_runnable())
+            times, cpu = run_trainings(2, data, work, args)
+            together.append(statistics.mean(times))
+            cpu_together.append(cpu)
         one, two = statistics.median(alone), statistics.median(together)
 
     from ssdfast.threads import available_cores, default_num_workers
@@ -112,15 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     which += "".join(f", {item}" for item in args.env)
     table = "\n".join([
         f"### Two trainings at once ({time.strftime('%Y-%m-%d %H:%M')}, {available_cores()} cores, "
-        f"load average before {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f})",
+        f"load average before {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; other processes runnable when each "
+        f"case started: {', '.join(str(x) for x in loads)})",
         "",
         f"`ssdfast-train --net {args.net} --batch-size {args.batch_size}{flags}`{which} on {args.images} generated images "
         f"of {args.image_size} px (this checkout sizes {default_num_workers()} data worker(s) by default); seconds per epoch "
         f"(the middle epoch of {args.epochs}, median of {args.repeats}):",
         "",
-        "| one run alone | two runs at once (each) | ratio |",
-        "|---:|---:|---:|",
-        f"| {one:.1f} | {two:.1f} | {two / one:.2f}x |",
+        "| one run alone | two runs at once (each) | ratio | CPU s per run, alone | CPU s per run, two at once |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {one:.1f} | {two:.1f} | {two / one:.2f}x | {statistics.median(cpu_alone):.0f} | "
+        f"{statistics.median(cpu_together):.0f} |",
         "",
     ])
     print(table)

@@ -57,7 +57,7 @@ def run_demo(output: str | Path = "demo-output", *, device: str = "cpu", seed: i
     """Run the demo into ``output``; returns ``{"mAP", "seconds", "checkpoint", "curves", "images"}``.
 
     Threads and data workers are sized from the cores as for ``ssdfast-train`` (:mod:`ssdfast.threads`):
-    on 2 cores, one compute thread and one data worker.
+    on 2 cores, one data worker and the network on both cores.
     """
     s = settings or DemoSettings()
     out = Path(output)

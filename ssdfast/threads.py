@@ -33,13 +33,14 @@ def default_num_workers(limit: int = 4) -> int:
     return max(0, min(limit, available_cores() - 1))
 
 
-def plan_cpu(num_workers: int, device_type: str = "cpu", *, limit: int | None = None) -> int:
+def plan_cpu(num_workers: int, device_type: str = "cpu", *, limit: int | None = None, busy_workers: bool = True) -> int:
     """Set torch's intra-op threads for a run with ``num_workers`` loader workers; returns the count.
 
-    On CPU the network gets the cores the workers leave (at least one); on a GPU one thread is
-    enough beside the workers, which do the CPU work. ``limit``: never more threads than this (e.g.
-    the count set before, when the caller chose fewer). ``OMP_NUM_THREADS`` set in the environment
-    is the user's choice and wins.
+    On CPU the network gets the cores the workers leave (at least one), or every core when the
+    workers are mostly idle (``busy_workers=False``: CPU training, whose step is ~10x slower than its
+    data pipeline); on a GPU one thread is enough beside the workers, which do the CPU work.
+    ``limit``: never more threads than this (e.g. the count set before, when the caller chose fewer).
+    ``OMP_NUM_THREADS`` set in the environment is the user's choice and wins.
     """
     import torch
 
@@ -48,7 +49,8 @@ def plan_cpu(num_workers: int, device_type: str = "cpu", *, limit: int | None = 
     if chosen.isdigit() and int(chosen) > 0:
         threads = int(chosen)
     else:
-        threads = 1 if device_type != "cpu" else max(1, cores - max(0, int(num_workers)))
+        reserved = max(0, int(num_workers)) if busy_workers else 0
+        threads = 1 if device_type != "cpu" else max(1, cores - reserved)
         threads = min(threads, cores, limit if limit is not None and limit > 0 else cores)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

@@ -193,12 +193,13 @@ class Trainer:
     def fit(self) -> dict:
         """Train to ``num_epochs`` (or ``iterations``) and return a summary dict.
 
-        Threads: the network gets the cores the data workers leave (:func:`ssdfast.threads.plan_cpu`,
-        never more than were set before); the count set before comes back at the end."""
+        Threads (:func:`ssdfast.threads.plan_cpu`): on CPU the network takes every core (the data
+        workers idle most of a CPU step), never more than were set before; the count set before comes
+        back at the end."""
         from ..threads import plan_cpu
 
         self._threads_before = torch.get_num_threads()
-        self.threads = plan_cpu(self.num_workers, self.device.type, limit=self._threads_before)
+        self.threads = plan_cpu(self.num_workers, self.device.type, limit=self._threads_before, busy_workers=False)
         if self.step >= self.max_steps:
             self.report.finished(self.config, self.num_epochs, self.max_steps)
             self._finish()

@@ -29,6 +29,7 @@ def test_plan_cpu_leaves_the_workers_their_cores(monkeypatch):
         assert threads.plan_cpu(3, limit=2) == 2  # never more than the caller allows
         assert threads.plan_cpu(20) == 1
         assert threads.plan_cpu(2, "cuda") == 1
+        assert threads.plan_cpu(3, busy_workers=False) == 8  # CPU training: the workers idle most of a step
         monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice wins
         assert threads.plan_cpu(1) == 3 and torch.get_num_threads() == 3
     finally:
