@@ -16,6 +16,7 @@ the same run.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -110,22 +111,22 @@ def move_previous_run(folder: str | os.PathLike, keep: Iterable[str | os.PathLik
     return destination, moved
 
 
-def prepare_run_folder(folder: Path, config: "TrainConfig", resume: "ResumeFile | None") -> list[str]:
+def prepare_run_folder(folder: Path, config: "TrainConfig", resume: "ResumeFile | None") -> list[tuple[int, str]]:
     """Get ``folder`` ready for a run: create it, remove temporary files of killed saves, and move
     another run's files away unless this run continues the one whose files are there. Returns the
-    lines to log."""
-    lines = []
+    ``(logging level, line)`` to log (the logger is opened after, as ``train.log`` may have moved)."""
+    lines: list[tuple[int, str]] = []
     folder.mkdir(parents=True, exist_ok=True)
     removed = remove_temp_leftovers(folder)
     if removed:
-        lines.append(f"Removed {len(removed)} temporary file(s) left by an interrupted checkpoint save: "
-                     + ", ".join(p.name for p in removed))
+        lines.append((logging.INFO, f"Removed {len(removed)} temporary file(s) left by an interrupted checkpoint "
+                      "save: " + ", ".join(p.name for p in removed)))
     if not _continues_folder(folder, resume):
         keep = [config.resume, config.pretrained_ssd, config.base_net, config.label_file, config.validation_dataset,
                 *config.datasets]
         destination, moved = move_previous_run(folder, [k for k in keep if k])
         if destination is not None:
-            lines.append(f"{folder} held another run's files: moved {', '.join(moved)} to {destination}")
+            lines.append((logging.WARNING, f"{folder} held another run's files: moved {', '.join(moved)} to {destination}"))
     return lines
 
 

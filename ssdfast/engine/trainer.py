@@ -84,8 +84,8 @@ class Trainer:
         self.run_id = (resume.run_id if self.resumed and resume is not None else None) or new_run_id()
         folder_lines = prepare_run_folder(self.folder, config, resume) if self.is_main else []
         self.log = setup_logger(self.folder, self.is_main, config.log_level)
-        for line in folder_lines:  # a previous run's files moved: worth a warning
-            (self.log.warning if "moved" in line else self.log.info)(line)
+        for level, line in folder_lines:
+            self.log.log(level, line)
         self.notes = RunNotes(self.log, records=self.is_main)
 
         self.cores = available_cores()
