@@ -14,7 +14,7 @@ One contender is one optimizer step: forward, loss, backward, SGD step (no host 
   hand gets (only when the ssdfast side runs channels_last).
 
 The ssdfast side runs as ``ssdfast-train`` does by default: channels_last (``channels_last=False``
-for NCHW) and fused SGD (:func:`ssdfast.engine.trainer.make_sgd`); torchvision gets
+for NCHW) and fused SGD (:func:`ssdfast.engine.optim.make_sgd`); torchvision gets
 ``torch.optim.SGD``'s default implementation, as in its reference scripts.
 
 The ssdfast networks take the batch already normalized (the data pipeline's output), so their step
@@ -143,7 +143,7 @@ def _sgd(model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
     """The optimizer of a contender: ssdfast's as ``ssdfast-train`` builds it (fused when it can),
     torchvision's as its reference scripts do (``torch.optim.SGD``'s default implementation)."""
     if fused:
-        from ssdfast.engine.trainer import make_sgd
+        from ssdfast.engine.optim import make_sgd
 
         return make_sgd(model.parameters(), **SGD_OPTIONS)
     return torch.optim.SGD(model.parameters(), **SGD_OPTIONS)

@@ -19,7 +19,6 @@ gives the same numbers.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ class DemoSettings:
     lr: float = 0.05
     warmup: int = 50
     validation_epochs: int = 4
-    num_workers: int = 1
+    num_workers: int | None = None  # None: sized from the cores (ssdfast.threads), as ssdfast-train does
     channels_last: bool = True      # ~1.2-2x faster convolutions on CPU
     zoom_out_max: float = 2.0       # lighter than the paper's 4x: small inputs, short run
     num_drawn: int = 8              # annotated test images written
@@ -55,27 +54,20 @@ def _say(message: str) -> None:
 
 def run_demo(output: str | Path = "demo-output", *, device: str = "cpu", seed: int = 0,
              settings: DemoSettings | None = None) -> dict:
-    """Run the demo into ``output``; returns ``{"mAP", "seconds", "checkpoint", "curves", "images"}``."""
-    import torch
+    """Run the demo into ``output``; returns ``{"mAP", "seconds", "checkpoint", "curves", "images"}``.
 
+    Threads and data workers are sized from the cores as for ``ssdfast-train`` (:mod:`ssdfast.threads`):
+    on 2 cores, one data worker and the network on both cores.
+    """
     s = settings or DemoSettings()
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    # One compute thread per core left after the data workers: on 2 cores, 1 + 1 worker. More
-    # threads than cores makes OpenMP spin-wait, which costs far more than it gains on a small net.
-    threads = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 1) - s.num_workers)))
-    try:
-        return _run(out, device, seed, s, start)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(out, device, seed, s, time.perf_counter())
 
 
 def _run(out: Path, device: str, seed: int, s: DemoSettings, start: float) -> dict:
     from .data.synthetic import generate
-    from .engine.trainer import TrainConfig, train
+    from .engine import TrainConfig, train
 
     data_dir = out / "data"
     _say(f"[1/4] generating {s.num_images} synthetic images ({s.num_classes} classes, {s.image_size} px) in {data_dir}")
@@ -160,6 +152,9 @@ def _draw(checkpoint: Path, data_dir: Path, out_dir: Path, device: str, count: i
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ssdfast.demo [--output DIR] [--device cpu] [--seed 0]``."""
+    from .threads import quiet_openmp
+
+    quiet_openmp()  # before torch is imported
     parser = argparse.ArgumentParser(prog="python -m ssdfast.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", default="demo-output", help="folder of the demo's data and results")
     parser.add_argument("--device", default="cpu", help="device to train on")

@@ -3,14 +3,17 @@ a machine each get about half of it instead of starving each other.
 
 Every command that computes on the CPU (training, evaluation, detection) calls :func:`plan_cpu` once
 with the data-loading workers it will start: the main process then runs one intra-op thread per core
-left to it (at least one). More busy threads than cores makes OpenMP spin-wait, which costs far more
-than it gains.
+left to it (at least one); each worker runs one thread. Command-line entry points call
+:func:`quiet_openmp` before importing torch: OpenMP threads then sleep when they wait instead of
+spinning, which is what made two trainings on 2 cores take 5x the time of one (each run's spinning
+threads burning the time slices the other run's threads needed).
 """
 from __future__ import annotations
 
 import os
+import sys
 
-__all__ = ["available_cores", "default_num_workers", "plan_cpu"]
+__all__ = ["available_cores", "default_num_workers", "plan_cpu", "quiet_openmp"]
 
 
 def available_cores() -> int:
@@ -22,21 +25,43 @@ def available_cores() -> int:
 
 
 def default_num_workers(limit: int = 4) -> int:
-    """Data-loading workers when the user gave none: one core is kept for the network, at most ``limit``."""
+    """Data-loading workers when the user gave none: one core is kept for the network, at most ``limit``.
+
+    One worker keeps a CPU training step fed (decoding and augmenting a batch takes a fraction of a
+    CPU step); on 1 core, none (the main process loads the data).
+    """
     return max(0, min(limit, available_cores() - 1))
 
 
-def plan_cpu(num_workers: int, device_type: str = "cpu") -> int:
+def plan_cpu(num_workers: int, device_type: str = "cpu", *, limit: int | None = None, busy_workers: bool = True) -> int:
     """Set torch's intra-op threads for a run with ``num_workers`` loader workers; returns the count.
 
-    On CPU the network gets the cores the workers leave (at least one); on a GPU one thread is
-    enough beside the workers, which do the CPU work.
+    On CPU the network gets the cores the workers leave (at least one), or every core when the
+    workers are mostly idle (``busy_workers=False``: CPU training, whose step is ~10x slower than its
+    data pipeline); on a GPU one thread is enough beside the workers, which do the CPU work.
+    ``limit``: never more threads than this (e.g. the count set before, when the caller chose fewer).
+    ``OMP_NUM_THREADS`` set in the environment is the user's choice and wins.
     """
     import torch
 
     cores = available_cores()
-    threads = 1 if device_type != "cpu" else max(1, cores - max(0, int(num_workers)))
-    threads = min(threads, cores)
+    chosen = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if chosen.isdigit() and int(chosen) > 0:
+        threads = int(chosen)
+    else:
+        reserved = max(0, int(num_workers)) if busy_workers else 0
+        threads = 1 if device_type != "cpu" else max(1, cores - reserved)
+        threads = min(threads, cores, limit if limit is not None and limit > 0 else cores)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+def quiet_openmp() -> bool:
+    """Make OpenMP threads sleep while they wait (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a
+    policy. Effective only before torch is imported (OpenMP reads it when it loads); returns whether
+    it took effect. Data workers inherit it."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return "torch" not in sys.modules

@@ -1,1 +1,27 @@
-"""Training engine: trainer, checkpoint I/O, distributed helpers."""
+"""Training engine: settings, optimisation, reproducible sampling, building, hooks and the loop.
+
+>>> from ssdfast.engine import TrainConfig, Trainer
+>>> Trainer(TrainConfig(dataset_type="voc", datasets=["data/fruit"], net="mb1-ssd")).fit()
+"""
+from .errors import ConfigError, NonFiniteLossError, TrainingInterrupted
+from .hooks import Hook, StepOutput
+from .optim import LrSchedule, build_param_groups, make_sgd
+from .sampling import EpochSampler, SeededSamples
+from .settings import TrainConfig
+from .trainer import Trainer, train
+
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "train",
+    "Hook",
+    "StepOutput",
+    "make_sgd",
+    "LrSchedule",
+    "EpochSampler",
+    "SeededSamples",
+    "build_param_groups",
+    "ConfigError",
+    "NonFiniteLossError",
+    "TrainingInterrupted",
+]

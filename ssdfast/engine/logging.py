@@ -7,9 +7,21 @@ Records in ``metrics.jsonl`` are one JSON object per line with a ``kind``:
   the fraction), ``step`` (global, 1-based), ``loss``, ``regression_loss``, ``classification_loss``
   (averages since the previous record, skipped steps left out), ``lr`` (of the heads), ``images_per_s``;
 - ``"epoch"``: at the end of each epoch: ``epoch``, ``epoch_end`` (epochs done), ``step``,
-  ``train_loss`` (and its parts), ``lr``, ``time_s``, ``images_per_s``, ``skipped_steps``; after a
-  validation also ``val_loss`` (and its parts), ``mAP``, ``per_class_AP`` and, for COCO, the 12
-  COCOeval numbers (``AP``, ``AP50``, ...).
+  ``train_loss`` (and its parts), ``lr``, ``time_s``, ``images_per_s``, ``skipped_steps`` (non-finite
+  losses, whole run), ``skipped_images`` (unreadable images left out this epoch),
+  ``images_with_warnings`` (used with a warning, e.g. truncated, this epoch); after a validation also
+  ``val_loss`` (and its parts), ``mAP``, ``per_class_AP``, ``val_skipped_images`` and, for COCO, the
+  12 COCOeval numbers (``AP``, ``AP50``, ...);
+- ``"data"``: at the start, one per dataset (``role`` training / validation): ``images``, ``source``
+  (how the validation set was chosen), ``stats`` (boxes clipped, zero-area boxes dropped, bad
+  annotation files...) and ``notes`` (the dataset's parse notes);
+- ``"warning"``: every warning the console shows, each once: ``source`` (``data``: a batch's note
+  such as a truncated image used or an unreadable one skipped; ``dataset``: a parse note;
+  ``python``: a Python warning; ``log``: a warning logged by ``ssdfast.data``), ``message``,
+  ``epoch``, ``step``.
+
+Epochs count from 0 everywhere: the progress bar, ``train.log`` (``Epoch: 0``, as pytorch-ssd's log)
+and these records.
 
 NaN and infinite values are written as ``null``.
 
@@ -25,24 +37,50 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["LOGGER_NAME", "setup_logger", "MetricsLog", "read_metrics", "plot_curves", "TensorBoardLog"]
+__all__ = ["LOGGER_NAME", "log_level", "setup_logger", "close_logger", "MetricsLog", "read_metrics", "plot_curves", "TensorBoardLog"]
 
 LOGGER_NAME = "ssdfast.train"
 
 
-def setup_logger(folder: str | Path | None, is_main: bool = True, level: int = logging.INFO) -> logging.Logger:
-    """The ``ssdfast.train`` logger: messages to stderr and to ``folder/train.log`` (appended).
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes through ``tqdm.write``, which lifts an active progress bar above the line and redraws it
+    below, so log lines never end up glued to the bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # logging must never stop a run
+            self.handleError(record)
+
+
+def log_level(value: int | str) -> int:
+    """``"info"`` / ``"WARNING"`` / ``logging.DEBUG`` -> the ``logging`` level number."""
+    if isinstance(value, int):
+        return value
+    level = logging.getLevelName(str(value).upper())
+    if not isinstance(level, int):
+        raise ValueError(f"unknown log level {value!r}")
+    return level
+
+
+def setup_logger(folder: str | Path | None, is_main: bool = True, level: int | str = logging.INFO) -> logging.Logger:
+    """The ``ssdfast.train`` logger: messages to stderr and to ``folder/train.log`` (appended), both at
+    ``level`` (``--log-level``).
 
     On processes other than rank 0 only errors are shown and no file is written. Calling it again
     (a second run in the same Python process) replaces the handlers of the first call.
     """
+    level = log_level(level)
     logger = logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
     logger.propagate = False
-    logger.setLevel(level if is_main else logging.ERROR)
-    stream = logging.StreamHandler(sys.stderr)
+    logger.setLevel(level if is_main else max(level, logging.ERROR))
+    stream = _ConsoleHandler(sys.stderr)
     stream.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(stream)
     if is_main and folder is not None:

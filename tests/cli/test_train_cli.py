@@ -6,7 +6,7 @@ import argparse
 import pytest
 import torch
 
-from ssdfast.cli.train import build_parser, main, parse_args
+from ssdfast.cli.train import build_parser, config_from_args, main, parse_args
 from ssdfast.engine.logging import read_metrics
 
 TINY = ["--net", "mb2-ssd-lite", "--mb2-width-mult", "0.25", "--resolution", "96", "--batch-size", "4",
@@ -204,3 +204,130 @@ def test_small_demo_end_to_end(tmp_path, monkeypatch):
     assert 0.0 <= result["mAP"] <= 1.0
     assert len(result["images"]) == 2 and all((tmp_path / "demo" / "detections").glob("*.jpg"))
     assert (tmp_path / "demo" / "checkpoints" / "curves.png").is_file()
+
+
+# --------------------------------------------------------------- jetson-inference / pytorch-ssd users
+def test_every_flag_of_jetson_inference_train_ssd_is_accepted():
+    """dusty-nv/pytorch-ssd's train_ssd.py (jetson-inference's training script), every flag, its meaning."""
+    args = parse_args([
+        "--dataset-type=voc", "--data=data/fruit", "--balance-data", "--net=mb1-ssd", "--resolution=300",
+        "--freeze-base-net", "--freeze-net", "--mb2-width-mult=1.0", "--base-net=b.pth", "--pretrained-ssd=p.pth",
+        "--resume=r.pth", "--lr=0.01", "--momentum=0.9", "--weight-decay=5e-4", "--gamma=0.1", "--base-net-lr=0.001",
+        "--extra-layers-lr=0.01", "--scheduler=cosine", "--milestones=80,100", "--t-max=100", "--batch-size=4",
+        "--epochs=30", "--workers=2", "--validation-epochs=1", "--validation-mean-ap", "--debug-steps=10",
+        "--use-cuda", "--checkpoint-folder=models/x", "--model-dir=models/fruit", "--log-level=debug",
+    ])
+    assert args.datasets == ["data/fruit"] and args.checkpoint_folder == "models/fruit" and args.resolution == 300
+    assert (args.num_epochs, args.num_workers, args.validation_epochs, args.debug_steps) == (30, 2, 1, 10)
+    assert args.validation_mean_ap is True and args.use_cuda is True and args.log_level == "debug"
+    assert args.freeze_base_net and args.freeze_net and args.balance_data and args.milestones == "80,100"
+    assert parse_args(["--use-cuda", "false"]).use_cuda is False and parse_args(["--learning-rate", "0.5"]).lr == 0.5
+    assert parse_args([]).num_workers is None  # sized from the cores at run time
+
+
+def test_jetson_inference_command_validates_on_the_test_split(data, tmp_path, capsys):
+    out = tmp_path / "models" / "fruit"
+    rc = main(["--dataset-type=voc", f"--data={data / 'voc'}", f"--model-dir={out}", "--validation-mean-ap", *TINY])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    log = (out / "train.log").read_text()
+    assert f"Validation: the training data's test split: {data / 'voc' / 'ImageSets' / 'Main' / 'test.txt'}" in log
+    epoch = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "epoch"][-1]
+    assert epoch["epoch"] == 0 and 0.0 <= epoch["mAP"] <= 1.0 and "Epoch: 0," in log  # epochs count from 0
+    assert "\r" not in err and "Epoch: 0, Step: 1/2" in err  # stderr is not a terminal: no bar, no \r
+
+
+def test_log_level_sets_console_and_train_log(data, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["--datasets", str(data / "voc"), "--model-dir", str(out), "--log-level", "warning",
+                 "--validation-dataset", "none", *TINY]) == 0
+    assert "Epoch: 0" not in capsys.readouterr().err and "Epoch: 0" not in (out / "train.log").read_text()
+    assert main(["--datasets", str(data / "voc"), "--log-level", "loud"]) == 2
+    assert "--log-level" in _one_line_error(capsys)
+
+
+# ----------------------------------------------------------------------------------- resuming
+@pytest.fixture(scope="module")
+def finished_run(data, tmp_path_factory):
+    """A finished 1-epoch run (cosine schedule); read-only: copy it before resuming."""
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["--datasets", str(data / "voc"), "--model-dir", str(folder), "--scheduler", "cosine",
+                 "--validation-dataset", "none", *TINY]) == 0
+    return folder
+
+
+def test_resume_precedence_command_line_config_checkpoint(finished_run, tmp_path):
+    last = str(finished_run / "last.pth")
+    saved = config_from_args(["--resume", last])
+    assert saved.scheduler == "cosine" and saved.net == "mb2-ssd-lite" and saved.resolution == 96
+    # a flag given wins, even when it spells the default
+    assert config_from_args(["--resume", last, "--scheduler", "multi-step"]).scheduler == "multi-step"
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("lr: 0.5\nwarmup: 3\n")
+    config = config_from_args(["--resume", last, "--config", str(yaml_file), "--lr", "0.2"])
+    assert (config.lr, config.warmup, config.scheduler) == (0.2, 3, "cosine")
+
+
+def test_resume_of_a_missing_file_names_resume(tmp_path, capsys):
+    assert main(["--resume", str(tmp_path / "models" / "last.pth")]) == 2
+    assert _one_line_error(capsys) == f"error: --resume {tmp_path / 'models' / 'last.pth'}: no such file"
+
+
+def test_resuming_a_finished_run_says_so(finished_run, tmp_path, capsys):
+    import shutil
+
+    folder = shutil.copytree(finished_run, tmp_path / "run")
+    assert main(["--resume", str(folder / "last.pth"), "--model-dir", str(folder)]) == 0
+    assert f"{folder / 'last.pth'} already finished all 1 epochs of its run; raise --num-epochs to train further" in (
+        capsys.readouterr().err)
+
+
+def test_model_files_torch_refuses_are_one_line_errors(data, tmp_path, capsys):
+    bad = tmp_path / "model.pth"
+    torch.save({"net": torch.nn.Linear(2, 2)}, bad)
+    for flag in ("--pretrained-ssd", "--base-net", "--resume"):
+        assert main(["--datasets", str(data / "voc"), "--model-dir", str(tmp_path / "m"), *TINY, flag, str(bad)]) == 2
+        assert _one_line_error(capsys).startswith(f"error: {flag} {bad}: not a plain weights file")
+
+
+def test_strict_stops_at_a_truncated_image(data, tmp_path, capsys):
+    import shutil
+
+    root = shutil.copytree(data / "voc", tmp_path / "voc")
+    image = root / "JPEGImages" / f"{(root / 'ImageSets' / 'Main' / 'trainval.txt').read_text().split()[0]}.jpg"
+    image.write_bytes(image.read_bytes()[: int(image.stat().st_size * 0.8)])
+    common = ["--datasets", str(root), "--validation-dataset", "none", *TINY, "--num-workers", "1"]
+    assert main([*common, "--model-dir", str(tmp_path / "a")]) == 0  # used, with a warning in the log
+    assert str(image) in (tmp_path / "a" / "train.log").read_text()
+    capsys.readouterr()
+    assert main([*common, "--model-dir", str(tmp_path / "b"), "--strict"]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # the run's opening lines, then the error, on one line
+    assert last.startswith("error: ") and str(image) in last and "truncated" in last and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_prints_the_resume_command(data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "run"
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "ssdfast.cli.train", "--datasets", str(data / "voc"), "--model-dir", str(out),
+           *TINY, "--num-epochs", "500", "--validation-dataset", "none", "--num-workers", "1"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while not any(r["kind"] == "train" for r in read_metrics(out / "metrics.jsonl")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert f"continue with: ssdfast-train --resume {out / 'last.pth'} --device cpu" in err and "Traceback" not in err
+    step = torch.load(out / "last.pth", weights_only=True)["train_state"]["step"]
+    assert step >= 1 and f"(global step {step})" in (out / "train.log").read_text()

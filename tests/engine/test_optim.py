@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssdfast.engine.trainer import make_sgd
+from ssdfast.engine.optim import make_sgd
 
 
 def _model(seed: int = 0) -> nn.Module:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ssdfast.engine.logging import read_metrics
-from ssdfast.engine.trainer import (
+from ssdfast.engine.trainer import (  # the names the package had before its split; also in ssdfast.engine
     ConfigError,
     EpochSampler,
     Hook,
@@ -17,7 +17,7 @@ from ssdfast.engine.trainer import (
     NonFiniteLossError,
     TrainConfig,
     Trainer,
-    _SeededSamples,
+    SeededSamples,
     build_param_groups,
     get_rng_state,
     set_rng_state,
@@ -25,17 +25,6 @@ from ssdfast.engine.trainer import (
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tiny_config(data, folder, **overrides) -> TrainConfig:
-    """mb2-ssd-lite x0.25 at 96 px, batch 4 on 12 training images: 3 steps an epoch."""
-    values = dict(
-        dataset_type="voc", datasets=[str(data)], net="mb2-ssd-lite", mb2_width_mult=0.25, resolution=96,
-        batch_size=4, num_epochs=1, num_workers=0, lr=0.01, scheduler="cosine", debug_steps=1,
-        checkpoint_folder=str(folder), device="cpu", progress=False, seed=0,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 # ---------------------------------------------------------------------------------- schedules
@@ -104,7 +93,7 @@ def test_seeded_samples_are_reproducible_and_leave_global_rng_alone():
         def __getitem__(self, i):
             return (torch.rand(1).item(), random.random(), float(np.random.rand()))
 
-    ds = _SeededSamples(Noisy())
+    ds = SeededSamples(Noisy())
     torch.manual_seed(1)
     before = torch.rand(3)
     torch.manual_seed(1)
@@ -127,7 +116,7 @@ def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
 
 
 # ------------------------------------------------------------------------------- training
-def test_training_writes_checkpoints_logs_metrics_and_curves(voc_data, tmp_path):
+def test_training_writes_checkpoints_logs_metrics_and_curves(voc_data, tmp_path, tiny_config):
     folder = tmp_path / "run"
     cfg = tiny_config(voc_data, folder, num_epochs=2, validation_dataset=str(voc_data), validation_epochs=1)
     summary = Trainer(cfg).fit()
@@ -152,7 +141,7 @@ def test_training_writes_checkpoints_logs_metrics_and_curves(voc_data, tmp_path)
     assert "Epoch: 1" in log and "Validation mAP" in log
 
 
-def test_amp_bf16_grad_clip_channels_last_iterations(voc_data, tmp_path):
+def test_amp_bf16_grad_clip_channels_last_iterations(voc_data, tmp_path, tiny_config):
     cfg = tiny_config(voc_data, tmp_path / "run", amp="auto", grad_clip=1.0, channels_last=True, iterations=4,
                       scheduler="multi-step", milestones="2", warmup=2, num_epochs=None)
     trainer = Trainer(cfg)
@@ -184,7 +173,7 @@ class _Weights(Hook):
         self.after[trainer.step] = [p.detach().clone() for p in trainer.model.parameters()]
 
 
-def test_nonfinite_loss_skips_the_step(voc_data, tmp_path, caplog):
+def test_nonfinite_loss_skips_the_step(voc_data, tmp_path, caplog, tiny_config):
     trainer = _NaNAt(tiny_config(voc_data, tmp_path / "run"), hooks=[weights := _Weights()])
     trainer.nan_steps = {2}
     trainer.fit()
@@ -196,7 +185,7 @@ def test_nonfinite_loss_skips_the_step(voc_data, tmp_path, caplog):
     assert epoch["skipped_steps"] == 1 and math.isfinite(epoch["train_loss"])
 
 
-def test_nonfinite_losses_in_a_row_stop_with_the_likely_causes(voc_data, tmp_path):
+def test_nonfinite_losses_in_a_row_stop_with_the_likely_causes(voc_data, tmp_path, tiny_config):
     trainer = _NaNAt(tiny_config(voc_data, tmp_path / "run", num_epochs=3, max_nonfinite_steps=4, amp="bf16"))
     trainer.nan_steps = set(range(1, 100))
     with pytest.raises(NonFiniteLossError) as info:
@@ -206,7 +195,7 @@ def test_nonfinite_losses_in_a_row_stop_with_the_likely_causes(voc_data, tmp_pat
     assert "4 steps in a row" in message and "learning rate" in message and "bad boxes" in message and "AMP" in message
 
 
-def test_user_mistakes_are_config_errors(voc_data, tmp_path):
+def test_user_mistakes_are_config_errors(voc_data, tmp_path, tiny_config):
     with pytest.raises(ConfigError, match="does not exist"):
         Trainer(tiny_config(tmp_path / "nowhere", tmp_path / "run"))
     with pytest.raises(ConfigError, match="not a known network"):

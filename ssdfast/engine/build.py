@@ -1,0 +1,278 @@
+"""Building a run from its settings: the device, the datasets (and which one validates), the run's
+length, the network and the weights it starts from.
+
+Validation data: ``--validation-dataset PATH`` (its test split); ``none``: no validation; not given:
+the training dataset's own test split when it has one (VOC ``ImageSets/Main/test.txt``, COCO val,
+Open Images test), as jetson-inference's ``train_ssd.py`` validates; a dataset without one trains
+without validation. :attr:`Data.validation_source` says which, for the log.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .errors import ConfigError
+from .model_files import ResumeFile, read_weights_file
+from .settings import TrainConfig
+
+__all__ = ["resolve_device", "Data", "build_data", "find_test_split", "RunLength", "run_length",
+           "check_weight_files", "build_criterion", "build_model", "wrap_for_training", "init_weights",
+           "check_compatible"]
+
+
+def resolve_device(device: str | None, use_cuda: bool | None = None) -> torch.device:
+    """``--device`` (auto, cpu, cuda, cuda:1) and pytorch-ssd's ``--use-cuda`` -> a torch.device;
+    asking for CUDA on a machine without it is a :class:`ConfigError`."""
+    if device in (None, "", "auto"):
+        if use_cuda is False:
+            return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device}: not a device (auto, cpu, cuda, cuda:1 ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available on this machine")
+    return dev
+
+
+class _DeferredTransform:
+    """A transform set after the dataset is built (the model, which fixes size/mean/std, needs the
+    dataset's class count first)."""
+
+    def __init__(self) -> None:
+        self.transform = None
+
+    def __call__(self, *args: Any) -> Any:
+        if self.transform is None:
+            raise RuntimeError("the training transform was used before it was set")
+        return self.transform(*args)
+
+
+@dataclass
+class Data:
+    """The datasets of a run. ``validation_source``: how the validation set was chosen (for the log)."""
+
+    train_set: Dataset
+    val_set: Dataset | None
+    validation_source: str
+    class_names: list[str]
+    category_ids: list[int] | None
+    train_transform: _DeferredTransform
+    val_transform: _DeferredTransform
+
+    def set_transforms(self, model_config: Any, zoom_out_max: float) -> None:
+        """The SSD training augmentation and the evaluation transform at the model's size, mean, std."""
+        from ..data.transforms import EvalTransform, TrainTransform
+
+        size, mean, std = model_config.image_size, model_config.mean, model_config.std
+        self.train_transform.transform = TrainTransform(size, mean, std, zoom_out_max=zoom_out_max)
+        self.val_transform.transform = EvalTransform(size, mean, std)
+
+
+def find_test_split(dataset_type: str, root: str) -> str | None:
+    """The file that lists the test split of dataset ``root`` (VOC ``test.txt`` / ``val.txt``, COCO's val
+    annotations, Open Images' test CSV), or None when it has none."""
+    from ..data import DataError, detect_layout
+
+    if dataset_type == "synthetic":
+        dataset_type = detect_layout(root) or ""
+    try:
+        if dataset_type == "voc":
+            from ..data.voc import voc_split_file
+
+            return voc_split_file(root, "test")
+        if dataset_type == "coco":
+            from ..data.coco import find_coco_split
+
+            return find_coco_split(root, "test")[0]
+    except DataError:
+        return None
+    if dataset_type == "open_images":
+        path = os.path.join(root, "sub-test-annotations-bbox.csv")
+        return path if os.path.isfile(path) else None
+    return None
+
+
+def build_data(config: TrainConfig, *, train_dataset: Dataset | None = None,
+               val_dataset: Dataset | None = None) -> Data:
+    """The training and validation datasets of ``config`` (or the ones given, which must carry their
+    transforms already)."""
+    train_transform, val_transform = _DeferredTransform(), _DeferredTransform()
+    source = "given" if val_dataset is not None else "none"
+    if train_dataset is None:
+        from ..data import build_dataset
+
+        common = dict(transform=train_transform, label_file=config.label_file, strict=config.strict)
+        train_dataset = build_dataset(config.dataset_type, list(config.datasets), split="train",
+                                      balance=config.balance_data, **common)
+        if val_dataset is None:
+            val_dataset, source = _validation_set(config, val_transform)
+    if len(train_dataset) == 0:  # type: ignore[arg-type]
+        raise ConfigError(f"--datasets {' '.join(config.datasets)}: no training images found")
+    class_names = list(train_dataset.class_names)  # type: ignore[attr-defined]
+    if val_dataset is not None and list(val_dataset.class_names) != class_names:  # type: ignore[attr-defined]
+        raise ConfigError(
+            f"--validation-dataset {config.validation_dataset or source}: its classes "
+            f"{list(val_dataset.class_names)[1:]} differ from the training classes {class_names[1:]}"  # type: ignore[attr-defined]
+        )
+    return Data(train_dataset, val_dataset, source, class_names, getattr(train_dataset, "category_ids", None),
+                train_transform, val_transform)
+
+
+def _validation_set(config: TrainConfig, transform: _DeferredTransform) -> tuple[Dataset | None, str]:
+    from ..data import build_dataset
+
+    common = dict(split="test", transform=transform, label_file=config.label_file, strict=config.strict)
+    if config.validation_off:
+        return None, "no validation (--validation-dataset none)"
+    if config.validation_dataset:
+        return (build_dataset(config.dataset_type, [config.validation_dataset], **common),
+                f"--validation-dataset {config.validation_dataset}")
+    splits = {root: find_test_split(config.dataset_type, root) for root in config.datasets}
+    roots = [root for root, split in splits.items() if split]
+    if not roots:
+        return None, ("no validation: no --validation-dataset given and the training data has no test split "
+                      f"({', '.join(config.datasets)})")
+    dataset = build_dataset(config.dataset_type, roots, **common)
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        return None, f"no validation: the test split of the training data is empty ({', '.join(splits[r] for r in roots)})"
+    return dataset, "the training data's test split: " + ", ".join(str(splits[r]) for r in roots)
+
+
+@dataclass
+class RunLength:
+    """How long a run is: ``steps_per_epoch`` (per process), ``num_epochs``, ``max_steps``, and whether
+    the last batch of an epoch is dropped (a batch of one image breaks BatchNorm on 1x1 maps)."""
+
+    steps_per_epoch: int
+    num_epochs: int
+    max_steps: int
+    drop_last: bool
+
+
+def run_length(config: TrainConfig, num_images: int, world_size: int) -> RunLength:
+    """The length of a run over ``num_images`` training images split between ``world_size`` processes."""
+    per_rank = math.ceil(num_images / world_size)
+    drop_last = per_rank % config.batch_size == 1 and per_rank > 1
+    steps = per_rank // config.batch_size if drop_last else math.ceil(per_rank / config.batch_size)
+    if config.iterations is not None:
+        return RunLength(steps, math.ceil(config.iterations / steps), config.iterations, drop_last)
+    return RunLength(steps, int(config.num_epochs), int(config.num_epochs) * steps, drop_last)  # type: ignore[arg-type]
+
+
+def check_weight_files(config: TrainConfig) -> None:
+    """``--base-net`` / ``--pretrained-ssd`` files torch cannot read as weights: a one-line ConfigError."""
+    for flag, path in (("--base-net", config.base_net), ("--pretrained-ssd", config.pretrained_ssd)):
+        if path:
+            read_weights_file(path, flag, mmap=True)
+
+
+def build_criterion(model: nn.Module, device: torch.device) -> nn.Module:
+    """The MultiBox loss on ``model``'s priors and variances (IoU 0.5, 3 negatives per positive)."""
+    from ..loss import MultiBoxLoss
+
+    return MultiBoxLoss(model.priors.to(device), iou_threshold=0.5, neg_pos_ratio=3,  # type: ignore[attr-defined]
+                        variances=tuple(model.config.variances))  # type: ignore[attr-defined]
+
+
+def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """The network of ``config`` for ``num_classes`` classes (background included), randomly initialised."""
+    from ..models import canonical_name, create_model, list_models
+
+    if canonical_name(config.net) not in list_models():
+        raise ConfigError(f"--net {config.net!r} is not a known network; choose one of {', '.join(list_models())}")
+    try:
+        return create_model(config.net, num_classes, width_mult=config.mb2_width_mult, image_size=config.resolution)
+    except ValueError as exc:  # e.g. a width multiplier for a network without one, a tiny resolution
+        raise ConfigError(f"--net {config.net}: {exc}") from None
+
+
+def wrap_for_training(model: nn.Module, distributed: bool, device: torch.device, *, compile: bool = False) -> nn.Module:
+    """What the training step calls: ``model`` in DistributedDataParallel (several processes) and/or
+    ``torch.compile``; the plain ``model`` stays what is saved and validated."""
+    wrapped: nn.Module = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile:
+        wrapped = torch.compile(wrapped)  # type: ignore[assignment]
+    return wrapped
+
+
+def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], resume: ResumeFile | None) -> str | None:
+    """Load the weights a run starts from into ``model``; returns a line for the log (None: random init).
+
+    ``resume`` continuing a run: its weights (after checking that network, classes, width and size
+    match). ``resume`` of a weights-only file: all of its weights, heads included (they must fit the
+    classes), as pytorch-ssd's ``--resume``. Otherwise ``--base-net`` or ``--pretrained-ssd``.
+    """
+    from ..models import load_base_net, load_pretrained_ssd
+
+    if resume is not None and resume.continues_run:
+        ckpt = resume.checkpoint
+        assert ckpt is not None
+        check_compatible(ckpt, model, class_names, config)
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise ConfigError(f"--resume {resume.path}: its weights do not fit this network ({_one_line(exc)})") from None
+        return None
+    if resume is not None:
+        if resume.checkpoint is not None:
+            check_compatible(resume.checkpoint, model, class_names, config)
+        try:
+            report = load_pretrained_ssd(model, resume.path)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ConfigError(f"--resume {resume.path}: {_one_line(exc)}") from None
+        heads = [k for k in report.reinitialized + report.not_in_file if k.startswith(("classification_", "regression_"))]
+        if heads:
+            raise ConfigError(
+                f"--resume {resume.path}: its prediction heads do not fit the {len(class_names)} classes of the "
+                f"dataset (background included); use --pretrained-ssd to start from its other weights")
+        what = "a pytorch-ssd model" if resume.kind == "pytorch-ssd" else "an ssdfast model"
+        return (f"--resume {resume.path}: {what} without training state: loaded all its weights "
+                f"({len(report.loaded)} tensors); training starts at epoch 0")
+    for flag, path, load in (("--base-net", config.base_net, load_base_net),
+                             ("--pretrained-ssd", config.pretrained_ssd, load_pretrained_ssd)):
+        if path:
+            read_weights_file(path, flag, mmap=True)  # one line of our own for a file torch cannot read
+            try:
+                report = load(model, path)  # type: ignore[operator]
+            except (ValueError, OSError) as exc:  # another network's file, not a weight file...
+                raise ConfigError(f"{flag} {path}: {_one_line(exc)}") from None
+            return f"Init from {flag} {path}: " + " ".join(str(report).split("\n"))
+    return None
+
+
+def check_compatible(ckpt: dict, model: nn.Module, class_names: list[str], config: TrainConfig) -> None:
+    """A resumed checkpoint must be of this network, classes, width and input size (ConfigError)."""
+    from ..models import canonical_name
+
+    path = config.resume
+    if ckpt.get("net") != canonical_name(config.net):
+        raise ConfigError(f"--resume {path} is a {ckpt.get('net')} checkpoint but --net is {config.net}; "
+                          f"pass --net {ckpt.get('net')} or start a new run")
+    if list(ckpt.get("class_names", [])) != class_names:
+        raise ConfigError(f"--resume {path}: its classes {list(ckpt.get('class_names', []))[1:]} differ from the "
+                          f"dataset's {class_names[1:]}")
+    saved = ckpt.get("config") or {}
+    mine = dataclasses.asdict(model.config) if dataclasses.is_dataclass(model.config) else {}  # type: ignore[attr-defined]
+    for key, flag in (("width_mult", "--mb2-width-mult"), ("image_size", "--resolution")):
+        if key in saved and key in mine and saved[key] != mine[key]:
+            raise ConfigError(f"--resume {path} was trained with {key}={saved[key]}, but this run has "
+                              f"{key}={mine[key]}; pass {flag} {saved[key]}")
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (torch's and the weight loaders' run over several)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return (text[:400] + " ...") if len(text) > 400 else (text or type(exc).__name__)

@@ -1,0 +1,95 @@
+"""Building a run: validation on the training data's test split, weight files read with one-line
+errors, ``--resume`` of a weights-only file (pytorch-ssd's meaning)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from ssdfast.engine import ConfigError, Trainer
+from ssdfast.engine.build import find_test_split
+from ssdfast.engine.logging import read_metrics
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_find_test_split_of_each_format(tmp_path, voc_data):
+    from ssdfast.data.synthetic import generate
+
+    assert find_test_split("voc", str(voc_data)) == str(voc_data / "ImageSets" / "Main" / "test.txt")
+    for fmt, expected in (("coco", "annotations/instances_val"), ("open_images", "sub-test-annotations-bbox.csv")):
+        root = generate(tmp_path / fmt, format=fmt, num_images=6, image_size=64, seed=0, num_classes=2)
+        assert expected in find_test_split(fmt, str(root)), fmt
+        assert find_test_split("synthetic", str(root)) == find_test_split(fmt, str(root))
+    assert find_test_split("voc", str(tmp_path / "coco")) is None
+
+
+def test_without_validation_dataset_the_test_split_validates(voc_data, tmp_path, tiny_config):
+    folder = tmp_path / "run"
+    trainer = Trainer(tiny_config(voc_data, folder))
+    assert len(trainer.val_set) == 3  # the 3 images of ImageSets/Main/test.txt
+    trainer.fit()
+    log = (folder / "train.log").read_text()
+    assert f"Validation: the training data's test split: {voc_data / 'ImageSets' / 'Main' / 'test.txt'}" in log
+    records = read_metrics(folder / "metrics.jsonl")
+    assert 0.0 <= [r for r in records if r["kind"] == "epoch"][-1]["mAP"] <= 1.0
+    assert [r["source"] for r in records if r["kind"] == "data" and r["role"] == "validation"] == [
+        f"the training data's test split: {voc_data / 'ImageSets' / 'Main' / 'test.txt'}"]
+
+
+def test_no_test_split_trains_without_validation_and_says_so(voc_data, tmp_path, tiny_config):
+    root = shutil.copytree(voc_data, tmp_path / "voc")
+    (root / "ImageSets" / "Main" / "test.txt").unlink()
+    folder = tmp_path / "run"
+    trainer = Trainer(tiny_config(root, folder))
+    assert trainer.val_set is None
+    trainer.fit()
+    assert "Validation: no validation: no --validation-dataset given and the training data has no test split" in (
+        folder / "train.log").read_text()
+    assert "mAP" not in [r for r in read_metrics(folder / "metrics.jsonl") if r["kind"] == "epoch"][-1]
+    assert Trainer(tiny_config(voc_data, tmp_path / "off", validation_dataset="none")).val_set is None
+
+
+def _pickled_objects_file(path):
+    torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a whole module: not a plain weights file
+    return path
+
+
+@pytest.mark.parametrize("flag", ["resume", "pretrained_ssd", "base_net"])
+def test_files_torch_refuses_are_one_line_errors_of_our_own(voc_data, tmp_path, tiny_config, flag):
+    path = _pickled_objects_file(tmp_path / "model.pth")
+    option = "--" + flag.replace("_", "-")
+    with pytest.raises(ConfigError) as info:
+        Trainer(tiny_config(voc_data, tmp_path / "run", **{flag: str(path)}))
+    message = str(info.value)
+    assert message.startswith(f"{option} {path}: not a plain weights file") and "\n" not in message
+    assert "Weights only load failed" not in message and "weights_only" not in message.replace("weights_only=True", "")
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x80\x02 not a torch file at all")
+    with pytest.raises(ConfigError, match=f"^{option} {garbage}: not a torch weights file"):
+        Trainer(tiny_config(voc_data, tmp_path / "run", **{flag: str(garbage)}))
+
+
+def test_resume_of_a_pytorch_ssd_state_dict_loads_every_weight_and_starts_at_epoch_0(voc_data, tmp_path, tiny_config):
+    from ssdfast.models import create_model
+
+    torch.manual_seed(5)
+    source = create_model("mb2-ssd-lite", 4, width_mult=0.25, image_size=96)
+    path = tmp_path / "fruit" / "mb2-ssd-lite-Epoch-29-Loss-2.5.pth"
+    path.parent.mkdir()
+    torch.save(source.state_dict(), path)  # what pytorch-ssd's net.save() writes
+    folder = tmp_path / "run"
+    trainer = Trainer(tiny_config(voc_data, folder, resume=str(path), validation_dataset="none"))
+    assert (trainer.epoch, trainer.step) == (0, 0)
+    for key, value in source.state_dict().items():  # all of them, the heads too
+        torch.testing.assert_close(trainer.model.state_dict()[key].float(), value.float(), rtol=0, atol=0)
+    trainer.fit()
+    assert trainer.step == 3
+    assert (f"--resume {path}: a pytorch-ssd model without training state: loaded all its weights"
+            in (folder / "train.log").read_text())
+
+    other = tmp_path / "other.pth"
+    torch.save(create_model("mb2-ssd-lite", 7, width_mult=0.25, image_size=96).state_dict(), other)
+    with pytest.raises(ConfigError, match="prediction heads do not fit the 4 classes.*--pretrained-ssd"):
+        Trainer(tiny_config(voc_data, tmp_path / "run2", resume=str(other)))
