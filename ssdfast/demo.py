@@ -80,7 +80,7 @@ def _run(out: Path, device: str, seed: int, s: DemoSettings, start: float) -> di
     config = TrainConfig(
         dataset_type="voc", datasets=[str(data_dir)], validation_dataset=str(data_dir),
         net=s.net, mb2_width_mult=s.width_mult, resolution=s.resolution,
-        lr=s.lr, scheduler="cosine", warmup=s.warmup, batch_size=s.batch_size, num_epochs=s.num_epochs,
+        lr=s.lr, base_net_lr=s.lr, scheduler="cosine", warmup=s.warmup, batch_size=s.batch_size, num_epochs=s.num_epochs,
         num_workers=s.num_workers, validation_epochs=s.validation_epochs, debug_steps=10,
         checkpoint_folder=str(folder), device=device, seed=seed, grad_clip=10.0, channels_last=s.channels_last,
         zoom_out_max=s.zoom_out_max,

@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ from .model_files import ResumeFile, read_weights_file
 from .settings import TrainConfig
 
 __all__ = ["resolve_device", "Data", "build_data", "find_test_split", "RunLength", "run_length",
-           "check_weight_files", "build_criterion", "build_model", "wrap_for_training", "init_weights",
+           "check_weight_files", "build_criterion", "build_model", "variant_options", "wrap_for_training", "init_weights",
            "check_compatible"]
 
 
@@ -170,7 +170,7 @@ def run_length(config: TrainConfig, num_images: int, world_size: int) -> RunLeng
 
 def check_weight_files(config: TrainConfig) -> None:
     """``--base-net`` / ``--pretrained-ssd`` files torch cannot read as weights: a one-line ConfigError."""
-    for flag, path in (("--base-net", config.base_net), ("--pretrained-ssd", config.pretrained_ssd)):
+    for flag, path in (("--base-net", config.base_net), ("--pretrained-ssd", config.pretrained_file)):
         if path:
             read_weights_file(path, flag, mmap=True)
 
@@ -183,16 +183,52 @@ def build_criterion(model: nn.Module, device: torch.device) -> nn.Module:
                         variances=tuple(model.config.variances))  # type: ignore[attr-defined]
 
 
-def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The network of ``config`` for ``num_classes`` classes (background included), randomly initialised."""
+def build_model(config: TrainConfig, num_classes: int, resume: ResumeFile | None = None) -> nn.Module:
+    """The network of ``config`` for ``num_classes`` classes (background included), randomly initialised,
+    in the variant :func:`variant_options` gives."""
     from ..models import canonical_name, create_model, list_models
 
     if canonical_name(config.net) not in list_models():
         raise ConfigError(f"--net {config.net!r} is not a known network; choose one of {', '.join(list_models())}")
     try:
-        return create_model(config.net, num_classes, width_mult=config.mb2_width_mult, image_size=config.resolution)
-    except ValueError as exc:  # e.g. a width multiplier for a network without one, a tiny resolution
+        return create_model(config.net, num_classes, width_mult=config.mb2_width_mult, image_size=config.resolution,
+                            **variant_options(config, resume))
+    except (ValueError, TypeError) as exc:  # e.g. a width multiplier for a network without one, a tiny resolution
         raise ConfigError(f"--net {config.net}: {exc}") from None
+
+
+def variant_options(config: TrainConfig, resume: ResumeFile | None = None) -> dict[str, str]:
+    """The network variant (``conv4_3_norm``, ``backbone``) to build: the flags given, else the variant
+    of the file the run starts from (``--resume``, else ``--pretrained-ssd``) when it holds the same
+    network, else the network's default (pytorch-ssd's)."""
+    from ..models import model_options
+
+    allowed = model_options(config.net)
+    found: dict[str, str] = {}
+    if resume is not None:
+        found = _file_variant(config.net, resume.checkpoint if resume.checkpoint is not None else resume.state_dict)
+    elif config.pretrained_file:
+        found = _file_variant(config.net, read_weights_file(config.pretrained_file, "--pretrained-ssd", mmap=True))
+    given = {k: getattr(config, k) for k in ("conv4_3_norm", "backbone") if getattr(config, k) is not None}
+    return {k: v for k, v in {**found, **given}.items() if k in allowed}
+
+
+def _file_variant(net: str, contents: Any) -> dict[str, str]:
+    """The variant options of a weights file's network when it is ``net`` ({} otherwise, or unknown)."""
+    from ..checkpoint import FORMAT
+    from ..models import SSDConfig, canonical_name, identify_pytorch_ssd
+
+    try:
+        if isinstance(contents, Mapping) and contents.get("format") == FORMAT:
+            if contents.get("net") != canonical_name(net):
+                return {}
+            return dict(SSDConfig.from_dict(contents["config"]).options)
+        name, options = identify_pytorch_ssd(contents)
+    except (ValueError, TypeError, KeyError):
+        return {}
+    if name != canonical_name(net):
+        return {}
+    return {k: v for k, v in options.items() if k in ("conv4_3_norm", "backbone")}
 
 
 def wrap_for_training(model: nn.Module, distributed: bool, device: torch.device, *, compile: bool = False) -> nn.Module:
@@ -242,7 +278,7 @@ def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], 
         return (f"--resume {resume.path}: {what} without training state: loaded all its weights "
                 f"({len(report.loaded)} tensors); training starts at epoch 0")
     for flag, path, load in (("--base-net", config.base_net, load_base_net),
-                             ("--pretrained-ssd", config.pretrained_ssd, load_pretrained_ssd)):
+                             ("--pretrained-ssd", config.pretrained_file, load_pretrained_ssd)):
         if path:
             read_weights_file(path, flag, mmap=True)  # one line of our own for a file torch cannot read
             try:

@@ -122,7 +122,7 @@ def prepare_run_folder(folder: Path, config: "TrainConfig", resume: "ResumeFile 
         lines.append((logging.INFO, f"Removed {len(removed)} temporary file(s) left by an interrupted checkpoint "
                       "save: " + ", ".join(p.name for p in removed)))
     if not _continues_folder(folder, resume):
-        keep = [config.resume, config.pretrained_ssd, config.base_net, config.label_file, config.validation_dataset,
+        keep = [config.resume, config.pretrained_file, config.base_net, config.label_file, config.validation_dataset,
                 *config.datasets]
         destination, moved = move_previous_run(folder, [k for k in keep if k])
         if destination is not None:

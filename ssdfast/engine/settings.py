@@ -29,6 +29,7 @@ __all__ = [
     "GROUPS",
     "flag_of",
     "read_saved_settings",
+    "JETSON_PRETRAINED",
 ]
 
 SCHEDULERS = ("multi-step", "cosine", "constant")
@@ -37,8 +38,10 @@ METRICS = ("auto", "voc", "coco")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: Groups of ``ssdfast-train --help``, in order.
 GROUPS = ("data", "network", "optimisation (SGD)", "running")
-#: ``--validation-dataset`` values that turn validation off.
+#: ``--validation-dataset`` / ``--pretrained-ssd`` values that turn validation / the pretrained model off.
 NO_VALIDATION = ("none", "off")
+#: jetson-inference's ``train_ssd.py`` starts mb1-ssd from this file (its tutorials download it there).
+JETSON_PRETRAINED = "models/mobilenet-v1-ssd-mp-0_675.pth"
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,17 @@ class TrainConfig:
 
     # --------------------------------------------------------------------------------- network
     net: str = _setting(
-        "vgg16-ssd", group="network",
+        "mb1-ssd", group="network",
         help="network: vgg16-ssd, vgg16-ssd512, mb1-ssd, mb1-ssd-lite, mb2-ssd-lite, mb3-large-ssd-lite, "
-             "mb3-small-ssd-lite")
+             "mb3-small-ssd-lite (default: jetson-inference's)")
+    conv4_3_norm: str | None = _setting(
+        None, group="network", choices=("batchnorm", "l2norm"),
+        help="vgg16-ssd(512): the layer between conv4_3 and its head: batchnorm (pytorch-ssd's, the default) "
+             "or l2norm (the SSD paper's). Default: the --resume / --pretrained-ssd file's, else batchnorm")
+    backbone: str | None = _setting(
+        None, group="network", choices=("pytorch-ssd", "torchvision"),
+        help="mb2-ssd-lite, mb3-*-ssd-lite: pytorch-ssd's MobileNet (the default) or torchvision's (whose "
+             "ImageNet weights --base-net takes). Default: the --resume / --pretrained-ssd file's, else pytorch-ssd")
     mb2_width_mult: float = _setting(
         1.0, group="network", kind="float", aliases=("--width-mult",),
         help="width multiplier of the MobileNet backbones")
@@ -140,7 +151,8 @@ class TrainConfig:
     pretrained_ssd: str | None = _setting(
         None, group="network", metavar="FILE",
         help="pretrained SSD to start from: an ssdfast checkpoint or a pytorch-ssd .pth (heads of another "
-             "class count are re-initialised)")
+             f"class count are re-initialised). Default, as jetson-inference's train_ssd.py: {JETSON_PRETRAINED} "
+             "when that file exists and --net is mb1-ssd (with no --base-net / --resume); 'none': start from scratch")
     resume: str | None = _setting(
         None, group="network", metavar="FILE", inherit=False,
         help="continue the run saved in this checkpoint (DIR/last.pth) exactly: weights, optimizer, scheduler, "
@@ -153,19 +165,19 @@ class TrainConfig:
 
     # ---------------------------------------------------------------------------- optimisation
     lr: float = _setting(
-        1e-3, group="optimisation (SGD)", kind="float", aliases=("--learning-rate",),
+        0.01, group="optimisation (SGD)", kind="float", aliases=("--learning-rate",),
         help="initial learning rate (the heads')")
     momentum: float = _setting(0.9, group="optimisation (SGD)", kind="float", help="SGD momentum")
     weight_decay: float = _setting(5e-4, group="optimisation (SGD)", kind="float", help="SGD weight decay")
     gamma: float = _setting(
         0.1, group="optimisation (SGD)", kind="float", help="lr factor at each multi-step milestone")
     base_net_lr: float | None = _setting(
-        None, group="optimisation (SGD)", kind="float", help="initial lr of the base net (default: --lr)")
+        0.001, group="optimisation (SGD)", kind="float", help="initial lr of the base net")
     extra_layers_lr: float | None = _setting(
         None, group="optimisation (SGD)", kind="float",
         help="initial lr of the layers between base net and heads (default: --lr)")
     scheduler: str = _setting(
-        "multi-step", group="optimisation (SGD)", choices=SCHEDULERS, help="learning-rate schedule")
+        "cosine", group="optimisation (SGD)", choices=SCHEDULERS, help="learning-rate schedule")
     milestones: list[int] | str | None = _setting(
         None, group="optimisation (SGD)",
         help="multi-step milestones, comma-separated (epochs, or iterations with --iterations); default: 2/3 "
@@ -178,9 +190,9 @@ class TrainConfig:
     grad_clip: float | None = _setting(
         None, group="optimisation (SGD)", kind="float", help="clip the gradient norm to this value")
     batch_size: int = _setting(
-        32, group="optimisation (SGD)", kind="count", help="images per batch (per process)")
+        4, group="optimisation (SGD)", kind="count", help="images per batch (per process)")
     num_epochs: int | None = _setting(
-        120, group="optimisation (SGD)", kind="int", aliases=("--epochs",), help="number of epochs")
+        30, group="optimisation (SGD)", kind="int", aliases=("--epochs",), help="number of epochs")
     iterations: int | None = _setting(
         None, group="optimisation (SGD)", kind="int", help="train this many iterations instead of --num-epochs")
 
@@ -190,14 +202,14 @@ class TrainConfig:
         help="data loading worker processes (validation uses as many); the network gets the cores they "
              "leave (ssdfast.threads)")
     validation_epochs: int = _setting(
-        5, group="running", kind="count",
+        1, group="running", kind="count",
         help="validate (loss and mAP) every this many epochs, and after the last")
     validation_mean_ap: bool = _setting(
         False, group="running", kind="switch",
         help="accepted for jetson-inference's train_ssd.py, whose validation computes mAP only with it; "
              "ssdfast's validation always computes mAP")
     debug_steps: int = _setting(
-        100, group="running", kind="count", help="log the training loss every this many steps")
+        10, group="running", kind="count", help="log the training loss every this many steps")
     use_cuda: bool | None = _setting(
         None, group="running", kind="bool", inherit=False, metavar="BOOL",
         help="use CUDA when available (pytorch-ssd's flag; --device is the general one)")
@@ -245,8 +257,9 @@ class TrainConfig:
                 raise ConfigError(f"--datasets: {path} does not exist")
         if self.validation_dataset is not None and not self.validation_off and not Path(self.validation_dataset).exists():
             raise ConfigError(f"--validation-dataset: {self.validation_dataset} does not exist (or 'none': no validation)")
+        pretrained = None if self.pretrained_ssd is None else self.pretrained_file
         for flag, path in (("--label-file", self.label_file), ("--base-net", self.base_net),
-                           ("--pretrained-ssd", self.pretrained_ssd), ("--resume", self.resume)):
+                           ("--pretrained-ssd", pretrained), ("--resume", self.resume)):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"{flag}: {path} is not a file")
         for name, allowed in (("scheduler", SCHEDULERS), ("metric", METRICS), ("log_level", LOG_LEVELS)):
@@ -278,6 +291,19 @@ class TrainConfig:
         if self.zoom_out_max < 1:
             raise ConfigError(f"--zoom-out-max should be at least 1 (no zoom-out), got {self.zoom_out_max}")
         self.milestone_list()  # raises on a malformed list
+
+    @property
+    def pretrained_file(self) -> str | None:
+        """The ``--pretrained-ssd`` file the run starts from: the one given (``none``: no file); when none
+        is given, jetson-inference's default :data:`JETSON_PRETRAINED` for ``mb1-ssd`` if that file exists
+        and neither ``--base-net`` nor ``--resume`` is given; else None."""
+        if self.pretrained_ssd is not None:
+            return None if str(self.pretrained_ssd).lower() in NO_VALIDATION else str(self.pretrained_ssd)
+        from ..models import canonical_name  # models import torchvision: not at import time
+
+        if self.base_net or self.resume or canonical_name(self.net) != "mb1-ssd":
+            return None
+        return JETSON_PRETRAINED if Path(JETSON_PRETRAINED).is_file() else None
 
     @property
     def validation_off(self) -> bool:

@@ -101,7 +101,7 @@ class Trainer:
         self.steps_per_epoch, self.num_epochs, self.max_steps = length.steps_per_epoch, length.num_epochs, length.max_steps
         self.drop_last = length.drop_last
 
-        model = model if model is not None else build_model(config, len(self.class_names))
+        model = model if model is not None else build_model(config, len(self.class_names), resume)
         self.data.set_transforms(model.config, config.zoom_out_max)  # type: ignore[attr-defined]
         init_line = init_weights(model, config, self.class_names, resume)
         if init_line:

@@ -93,3 +93,47 @@ def test_resume_of_a_pytorch_ssd_state_dict_loads_every_weight_and_starts_at_epo
     torch.save(create_model("mb2-ssd-lite", 7, width_mult=0.25, image_size=96).state_dict(), other)
     with pytest.raises(ConfigError, match="prediction heads do not fit the 4 classes.*--pretrained-ssd"):
         Trainer(tiny_config(voc_data, tmp_path / "run2", resume=str(other)))
+
+
+def test_the_variant_comes_from_the_flags_else_the_starting_file(tmp_path):
+    """conv4_3_norm / backbone: a flag wins; else the --pretrained-ssd (or --resume) file's variant when it
+    holds the same network; else pytorch-ssd's, the network's default."""
+    from ssdfast.checkpoint import save_checkpoint
+    from ssdfast.engine import TrainConfig
+    from ssdfast.engine.build import build_model, variant_options
+    from ssdfast.engine.model_files import read_resume_file
+    from ssdfast.models import create_model
+
+    tv = create_model("mb3-small-ssd-lite", 3, backbone="torchvision", image_size=96)
+    bare = tmp_path / "mb3-small-ssd-lite-Epoch-3-Loss-2.0.pth"
+    torch.save(tv.state_dict(), bare)  # a state dict of the torchvision variant
+    ckpt = tmp_path / "last.pth"
+    save_checkpoint(ckpt, tv, ["BACKGROUND", "a", "b"])
+
+    base = dict(net="mb3-small-ssd-lite", datasets=["."], resolution=96)
+    assert variant_options(TrainConfig(**base)) == {}  # pytorch-ssd's MobileNetV3
+    assert variant_options(TrainConfig(**base, pretrained_ssd=str(bare))) == {"backbone": "torchvision"}
+    assert variant_options(TrainConfig(**base, pretrained_ssd=str(ckpt))) == {"backbone": "torchvision"}
+    assert variant_options(TrainConfig(**base), read_resume_file(ckpt)) == {"backbone": "torchvision"}
+    given = TrainConfig(**base, pretrained_ssd=str(ckpt), backbone="pytorch-ssd")
+    assert variant_options(given) == {"backbone": "pytorch-ssd"}  # the flag wins
+    other = TrainConfig(net="mb1-ssd", datasets=["."], pretrained_ssd=str(ckpt))
+    assert variant_options(other) == {}  # another network's file says nothing about this one
+    model = build_model(TrainConfig(**base, pretrained_ssd=str(bare)), 3)
+    assert model.config.backbone == "torchvision" and model.state_dict().keys() == tv.state_dict().keys()
+
+
+def test_jetson_inference_default_pretrained_file(tmp_path, monkeypatch):
+    from ssdfast.engine import TrainConfig
+    from ssdfast.engine.settings import JETSON_PRETRAINED
+
+    monkeypatch.chdir(tmp_path)
+    assert TrainConfig(datasets=["."]).pretrained_file is None  # not downloaded: start from scratch
+    (tmp_path / "models").mkdir()
+    (tmp_path / JETSON_PRETRAINED).write_bytes(b"")
+    assert TrainConfig(datasets=["."]).net == "mb1-ssd"
+    assert TrainConfig(datasets=["."]).pretrained_file == JETSON_PRETRAINED
+    assert TrainConfig(datasets=["."], pretrained_ssd="none").pretrained_file is None
+    assert TrainConfig(datasets=["."], net="mb2-ssd-lite").pretrained_file is None
+    assert TrainConfig(datasets=["."], base_net="x.pth").pretrained_file is None
+    assert TrainConfig(datasets=["."], pretrained_ssd="mine.pth").pretrained_file == "mine.pth"

@@ -33,6 +33,6 @@ def test_check_names_the_flag():
 
 
 def test_changed_settings_and_round_trip():
-    config = TrainConfig(net="mb1-ssd", datasets=["a"], lr=0.01)
-    assert config.changed_settings() == {"net": "mb1-ssd", "datasets": ["a"], "lr": 0.01}
+    config = TrainConfig(net="vgg16-ssd", datasets=["a"], lr=0.001)
+    assert config.changed_settings() == {"net": "vgg16-ssd", "datasets": ["a"], "lr": 0.001}
     assert TrainConfig.from_mapping({**config.to_dict(), "unknown": 1}) == config
