@@ -390,6 +390,9 @@ def _main(argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ssdfast-detect``; returns the exit code (2 for a usage error, 1 when an input could not be read)."""
+    from ..threads import quiet_openmp
+
+    quiet_openmp()  # before torch is imported: OpenMP threads then sleep instead of spinning
     return run_main(_main, argv)
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "DATASET_TYPES",
     "build_dataset",
     "detect_layout",
+    "find_test_split",
+    "TestSplit",
     "collate_detection",
     "DetectionBatch",
     "SkippedSample",
@@ -53,6 +55,41 @@ def detect_layout(root: str) -> str | None:
         return "coco"
     if os.path.isdir(root) and any(n.startswith("sub-") and n.endswith("-annotations-bbox.csv") for n in os.listdir(root)):
         return "open_images"
+    return None
+
+
+class TestSplit(NamedTuple):
+    """Where a training set's test split is: ``root`` (build it with ``split="test"``) and the file
+    that lists it (VOC ``test.txt`` / ``val.txt``, COCO's val annotations, Open Images' test CSV)."""
+
+    root: str
+    listing: str
+
+
+def find_test_split(dataset_type: str, root: str) -> TestSplit | None:
+    """The test split of the training set at ``root``, or None when it has none. For an image folder of
+    COCO's official layout (``coco/train2017``) that is its sibling val folder (``coco/val2017``, listed
+    by ``coco/annotations/instances_val2017.json``)."""
+    if dataset_type == "synthetic":
+        dataset_type = detect_layout(root) or ""
+    try:
+        if dataset_type == "voc":
+            from .voc import voc_split_file
+
+            return TestSplit(root, voc_split_file(root, "test"))
+        if dataset_type == "coco":
+            from .coco import find_coco_split
+
+            if os.path.isdir(os.path.join(root, "annotations")):
+                return TestSplit(root, find_coco_split(root, "test")[0])
+            ann, images = find_coco_split(os.path.dirname(os.path.normpath(root)), "test")  # an image folder
+            same = os.path.normpath(images) == os.path.normpath(root)
+            return None if same or not os.path.isdir(images) else TestSplit(images, ann)
+    except DataError:
+        return None
+    if dataset_type == "open_images":
+        path = os.path.join(root, "sub-test-annotations-bbox.csv")
+        return TestSplit(root, path) if os.path.isfile(path) else None
     return None
 
 

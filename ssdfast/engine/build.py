@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -22,7 +21,7 @@ from .errors import ConfigError
 from .model_files import ResumeFile, read_weights_file
 from .settings import TrainConfig
 
-__all__ = ["resolve_device", "Data", "build_data", "find_test_split", "RunLength", "run_length",
+__all__ = ["resolve_device", "Data", "build_data", "RunLength", "run_length",
            "check_weight_files", "build_criterion", "build_model", "variant_options", "wrap_for_training", "init_weights",
            "check_compatible"]
 
@@ -74,31 +73,7 @@ class Data:
 
         size, mean, std = model_config.image_size, model_config.mean, model_config.std
         self.train_transform.transform = TrainTransform(size, mean, std, zoom_out_max=zoom_out_max)
-        self.val_transform.transform = EvalTransform(size, mean, std)
-
-
-def find_test_split(dataset_type: str, root: str) -> str | None:
-    """The file that lists the test split of dataset ``root`` (VOC ``test.txt`` / ``val.txt``, COCO's val
-    annotations, Open Images' test CSV), or None when it has none."""
-    from ..data import DataError, detect_layout
-
-    if dataset_type == "synthetic":
-        dataset_type = detect_layout(root) or ""
-    try:
-        if dataset_type == "voc":
-            from ..data.voc import voc_split_file
-
-            return voc_split_file(root, "test")
-        if dataset_type == "coco":
-            from ..data.coco import find_coco_split
-
-            return find_coco_split(root, "test")[0]
-    except DataError:
-        return None
-    if dataset_type == "open_images":
-        path = os.path.join(root, "sub-test-annotations-bbox.csv")
-        return path if os.path.isfile(path) else None
-    return None
+        self.val_transform.transform = EvalTransform(size, mean, std, antialias=getattr(model_config, "antialias", True))
 
 
 def build_data(config: TrainConfig, *, train_dataset: Dataset | None = None,
@@ -136,15 +111,17 @@ def _validation_set(config: TrainConfig, transform: _DeferredTransform) -> tuple
     if config.validation_dataset:
         return (build_dataset(config.dataset_type, [config.validation_dataset], **common),
                 f"--validation-dataset {config.validation_dataset}")
-    splits = {root: find_test_split(config.dataset_type, root) for root in config.datasets}
-    roots = [root for root, split in splits.items() if split]
-    if not roots:
+    from ..data import find_test_split
+
+    splits = [split for split in (find_test_split(config.dataset_type, root) for root in config.datasets) if split]
+    if not splits:
         return None, ("no validation: no --validation-dataset given and the training data has no test split "
                       f"({', '.join(config.datasets)})")
-    dataset = build_dataset(config.dataset_type, roots, **common)
+    listings = ", ".join(split.listing for split in splits)
+    dataset = build_dataset(config.dataset_type, [split.root for split in splits], **common)
     if len(dataset) == 0:  # type: ignore[arg-type]
-        return None, f"no validation: the test split of the training data is empty ({', '.join(splits[r] for r in roots)})"
-    return dataset, "the training data's test split: " + ", ".join(str(splits[r]) for r in roots)
+        return None, f"no validation: the test split of the training data is empty ({listings})"
+    return dataset, "the training data's test split: " + listings
 
 
 @dataclass

@@ -218,7 +218,7 @@ class Trainer:
         except KeyboardInterrupt as exc:
             if not isinstance(exc, TrainingInterrupted) and self.is_main:
                 self.log.warning(interrupted_message(self.saved_at, self.step, self.steps_per_epoch, self.folder,
-                                                     self.resume_command()))
+                                                     resume_command(self.folder, self.config.device)))
             raise
         finally:
             self._call_hooks("after_train")
@@ -392,7 +392,7 @@ class Trainer:
             t0 = time.perf_counter()
             result.update(self.validation_loss())
             result.update(validation_metrics(self.model, self.val_set, self.config, self.device,
-                                             num_workers=self.num_workers, progress=self.config.progress))
+                                             num_workers=self.num_workers, progress=self.config.progress, notes=self.notes))
             result["val_time_s"] = time.perf_counter() - t0
             self.model.train()
         self.train_model.train()
@@ -413,15 +413,11 @@ class Trainer:
         flag = torch.tensor([float(requested)], device=self.device)
         return dist_utils.all_reduce_sum(flag).item() > 0
 
-    def resume_command(self) -> str:
-        """The command line that continues this run from its ``last.pth``."""
-        return resume_command(self.folder, self.config.device)
-
     def _stop_here(self) -> None:
         signum = self._stop.signal_number or signal.SIGINT
         path = self.save("last.pth")
         message = stopped_message(signum, (self.epoch, self.epoch_step, self.step), self.steps_per_epoch, path,
-                                  self.resume_command())
+                                  resume_command(self.folder, self.config.device))
         self.log.warning(message)
         raise TrainingInterrupted(message, signal_number=int(signum), checkpoint=str(path) if path else None)
 

@@ -2,7 +2,6 @@
 :func:`ssdfast.evaluation.evaluate`, the one inference path)."""
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 from typing import Any
@@ -49,7 +48,7 @@ def validation_loss(model: nn.Module, dataset: Dataset, criterion: nn.Module, co
 
 
 def validation_metrics(model: nn.Module, dataset: Dataset, config: TrainConfig, device: torch.device,
-                       *, num_workers: int, progress: bool) -> dict:
+                       *, num_workers: int, progress: bool, notes: RunNotes | None = None) -> dict:
     """mAP of ``model`` on ``dataset``: VOC's (``metric`` voc) or COCO's AP@[.5:.95] with its other
     numbers (``metric`` coco); ``auto`` picks COCO for ``--dataset-type coco``."""
     from ..evaluation import COCO_STAT_NAMES, evaluate
@@ -57,18 +56,18 @@ def validation_metrics(model: nn.Module, dataset: Dataset, config: TrainConfig, 
     metric = config.metric
     if metric == "auto":
         metric = "coco" if config.dataset_type == "coco" else "voc"
-    options: dict[str, Any] = {}
-    if config.strict and "strict" in inspect.signature(evaluate).parameters:
-        options["strict"] = True
     t0 = time.perf_counter()
     model.eval()
     with torch.no_grad():
         metrics = evaluate(model, dataset, batch_size=config.batch_size, device=device, metric=metric,
-                           num_workers=num_workers, progress=progress and sys.stderr.isatty(), **options)
+                           num_workers=num_workers, progress=progress and sys.stderr.isatty(), strict=config.strict)
     result: dict[str, Any] = {"mAP": float(metrics["mAP"])}
     if metric == "coco":
         result.update({name: float(metrics[name]) for name in COCO_STAT_NAMES if name in metrics})
     result["per_class_AP"] = {str(k): float(v) for k, v in (metrics.get("per_class_AP") or {}).items()}
     result["val_skipped_images"] = int(metrics.get("skipped_images") or 0)
+    for note in metrics.get("notes") or ():  # unreadable / truncated test images, each named: to the log
+        if notes is not None:
+            notes.warn(note, "validation")
     result["map_time_s"] = time.perf_counter() - t0
     return result

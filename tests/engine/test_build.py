@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ssdfast.engine import ConfigError, Trainer
-from ssdfast.engine.build import find_test_split
+from ssdfast.data import find_test_split
 from ssdfast.engine.logging import read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -17,12 +17,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_find_test_split_of_each_format(tmp_path, voc_data):
     from ssdfast.data.synthetic import generate
 
-    assert find_test_split("voc", str(voc_data)) == str(voc_data / "ImageSets" / "Main" / "test.txt")
+    assert find_test_split("voc", str(voc_data)).listing == str(voc_data / "ImageSets" / "Main" / "test.txt")
     for fmt, expected in (("coco", "annotations/instances_val"), ("open_images", "sub-test-annotations-bbox.csv")):
         root = generate(tmp_path / fmt, format=fmt, num_images=6, image_size=64, seed=0, num_classes=2)
-        assert expected in find_test_split(fmt, str(root)), fmt
+        assert expected in find_test_split(fmt, str(root)).listing, fmt
         assert find_test_split("synthetic", str(root)) == find_test_split(fmt, str(root))
     assert find_test_split("voc", str(tmp_path / "coco")) is None
+    # COCO's official layout, the training image folder given: its test split is the sibling val2017
+    official = tmp_path / "coco"
+    if (official / "train2017").is_dir():
+        split = find_test_split("coco", str(official / "train2017"))
+        assert split.root == str(official / "val2017") and split.listing.endswith("instances_val2017.json")
+        assert find_test_split("coco", str(official / "val2017")) is None  # no other split beside val
 
 
 def test_without_validation_dataset_the_test_split_validates(voc_data, tmp_path, tiny_config):
