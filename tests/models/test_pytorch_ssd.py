@@ -100,7 +100,7 @@ def test_pytorch_ssd_file_loads_with_the_same_outputs(name, ref_options, options
 
 
 def test_parameter_counts_of_pytorch_ssd_mb3_at_21_classes():
-    """The figures of issue #13: pytorch-ssd's MobileNetV3 SSD-Lite has 2.39 M (large) and 1.26 M
+    """The published figures: pytorch-ssd's MobileNetV3 SSD-Lite has 2.39 M (large) and 1.26 M
     (small) parameters with VOC's 21 classes (background included)."""
     count = lambda m: round(sum(p.numel() for p in m.parameters()) / 1e6, 2)  # noqa: E731
     assert count(ref.create("mb3-large-ssd-lite", 21)) == 2.39

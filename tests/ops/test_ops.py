@@ -233,7 +233,7 @@ def test_hard_negative_mask_tie_takes_lower_index(native):
 
 
 def test_hard_negative_mask_nan_is_the_largest_loss_k_exact(native):
-    # NaN at prior 0, a -inf negative, an ignored prior and k = num_neg - 1 (issue #16, item 1): exactly k
+    # NaN at prior 0, a -inf negative, an ignored prior and k = num_neg - 1 (a case the CUDA kernel once got wrong): exactly k
     # negatives, the NaN first, never the ignored prior.
     loss = torch.tensor([[float("nan"), 1.0, float("-inf"), 0.5, 0.3, 2.0]])
     labels = torch.tensor([[0, 0, 0, 1, -1, 0]])
