@@ -100,23 +100,13 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
 
 
 def resolve_device(device: str | None, use_cuda: bool | None = None) -> "torch.device":
-    """``--device`` (cpu, cuda, cuda:1, auto) and pytorch-ssd's ``--use-cuda`` -> torch.device.
+    """:func:`ssdfast.device.resolve_device`, its mistakes as :class:`UsageError` (one line)."""
+    from ..device import resolve_device as resolve
 
-    ``auto`` (or nothing) picks CUDA when available. Asking for CUDA without a GPU is a UsageError.
-    """
-    import torch
-
-    if device in (None, "", "auto"):
-        if use_cuda is False:
-            return torch.device("cpu")
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise UsageError(f"--device: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA device is available on this machine")
-    return dev
+        return resolve(device, use_cuda)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def add_model_file_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -27,19 +27,13 @@ __all__ = ["resolve_device", "Data", "build_data", "RunLength", "run_length",
 
 
 def resolve_device(device: str | None, use_cuda: bool | None = None) -> torch.device:
-    """``--device`` (auto, cpu, cuda, cuda:1) and pytorch-ssd's ``--use-cuda`` -> a torch.device;
-    asking for CUDA on a machine without it is a :class:`ConfigError`."""
-    if device in (None, "", "auto"):
-        if use_cuda is False:
-            return torch.device("cpu")
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """:func:`ssdfast.device.resolve_device`, its mistakes as :class:`ConfigError`."""
+    from ..device import resolve_device as resolve
+
     try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device}: not a device (auto, cpu, cuda, cuda:1 ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device is available on this machine")
-    return dev
+        return resolve(device, use_cuda)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class _DeferredTransform:
