@@ -1,8 +1,30 @@
 """Fixtures shared across the test packages."""
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+# Idle OpenMP threads sleep instead of spinning (as the command-line tools set it): with pytest-xdist
+# the test processes share the cores, and a spinning pool steals the other process's time slices.
+# Set before torch loads OpenMP; a policy the user chose stays.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ssdfast.threads import available_cores  # noqa: E402
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one test process per core this process may use (its CPU affinity, as the tools count)."""
+    return available_cores()
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``-n``), each test process takes its share of the cores for torch's threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers > 1:
+        torch.set_num_threads(max(1, available_cores() // workers))
 
 
 @pytest.fixture(scope="module")

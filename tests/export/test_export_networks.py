@@ -42,7 +42,7 @@ def test_every_network_is_covered():
     assert covered == set(list_models())
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=None)  # test processes (pytest-xdist) interleave the networks
 def _model(name: str, size: int, options: tuple[tuple[str, str], ...] = ()):
     return make_model(name, image_size=size, **dict(options))
 
