@@ -25,9 +25,8 @@ if __package__ in (None, ""):  # run as a script: make `ssdfast` importable from
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssdfast import check, ops  # noqa: E402
-from ssdfast.ops import check_cases  # noqa: E402
-
-V = (0.1, 0.2)
+from ssdfast.ops import check_cases, reference  # noqa: E402
+from ssdfast.ops.check_cases import TOLS, V  # noqa: E402
 
 
 def calls(small: bool) -> list[tuple[str, str, tuple, dict]]:
@@ -55,8 +54,7 @@ def calls(small: bool) -> list[tuple[str, str, tuple, dict]]:
     add("ssd_targets", "G=0", (sp, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), 0.5, V))
     loss, labels = check_cases.make_mining(B, P, g, special=True)
     add("hard_negative_mask", f"B={B}, P={P}, NaN / inf / ties", (loss, labels, 3))
-    loss = torch.tensor([[float("nan"), 1.0, float("-inf"), 0.5, 0.3, 2.0]])
-    add("hard_negative_mask", "k = num_neg - 1", (loss, torch.tensor([[0, 0, 0, 1, -1, 0]]), 3))
+    add("hard_negative_mask", "k = num_neg - 1", check_cases.make_mining_nan_case())
     n = 1000 if small else 4000
     add("batched_nms", f"N={n}, 1 class", check_cases.make_nms_inputs(n, 1, g) + (0.5,))
     add("batched_nms", f"N={n}, 81 classes, NaN and ties", check_cases.make_nms_inputs(n, 81, g, adversarial=True) + (0.5,))
@@ -74,15 +72,11 @@ def calls(small: bool) -> list[tuple[str, str, tuple, dict]]:
     return out
 
 
-# Floats through exp/log are close, everything else exact (as in ssdfast.check).
-TOLS = {"encode_boxes": (check.TOL,), "decode_boxes": (check.TOL,), "ssd_targets": (None, check.TOL), "ssd_postprocess": (check.TOL,)}
-
-
 def _expected(op: str, cpu_args: tuple, dev_args: tuple):
     """The CPU kernel's result; for ssd_postprocess the reference on the same device, which decodes with
     the same expf (the CPU's exp may differ in the last bit and flip an IoU sitting at the threshold)."""
     if op == "ssd_postprocess":
-        return check._reference().ssd_postprocess(*dev_args)
+        return reference.ssd_postprocess(*dev_args)
     return getattr(torch.ops.ssdfast, op)(*cpu_args)
 
 

@@ -8,31 +8,33 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from . import reference
+
 __all__ = [
-    "OPS", "TOL", "V", "Case", "cases",
-    "make_boxes", "make_small_priors", "make_ssd300_priors", "make_gt", "make_mining", "make_nms_inputs",
+    "OPS", "TOL", "TOLS", "V", "Case", "cases",
+    "make_generator", "make_boxes", "make_small_priors", "make_ssd300_priors", "make_gt", "make_mining",
+    "make_mining_nan_case", "make_nms_inputs",
     "make_post_inputs",
 ]
 
 V = (0.1, 0.2)
-OPS = (
-    "box_iou",
-    "encode_boxes",
-    "decode_boxes",
-    "match_priors",
-    "ssd_targets",
-    "hard_negative_mask",
-    "batched_nms",
-    "ssd_postprocess",
-)
+OPS = tuple(reference.__all__)  # every function of the reference is an op's twin
 TOL = 1e-5  # floats through exp/log (encode, decode, the boxes of ssd_postprocess)
+#: Per op, the tolerance of each output: None or missing = exact (labels, masks, keep lists, IoUs).
+TOLS: dict[str, tuple[float | None, ...]] = {
+    "encode_boxes": (TOL,),
+    "decode_boxes": (TOL,),
+    "ssd_targets": (None, TOL),  # labels exact, encoded offsets close
+    "ssd_postprocess": (TOL,),  # boxes close; counts, labels, scores exact
+}
 
 
-def _gen(seed: int) -> torch.Generator:
+def make_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (every input below is drawn from one)."""
     return torch.Generator().manual_seed(seed)
 
 
-def make_boxes(*shape: int, g: torch.Generator, max_size: float = 0.4) -> Tensor:
+def make_boxes(*shape: int, g: torch.Generator | None, max_size: float = 0.4) -> Tensor:
     """Valid xyxy boxes in [0, 1]: ``[*shape, 4]``."""
     xy = torch.rand(*shape, 2, generator=g) * (1 - max_size)
     wh = torch.rand(*shape, 2, generator=g) * max_size + 1e-3
@@ -86,6 +88,13 @@ def make_mining(batch: int, priors: int, g: torch.Generator, special: bool) -> t
     return loss, labels
 
 
+def make_mining_nan_case() -> tuple[Tensor, Tensor, int]:
+    """hard_negative_mask's arguments with NaN at prior 0, a -inf negative, an ignored prior and
+    k = num_neg - 1 (where a NaN key once left the selection one short)."""
+    loss = torch.tensor([[float("nan"), 1.0, float("-inf"), 0.5, 0.3, 2.0]])
+    return loss, torch.tensor([[0, 0, 0, 1, -1, 0]]), 3
+
+
 def make_nms_inputs(n: int, classes: int, g: torch.Generator, adversarial: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     boxes = make_boxes(n, g=g, max_size=0.3)
     scores = torch.rand(n, generator=g)
@@ -116,7 +125,7 @@ class Case:
     label: str
     make: Callable[[], tuple]  # the op's arguments, tensors on the CPU
     large: bool = False  # skipped by --quick
-    tols: Sequence[float | None] = ()  # per output: None = exact; missing = exact
+    tols: Sequence[float | None] = ()  # per output: None = exact; missing = exact (TOLS[op])
 
 
 def cases(device: torch.device, quick: bool) -> list[Case]:
@@ -124,9 +133,9 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     gpu = device.type == "cuda"
     out: list[Case] = []
 
-    def add(op: str, label: str, make: Callable[[], tuple], large: bool = False, tols: Sequence = ()) -> None:
+    def add(op: str, label: str, make: Callable[[], tuple], large: bool = False) -> None:
         if not (quick and large):
-            out.append(Case(op, label, make, large, tols))
+            out.append(Case(op, label, make, large, TOLS.get(op, ())))
 
     sp = make_small_priors()
     big = make_ssd300_priors()
@@ -134,22 +143,22 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
 
     # box_iou: exact (same float32 operations, no FMA contraction)
     def iou_small():
-        g = _gen(1)
+        g = make_generator(1)
         a, b = make_boxes(5, g=g), make_boxes(7, g=g)
         a[1] = torch.tensor([0.3, 0.3, 0.3, 0.6])  # degenerate: IoU 0, never NaN
         a[2] = b[0]  # identical: IoU 1
         return a, b
 
     add("box_iou", "5 x 7, degenerate and identical boxes", iou_small)
-    add("box_iou", "empty: 0 x 5", lambda: (torch.zeros(0, 4), make_boxes(5, g=_gen(2))))
-    add("box_iou", f"{P} priors x 200 boxes", lambda: (_xyxy(big), make_boxes(200, g=_gen(3))), large=True)
+    add("box_iou", "empty: 0 x 5", lambda: (torch.zeros(0, 4), make_boxes(5, g=make_generator(2))))
+    add("box_iou", f"{P} priors x 200 boxes", lambda: (_xyxy(big), make_boxes(200, g=make_generator(3))), large=True)
     if gpu:  # more than 65535 * 8 rows: the kernel's grid-stride loop
-        add("box_iou", "600000 x 5 (grid-stride rows)", lambda: (make_boxes(600_000, g=_gen(4)), make_boxes(5, g=_gen(5))), large=True)
+        add("box_iou", "600000 x 5 (grid-stride rows)", lambda: (make_boxes(600_000, g=make_generator(4)), make_boxes(5, g=make_generator(5))), large=True)
 
     # encode / decode: close (exp/log)
     def enc(batch, priors, seed):
         def make():
-            boxes = make_boxes(batch, priors.shape[0], g=_gen(seed))
+            boxes = make_boxes(batch, priors.shape[0], g=make_generator(seed))
             boxes[..., 0, :] = torch.tensor([0.5, 0.5, 0.5, 0.5])  # degenerate: clamped, finite
             return boxes, priors, V
 
@@ -157,16 +166,16 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
 
     def dec(batch, priors, seed):
         def make():
-            loc = torch.randn(batch, priors.shape[0], 4, generator=_gen(seed)) * 0.5
+            loc = torch.randn(batch, priors.shape[0], 4, generator=make_generator(seed)) * 0.5
             loc[..., 1, 2:] = 1e4  # exp argument clamped: never inf
             return loc, priors, V
 
         return make
 
-    add("encode_boxes", f"B=2, P={sp.shape[0]}, degenerate box", enc(2, sp, 6), tols=(TOL,))
-    add("encode_boxes", f"B={64 if gpu else 8}, P={P}", enc(64 if gpu else 8, big, 7), large=True, tols=(TOL,))
-    add("decode_boxes", f"B=2, P={sp.shape[0]}, clamped exp", dec(2, sp, 8), tols=(TOL,))
-    add("decode_boxes", f"B={64 if gpu else 8}, P={P}", dec(64 if gpu else 8, big, 9), large=True, tols=(TOL,))
+    add("encode_boxes", f"B=2, P={sp.shape[0]}, degenerate box", enc(2, sp, 6))
+    add("encode_boxes", f"B={64 if gpu else 8}, P={P}", enc(64 if gpu else 8, big, 7), large=True)
+    add("decode_boxes", f"B=2, P={sp.shape[0]}, clamped exp", dec(2, sp, 8))
+    add("decode_boxes", f"B={64 if gpu else 8}, P={P}", dec(64 if gpu else 8, big, 9), large=True)
 
     # match_priors / ssd_targets: labels and boxes exact, encoded loc close
     def match_adversarial():
@@ -184,7 +193,7 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
 
     def match_random(batch, max_gt, seed):
         def make():
-            gt, labels = make_gt(batch, max_gt, _gen(seed))
+            gt, labels = make_gt(batch, max_gt, make_generator(seed))
             return big, gt, labels, 0.5
 
         return make
@@ -193,22 +202,17 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
         return sp, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), 0.5
 
     batch = 64 if gpu else 8
-    for op, extra, tols in (("match_priors", (), ()), ("ssd_targets", (V,), (None, TOL))):
-        add(op, "ties, duplicates, degenerate and padded gts", lambda extra=extra: match_adversarial() + extra, tols=tols)
-        add(op, "no gts (G = 0)", lambda extra=extra: empty_gt() + extra, tols=tols)
-        add(op, f"B={batch}, P={P}, G<=30 padded", lambda extra=extra: match_random(batch, 30, 10)() + extra, large=True, tols=tols)
+    for op, extra in (("match_priors", ()), ("ssd_targets", (V,))):
+        add(op, "ties, duplicates, degenerate and padded gts", lambda extra=extra: match_adversarial() + extra)
+        add(op, "no gts (G = 0)", lambda extra=extra: empty_gt() + extra)
+        add(op, f"B={batch}, P={P}, G<=30 padded", lambda extra=extra: match_random(batch, 30, 10)() + extra, large=True)
 
     # hard_negative_mask: exact
-    def mining_issue_case():
-        # NaN at prior 0, a -inf negative, an ignored prior, k = num_neg - 1.
-        loss = torch.tensor([[float("nan"), 1.0, float("-inf"), 0.5, 0.3, 2.0]])
-        return loss, torch.tensor([[0, 0, 0, 1, -1, 0]]), 3
-
-    add("hard_negative_mask", "NaN at prior 0, -inf, ignored prior, k = num_neg - 1", mining_issue_case)
-    add("hard_negative_mask", "B=5, P=1000: NaN, +-inf, ties, -0", lambda: make_mining(5, 1000, _gen(11), True) + (3,))
-    add("hard_negative_mask", "ratio 2^40 (k = num_neg)", lambda: make_mining(5, 1000, _gen(12), True) + (2**40,))
+    add("hard_negative_mask", "NaN at prior 0, -inf, ignored prior, k = num_neg - 1", make_mining_nan_case)
+    add("hard_negative_mask", "B=5, P=1000: NaN, +-inf, ties, -0", lambda: make_mining(5, 1000, make_generator(11), True) + (3,))
+    add("hard_negative_mask", "ratio 2^40 (k = num_neg)", lambda: make_mining(5, 1000, make_generator(12), True) + (2**40,))
     add("hard_negative_mask", "empty: B=0", lambda: (torch.zeros(0, 5), torch.zeros(0, 5, dtype=torch.long), 3))
-    add("hard_negative_mask", f"B={batch}, P={P}", lambda: make_mining(batch, P, _gen(13), False) + (3,), large=True)
+    add("hard_negative_mask", f"B={batch}, P={P}", lambda: make_mining(batch, P, make_generator(13), False) + (3,), large=True)
 
     # batched_nms: exact keep lists (order included)
     def nms_hand():
@@ -218,49 +222,47 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
         return boxes, torch.tensor([0.5, 0.5, 0.5, 0.9, 0.5, 0.7]), torch.tensor([0, 0, 1, 0, 0, 0]), 0.5
 
     def nms_collide():
-        boxes, scores, idxs = make_nms_inputs(2000, 4, _gen(14))
-        return boxes, scores, idxs + (torch.randint(0, 2, idxs.shape, generator=_gen(15)) << 32), 0.5
+        boxes, scores, idxs = make_nms_inputs(2000, 4, make_generator(14))
+        return boxes, scores, idxs + (torch.randint(0, 2, idxs.shape, generator=make_generator(15)) << 32), 0.5
 
     add("batched_nms", "hand case: ties, duplicates, degenerate box", nms_hand)
     add("batched_nms", "empty: N=0", lambda: (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5))
-    add("batched_nms", "N=700, NaN and tied scores, negative idxs", lambda: make_nms_inputs(700, 10, _gen(16), True) + (0.5,))
-    add("batched_nms", "N=3000, 81 classes", lambda: make_nms_inputs(3000, 81, _gen(17)) + (0.5,), large=True)
+    add("batched_nms", "N=700, NaN and tied scores, negative idxs", lambda: make_nms_inputs(700, 10, make_generator(16), True) + (0.5,))
+    add("batched_nms", "N=3000, 81 classes", lambda: make_nms_inputs(3000, 81, make_generator(17)) + (0.5,), large=True)
     add("batched_nms", "N=2000, idxs 2^32 apart", nms_collide, large=True)
-    add("batched_nms", "N=3000, 1 class", lambda: make_nms_inputs(3000, 1, _gen(18)) + (0.5,), large=True)
-    add("batched_nms", "N=2000, 300 classes", lambda: make_nms_inputs(2000, 300, _gen(19)) + (0.5,), large=True)
+    add("batched_nms", "N=3000, 1 class", lambda: make_nms_inputs(3000, 1, make_generator(18)) + (0.5,), large=True)
+    add("batched_nms", "N=2000, 300 classes", lambda: make_nms_inputs(2000, 300, make_generator(19)) + (0.5,), large=True)
     if gpu:
-        add("batched_nms", "N=100000, 80 classes", lambda: make_nms_inputs(100_000, 80, _gen(20)) + (0.5,), large=True)
-        add("batched_nms", "N=20000, 1 class", lambda: make_nms_inputs(20_000, 1, _gen(21)) + (0.5,), large=True)
+        add("batched_nms", "N=100000, 80 classes", lambda: make_nms_inputs(100_000, 80, make_generator(20)) + (0.5,), large=True)
+        add("batched_nms", "N=20000, 1 class", lambda: make_nms_inputs(20_000, 1, make_generator(21)) + (0.5,), large=True)
 
     # ssd_postprocess: num, labels, scores exact; boxes close
-    post_tols = (TOL, None, None, None)
 
     def post(batch, priors, classes, seed, top_k=200, max_det=200, **kw):
         def make():
-            loc, scores = make_post_inputs(batch, priors.shape[0], classes, _gen(seed), **kw)
+            loc, scores = make_post_inputs(batch, priors.shape[0], classes, make_generator(seed), **kw)
             return loc, scores, priors, V, 0.01, 0.45, top_k, max_det
 
         return make
 
     def post_ties_nan():
-        loc, scores = make_post_inputs(2, sp.shape[0], 5, _gen(22), peaked=False)
+        loc, scores = make_post_inputs(2, sp.shape[0], 5, make_generator(22), peaked=False)
         scores = (scores * 8).round() / 8  # heavy ties: lower class, then lower prior first
         scores[:, ::7, 1:] = float("nan")  # never candidates
         return loc, scores, sp, V, 0.01, 0.45, 20, 30
 
-    add("ssd_postprocess", f"B=2, P={sp.shape[0]}, C=5, ties and NaN scores", post_ties_nan, tols=post_tols)
-    add("ssd_postprocess", "empty: B=0 and C=1", lambda: (torch.zeros(0, 5, 4), torch.zeros(0, 5, 1), sp[:5], V, 0.01, 0.45, 200, 7), tols=post_tols)
+    add("ssd_postprocess", f"B=2, P={sp.shape[0]}, C=5, ties and NaN scores", post_ties_nan)
+    add("ssd_postprocess", "empty: B=0 and C=1", lambda: (torch.zeros(0, 5, 4), torch.zeros(0, 5, 1), sp[:5], V, 0.01, 0.45, 200, 7))
     if gpu:
-        add("ssd_postprocess", f"B=16, P={P}, C=81", post(16, big, 81, 23), large=True, tols=post_tols)
-        add("ssd_postprocess", f"B=2, P={P}, C=601", post(2, big, 601, 24, sharp=2.0), large=True, tols=post_tols)
+        add("ssd_postprocess", f"B=16, P={P}, C=81", post(16, big, 81, 23), large=True)
+        add("ssd_postprocess", f"B=2, P={P}, C=601", post(2, big, 601, 24, sharp=2.0), large=True)
     else:
-        add("ssd_postprocess", f"B=2, P={P}, C=21", post(2, big, 21, 23), large=True, tols=post_tols)
+        add("ssd_postprocess", f"B=2, P={P}, C=21", post(2, big, 21, 23), large=True)
     # Flat scores: thousands of candidates per class (more than the CUDA kernel keeps in shared memory).
     add(
         "ssd_postprocess",
         f"B=1, P={P}, C=6, dense candidates",
         post(1, big, 6, 25, top_k=400, max_det=500, peaked=False, sharp=0.5),
         large=True,
-        tols=post_tols,
     )
     return out

@@ -5,31 +5,17 @@ import pytest
 import torch
 
 from ssdfast import ops
+from ssdfast.ops import check_cases
+from ssdfast.ops.check_cases import make_generator as gen  # noqa: F401  (the op tests' seeded generator)
+from ssdfast.ops.check_cases import make_small_priors as grid_priors  # noqa: F401  (252 small priors)
 
 #: SSD's default box-coding variances.
-V = [0.1, 0.2]
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+V = list(check_cases.V)
 
 
 def random_boxes(*shape: int, max_size: float = 0.4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Valid xyxy boxes inside [0, 1]: ``[*shape, 4]``."""
-    xy = torch.rand(*shape, 2, generator=generator) * (1 - max_size)
-    wh = torch.rand(*shape, 2, generator=generator) * max_size + 1e-3
-    return torch.cat((xy, xy + wh), -1)
-
-
-def grid_priors(sizes=(8, 4, 2), scales=(0.2, 0.45, 0.8)) -> torch.Tensor:
-    """Small SSD-like priors (cxcywh): square and 2:1 boxes on a few grids."""
-    out = []
-    for n, s in zip(sizes, scales):
-        c = (torch.arange(n, dtype=torch.float32) + 0.5) / n
-        cy, cx = torch.meshgrid(c, c, indexing="ij")
-        for w, h in ((s, s), (s * 1.41, s / 1.41), (s / 1.41, s * 1.41)):
-            out.append(torch.stack((cx.flatten(), cy.flatten(), torch.full((n * n,), w), torch.full((n * n,), h)), -1))
-    return torch.cat(out)
+    """Valid xyxy boxes inside [0, 1]: ``[*shape, 4]`` (``check_cases.make_boxes``)."""
+    return check_cases.make_boxes(*shape, g=generator, max_size=max_size)
 
 
 def sample_calls(seed: int, device: str = "cpu") -> list[tuple[str, tuple]]:

@@ -16,6 +16,7 @@ import torch
 
 from ssdfast import ops
 from ssdfast.ops import reference as ref
+from ssdfast.ops.check_cases import make_post_inputs
 
 from .conftest import V, gen, grid_priors, random_boxes, sample_calls
 
@@ -520,12 +521,7 @@ def _check_post(native, loc, scores, priors, st=0.01, it=0.45, top_k=200, max_de
 
 
 def _inputs(batch, P, classes, seed, peaked=True, sharp=3.0):
-    g = gen(seed)
-    loc = torch.randn(batch, P, 4, generator=g) * 0.3
-    logits = torch.randn(batch, P, classes, generator=g) * sharp
-    if peaked:
-        logits[..., 0] += 4
-    return loc, torch.softmax(logits, -1)
+    return make_post_inputs(batch, P, classes, gen(seed), peaked=peaked, sharp=sharp)
 
 
 @pytest.mark.parametrize("classes", [2, 5, 21])
