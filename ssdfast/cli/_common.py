@@ -87,7 +87,9 @@ def add_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *fla
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a command's body, turning user mistakes into ``error: ...`` on stderr and exit code 2.
 
-    ``KeyboardInterrupt`` exits 130 with one line. Anything else is a bug and keeps its traceback.
+    A user's file that cannot be used (:class:`ssdfast.io.FileError` and its subclasses, whose message
+    names the file) is a user mistake too. ``KeyboardInterrupt`` exits 130 with one line. Anything
+    else is a bug and keeps its traceback.
     """
     try:
         return int(main(argv) or 0)
@@ -97,6 +99,13 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # Looked up, not imported: a FileError can only have come from an imported ssdfast.io.
+        errors = sys.modules.get("ssdfast.io.errors")
+        if errors is None or not isinstance(exc, errors.FileError):
+            raise
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
 
 
 def resolve_device(device: str | None, use_cuda: bool | None = None) -> "torch.device":

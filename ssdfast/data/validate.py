@@ -189,7 +189,7 @@ def _voc_jobs(root: str, label_file: str | None, report: ValidationReport) -> li
     if label_file is not None:
         try:
             classes = frozenset(n.lower() for n in read_label_file(label_file) if n != BACKGROUND)
-        except DataError as exc:
+        except FileError as exc:  # the label file's own problem (ssdfast.io)
             report.problems.append(Problem(label_file, str(exc).split(": ", 1)[-1]))
     else:
         report.notes.append("no labels.txt: class names not checked")

@@ -94,3 +94,27 @@ def test_coco_official_layout(tmp_path, capsys):
     assert main(["validate", str(out), str(out / "train2017"), "--no-progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "checked 10 images, 2 annotation files" in lines[0] and "checked 8 images, 1 annotation files" in lines[1]
+
+
+def test_a_bad_label_file_is_a_problem_of_that_file(tmp_path, capsys):
+    out = tmp_path / "voc"
+    assert main(["synthetic", "--out", str(out), "--format", "voc", "--num-images", "4", "--image-size", "64"]) == 0
+    capsys.readouterr()
+    labels = tmp_path / "dup.txt"
+    labels.write_text("BACKGROUND\ncat\ncat\n")
+    assert main(["validate", str(out), "--label-file", str(labels), "--no-progress"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert f"{labels}: duplicate class names ['cat']" in lines and "1 problem" in lines[-1]
+
+
+def test_a_file_error_escaping_a_command_is_one_line(capsys):
+    from ssdfast.cli._common import run_main
+    from ssdfast.io import FileError
+
+    def body(argv):
+        raise FileError("x.jpg: not an image\n(decoder detail)")
+
+    assert run_main(body, []) == 2
+    assert capsys.readouterr().err == "error: x.jpg: not an image (decoder detail)\n"
+    with pytest.raises(ValueError):  # anything else is a bug and keeps its traceback
+        run_main(lambda argv: int("x"), [])
