@@ -284,6 +284,7 @@ def load_model_file(
         CheckpointError (a ValueError) naming the file and, where one would fix it, the option.
     """
     from .io import FileError, read_label_file
+    from .io.errors import first_line
     from .models import canonical_name, identify_pytorch_ssd, model_from_pytorch_ssd
     from .models.pytorch_ssd import describe_network
 
@@ -337,7 +338,7 @@ def load_model_file(
                                           f"not at width multiplier {width_mult}") from None
             raise CheckpointError(
                 f"{p} is not an ssdfast checkpoint; if it is a pytorch-ssd model, give its network "
-                f"with --net (e.g. --net mb1-ssd) and its class names with --label-file ({_first_line(exc)})"
+                f"with --net (e.g. --net mb1-ssd) and its class names with --label-file ({first_line(exc)})"
             ) from None
         what = f"a pytorch-ssd {describe_network(net, options)} (--net {net})"
     if names is None:
@@ -356,7 +357,7 @@ def load_model_file(
         model, _report = model_from_pytorch_ssd(obj, net, len(names), width_mult=width_mult, image_size=resolution)
     except ValueError as exc:
         raise CheckpointError(f"{p} does not load as a pytorch-ssd {canonical_name(net)} with the "
-                              f"{len(names)} classes of {label_file}: {_first_line(exc)}") from None
+                              f"{len(names)} classes of {label_file}: {first_line(exc)}") from None
     return LoadedModel(model.to(device).eval(), names, None, "pytorch-ssd", p, None, os.fspath(label_file))
 
 
@@ -370,6 +371,3 @@ def _load_failure(exc: BaseException) -> str:
     return "not a PyTorch file, or a damaged one"
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -139,11 +139,12 @@ def load_model_arg(path: str, args: argparse.Namespace, device: Any = "cpu", fla
     """The model file ``path`` (given with ``flag``) read with the flags of :func:`add_model_file_arguments`;
     a file that does not load is a :class:`UsageError` of one line."""
     from ..checkpoint import CheckpointError, load_model_file
+    from ..io.errors import first_line
 
     try:
         return load_model_file(path, net=getattr(args, "net", None), label_file=getattr(args, "label_file", None),
                                width_mult=getattr(args, "mb2_width_mult", None),
                                resolution=getattr(args, "resolution", None), device=device)
     except CheckpointError as exc:
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = first_line(exc)
         raise UsageError(f"{flag}: {first}") from None

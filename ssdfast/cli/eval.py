@@ -27,6 +27,7 @@ import tempfile
 from typing import Any
 
 from ..data import DATASET_TYPES
+from ..io.errors import first_line
 from ._common import (
     UsageError,
     add_argument,
@@ -54,12 +55,6 @@ not be read (scored as missed) and those used with a warning (e.g. truncated), b
 det_test_<class>.txt per class (VOC devkit format: image_id score xmin ymin xmax ymax, 1-based pixels)
 or detections.json (COCO results format, original category ids)
 """
-
-
-def _one_line(exc: BaseException) -> str:
-    """The first line of an error message (usage errors print as one line)."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _unit_interval(value: str) -> float:
@@ -135,7 +130,7 @@ def _build_dataset(args: argparse.Namespace, class_names: list[str]) -> Any:
         try:
             dataset = build_dataset(args.dataset_type, args.dataset, split=args.split, label_file=label_file)
         except (DataError, ValueError) as exc:
-            raise UsageError(_one_line(exc)) from None
+            raise UsageError(first_line(exc)) from None
     if list(dataset.class_names) != list(class_names):
         raise UsageError(f"the dataset's classes {dataset.class_names} differ from the model's {class_names}")
     if len(dataset) == 0:
@@ -268,7 +263,7 @@ def _main(argv: list[str] | None) -> int:
             max_detections=args.max_detections, strict=args.strict,
         )
     except ImageError as exc:  # --strict: a test image that cannot be used
-        raise UsageError(f"{_one_line(exc)} [--strict]") from None
+        raise UsageError(f"{first_line(exc)} [--strict]") from None
     finally:
         torch.set_num_threads(threads)  # as it was, for callers of main() in this process
     _print_report(result)

@@ -29,6 +29,7 @@ from ..checkpoint import unwrap_model
 from ..compat import renamed_keywords
 from ..detector import Detections, Detector, prepare_image
 from ..io import FileError, ImageError, load_image
+from ..io.errors import first_line
 
 __all__ = ["run_inference"]
 
@@ -72,7 +73,7 @@ class _Prepared(Dataset):
         except FileError as exc:
             return _Item(index, path, None, None, str(exc), None)
         except Exception as exc:  # a decoder's own error type: still one line naming the file
-            return _Item(index, path, None, None, f"{path}: unreadable image ({_first_line(exc)})", None)
+            return _Item(index, path, None, None, f"{path}: unreadable image ({first_line(exc)})", None)
         if loaded.warning is not None and self.strict:
             return _Item(index, path, None, None, None, loaded.warning)
         pixels = loaded.pixels
@@ -85,11 +86,6 @@ def _collate(items: Sequence[_Item]) -> _Batch:
     images = torch.stack([it.image for it in good]) if good else torch.zeros(0)
     problems = [it for it in items if it.error is not None or it.warning is not None]
     return _Batch(images, [it.size for it in good], [it.index for it in good], problems)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def _model_device(model: nn.Module) -> torch.device:

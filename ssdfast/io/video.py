@@ -26,7 +26,7 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from .errors import FileError
+from .errors import FileError, first_line
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -131,11 +131,6 @@ def output_extension(source: str) -> str:
     return ext if ext in _WRITABLE + (".gif",) else ".mp4"
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def _even(n: int) -> int:  # 4:2:0 chroma needs even sides
     return max(2, int(n) // 2 * 2)
 
@@ -181,7 +176,7 @@ class _PyAVReader(VideoReader):
         try:
             self._container = av.open(path)
         except Exception as exc:  # av.error.* for missing, unreadable or unknown files
-            raise VideoError(f"{path}: cannot open video ({_one_line(exc)})") from None
+            raise VideoError(f"{path}: cannot open video ({first_line(exc)})") from None
         if not self._container.streams.video:
             self._container.close()
             raise VideoError(f"{path}: no video stream in this file")
@@ -220,7 +215,7 @@ class _PyAVReader(VideoReader):
                 index += 1
                 yield Frame(pixels, float(t))
         except Exception as exc:  # av.error.InvalidDataError on a damaged stream
-            raise VideoError(f"{self.path}: cannot decode frame {index} ({_one_line(exc)})") from None
+            raise VideoError(f"{self.path}: cannot decode frame {index} ({first_line(exc)})") from None
 
     def __iter__(self) -> Iterator[Frame]:
         if self._first is not None:
@@ -286,7 +281,7 @@ class _GifReader(VideoReader):
         try:
             self._image = Image.open(path)
         except Exception as exc:
-            raise VideoError(f"{path}: cannot open ({_one_line(exc)})") from None
+            raise VideoError(f"{path}: cannot open ({first_line(exc)})") from None
         self.width, self.height = self._image.size
         self.frame_count = int(getattr(self._image, "n_frames", 1))
         self.fps = 1000.0 / (self._image.info.get("duration") or 100)
@@ -367,7 +362,7 @@ class _PyAVWriter(VideoWriter):
         try:
             self._container = av.open(path, "w")
         except Exception as exc:
-            raise VideoError(f"{path}: cannot write video ({_one_line(exc)})") from None
+            raise VideoError(f"{path}: cannot write video ({first_line(exc)})") from None
         rate = Fraction(self.fps).limit_denominator(1001)
         self.width, self.height = _even(width), _even(height)
         error: Exception | None = None
@@ -379,7 +374,7 @@ class _PyAVWriter(VideoWriter):
                 error = exc
         else:
             self._container.close()
-            raise VideoError(f"{path}: PyAV cannot write {ext} video here ({_one_line(error)})")
+            raise VideoError(f"{path}: PyAV cannot write {ext} video here ({first_line(error)})")
         self._stream.width, self._stream.height = self.width, self.height
         self.codec = self._stream.codec_context.name
         self._stream.pix_fmt = "yuvj420p" if self.codec == "mjpeg" else "yuv420p"
