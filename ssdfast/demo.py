@@ -59,16 +59,13 @@ def run_demo(output: str | Path = "demo-output", *, device: str = "cpu", seed: i
     Threads and data workers are sized from the cores as for ``ssdfast-train`` (:mod:`ssdfast.threads`):
     on 2 cores, one data worker and the network on both cores.
     """
-    s = settings or DemoSettings()
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    return _run(out, device, seed, s, time.perf_counter())
-
-
-def _run(out: Path, device: str, seed: int, s: DemoSettings, start: float) -> dict:
     from .data.synthetic import generate
     from .engine import TrainConfig, train
 
+    start = time.perf_counter()
+    s = settings or DemoSettings()
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
     _say(f"[1/4] generating {s.num_images} synthetic images ({s.num_classes} classes, {s.image_size} px) in {data_dir}")
     generate(data_dir, format="voc", num_images=s.num_images, image_size=s.image_size, seed=seed, num_classes=s.num_classes)

@@ -276,12 +276,13 @@ class DetectionDataset(Dataset):
             "difficult": torch.from_numpy(self._difficult[lo:hi].copy()),
         }
 
-    def _unreadable(self, index: int, path: str, reason: str) -> SkippedSample:
-        """``reason`` names the file; strict datasets raise it, the others skip the sample."""
+    def _unreadable(self, index: int, path: str, reason: str, exc_info: bool = False) -> SkippedSample:
+        """``reason`` names the file; strict datasets raise it, the others skip the sample (logged once,
+        with the traceback of the exception being handled when ``exc_info``)."""
         if self.strict:
             raise DataError(reason)
         self.stats["unreadable_images"] += 1
-        log.warning("skipping %s", reason)
+        log.warning("skipping %s", reason, exc_info=exc_info)
         return SkippedSample(index, path, reason)
 
     def __getitem__(self, index: int):
@@ -318,8 +319,7 @@ class DetectionDataset(Dataset):
         except Exception as exc:
             if self.strict:
                 raise DataError(f"{path}: transform failed ({_one_line(exc)})") from exc
-            log.exception("skipping %s: transform failed", path)
-            return self._unreadable(index, path, f"{path}: transform failed ({_one_line(exc)})")
+            return self._unreadable(index, path, f"{path}: transform failed ({_one_line(exc)})", exc_info=True)
         target = {"boxes": boxes_t.to(torch.float32), "labels": labels_t.to(torch.int64), "index": index}
         if notes:
             target["notes"] = notes

@@ -87,29 +87,19 @@ class GuardedSamples(Dataset):
             return SampleError(index, str(exc))
 
 
-class SeededSamples(Dataset):
+class SeededSamples(GuardedSamples):
     """Wraps a dataset so ``self[(index, seed)]`` loads ``dataset[index]`` under RNGs seeded with ``seed``.
 
     This makes a sample's augmentation independent of which worker loads it and of what was loaded
     before. A :class:`~ssdfast.io.FileError` (e.g. ``DataError`` of a strict dataset) comes back as a
-    :class:`SampleError` for :func:`collate_batch` to raise in the main process.
+    :class:`SampleError` for :func:`collate_batch` to raise in the main process, as in
+    :class:`GuardedSamples`.
     """
 
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        from ..io import FileError
-
+    def __getitem__(self, key: tuple[int, int]) -> Any:  # type: ignore[override]
         index, seed = key
         with isolated_rng(seed):
-            try:
-                return self.dataset[index]
-            except FileError as exc:
-                return SampleError(index, str(exc))
+            return super().__getitem__(index)
 
 
 def collate_batch(batch: Sequence[Any]) -> Any:

@@ -121,3 +121,20 @@ def test_exif_rotated_size_in_open_images_annotations(tmp_path):
     image, _ = ds[0]
     assert (ann["width"], ann["height"]) == (w, h) == (image.shape[-1], image.shape[-2]) == (H, W)
     assert ann["boxes"].tolist() == [[0.25 * w, 0.5 * h, 0.75 * w, 1.0 * h]]
+
+
+def test_a_failing_transform_skips_the_sample_with_one_warning(odd_voc, caplog):
+    root, files = odd_voc
+
+    def broken(image, boxes, labels):
+        raise RuntimeError("augmentation bug\nsecond line")
+
+    dataset = VOCDataset(root, split="train", transform=broken)
+    with caplog.at_level("WARNING", logger="ssdfast.data"):
+        item = dataset[0]
+    assert isinstance(item, SkippedSample) and "transform failed (second line)" in item.reason
+    records = [r for r in caplog.records if "transform failed" in r.getMessage()]
+    assert len(records) == 1 and records[0].exc_info is not None  # once, with the traceback
+    assert dataset.stats["unreadable_images"] == 1
+    with pytest.raises(DataError, match="transform failed"):
+        VOCDataset(root, split="train", transform=broken, strict=True)[0]
