@@ -16,54 +16,38 @@ By concern:
 - :mod:`~ssdfast.export.model_dir`: :func:`pick_model_file`, the file ``--model-dir`` exports.
 - :mod:`~ssdfast.export.deps`: :func:`require` gives one line naming a missing package.
 
-The command line is ``ssdfast-export`` (:mod:`ssdfast.cli.export`).
+The command line is ``ssdfast-export`` (:mod:`ssdfast.cli.export`). The names below are imported
+when first used, so that importing one light submodule (``formats``, ``deps``) does not load torch,
+the models and the checks.
 """
-from .check import CheckError, CheckReport, check_export
-from .deps import MissingPackageError, require
-from .formats import DEFAULT_OPSET, FORMATS, PostprocessSettings
-from .graph_checks import validate_efficient_nms
-from .inputs import load_images, sample_images
-from .model_dir import ModelChoice, ModelDirError, pick_model_file
-from .onnx import ExportModule, ExportResult, export_onnx
-from .tensorrt import (
-    EngineInfo,
-    StaleEngineError,
-    build_engine,
-    check_engine,
-    file_sha256,
-    read_sidecar,
-    sidecar_path,
-    tensorrt_available,
-    trtexec_command,
-    write_sidecar,
-)
+from __future__ import annotations
 
-__all__ = [
-    "FORMATS",
-    "DEFAULT_OPSET",
-    "PostprocessSettings",
-    "ExportModule",
-    "ExportResult",
-    "export_onnx",
-    "CheckReport",
-    "CheckError",
-    "check_export",
-    "validate_efficient_nms",
-    "load_images",
-    "sample_images",
-    "ModelChoice",
-    "ModelDirError",
-    "pick_model_file",
-    "MissingPackageError",
-    "require",
-    "EngineInfo",
-    "StaleEngineError",
-    "build_engine",
-    "check_engine",
-    "file_sha256",
-    "read_sidecar",
-    "sidecar_path",
-    "tensorrt_available",
-    "trtexec_command",
-    "write_sidecar",
-]
+import importlib
+
+#: submodule -> the public names it provides here
+_PROVIDERS = {
+    "formats": ("FORMATS", "DEFAULT_OPSET", "PostprocessSettings"),
+    "onnx": ("ExportModule", "ExportResult", "export_onnx"),
+    "check": ("CheckReport", "CheckError", "check_export"),
+    "graph_checks": ("validate_efficient_nms",),
+    "inputs": ("load_images", "sample_images"),
+    "model_dir": ("ModelChoice", "ModelDirError", "pick_model_file"),
+    "deps": ("MissingPackageError", "require"),
+    "tensorrt": ("EngineInfo", "StaleEngineError", "build_engine", "check_engine", "file_sha256", "read_sidecar",
+                 "sidecar_path", "tensorrt_available", "trtexec_command", "write_sidecar"),
+}
+_LAZY = {name: module for module, names in _PROVIDERS.items() for name in names}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ssdfast.export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -279,3 +279,15 @@ def test_a_missing_package_is_one_line(checkpoint, tmp_path, module, flags, mess
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
     assert not output.exists()
+
+
+def test_the_command_line_starts_without_torch():
+    """``ssdfast-export --help`` and usage errors load neither torch nor the export steps
+    (``ssdfast.export`` imports its names when first used)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import ssdfast.cli.export; from ssdfast.export import FORMATS; "
+            "print(sorted(m for m in ('torch', 'onnx', 'ssdfast.export.check', 'ssdfast.export.onnx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
