@@ -178,13 +178,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         ssdfast checkpoint (e.g. a pytorch-ssd ``.pth``: load that with ``--pretrained-ssd``).
     """
     p = os.fspath(path)
+    return _checked(_read_file(p, "checkpoint", map_location), p)
+
+
+def _read_file(p: str, what: str, map_location: Any = "cpu") -> Any:
+    """``torch.load(p, weights_only=True)``, or a CheckpointError naming the ``what`` (checkpoint,
+    model file) ``p`` when it is missing or torch cannot read it."""
     if not os.path.isfile(p):
-        raise CheckpointError(f"checkpoint {p} does not exist")
+        raise CheckpointError(f"{what} {p} does not exist")
     try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+        return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {p}: {_load_failure(exc)}") from exc
-    return _checked(ckpt, p)
+        raise CheckpointError(f"cannot read {what} {p}: {_load_failure(exc)}") from exc
 
 
 def _checked(ckpt: Any, p: str) -> dict[str, Any]:
@@ -289,12 +294,7 @@ def load_model_file(
     from .models.pytorch_ssd import describe_network
 
     p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise CheckpointError(f"model file {p} does not exist")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read model file {p}: {_load_failure(exc)}") from None
+    obj = _read_file(p, "model file")
     names = None
     if label_file is not None:
         try:
