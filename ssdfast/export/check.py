@@ -294,18 +294,16 @@ def check_export(
     x = exported_input.numpy().astype(np.float32)
     batch = graph_batch_size(proto)
 
+    expected_outputs = {"jetson": JETSON_OUTPUTS, "onnx-nms": NMS_OUTPUTS}.get(format)
+    out_names = [o.name for o in proto.graph.output]
+    if expected_outputs is not None and out_names != list(expected_outputs):
+        report.failures.append(f"outputs should be {list(expected_outputs)}, got {out_names}")
     if format == "jetson":
-        out_names = [o.name for o in proto.graph.output]
-        if out_names != list(JETSON_OUTPUTS):
-            report.failures.append(f"outputs should be {list(JETSON_OUTPUTS)}, got {out_names}")
         got = run_batched(onnxruntime_session(path), x, batch)
         _compare_raw(report, got, reference, atol)
         if got[0].shape[-1] != int(config.num_classes):
             report.failures.append(f"scores have {got[0].shape[-1]} classes, the model {config.num_classes}")
     elif format == "onnx-nms":
-        out_names = [o.name for o in proto.graph.output]
-        if out_names != list(NMS_OUTPUTS):
-            report.failures.append(f"outputs should be {list(NMS_OUTPUTS)}, got {out_names}")
         _compare_nms(report, run_batched(onnxruntime_session(path), x, batch), reference, settings, atol)
     elif format == "trt-nms":
         report.failures.extend(validate_efficient_nms(proto, settings, int(config.num_classes)))
