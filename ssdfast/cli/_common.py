@@ -18,6 +18,7 @@ __all__ = [
     "resolve_device",
     "str2bool",
     "positive_int",
+    "non_negative_int",
     "add_model_file_arguments",
     "load_model_arg",
 ]
@@ -46,15 +47,24 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def positive_int(value: str) -> int:
-    """argparse type for an integer >= 1."""
+def _int_at_least(value: str, low: int, wording: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"should be a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"should be a positive integer, got {value!r}")
+        raise argparse.ArgumentTypeError(f"should be {wording}, got {value!r}") from None
+    if number < low:
+        raise argparse.ArgumentTypeError(f"should be {wording}, got {value!r}")
     return number
+
+
+def positive_int(value: str) -> int:
+    """argparse type for an integer >= 1."""
+    return _int_at_least(value, 1, "a positive integer")
+
+
+def non_negative_int(value: str) -> int:
+    """argparse type for an integer >= 0 (e.g. data workers: 0 loads in the main process)."""
+    return _int_at_least(value, 0, "an integer >= 0")
 
 
 def _spellings(flags: Sequence[str]) -> list[str]:

@@ -34,6 +34,7 @@ from ._common import (
     add_model_file_arguments,
     load_model_arg,
     make_parser,
+    non_negative_int,
     positive_int,
     resolve_device,
     run_main,
@@ -61,16 +62,6 @@ def _unit_interval(value: str) -> float:
     number = float(value)
     if not 0.0 <= number < 1.0:
         raise argparse.ArgumentTypeError(f"should be in [0, 1), got {number}")
-    return number
-
-
-def _workers(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be an integer >= 0, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"should be an integer >= 0, got {value!r}")
     return number
 
 
@@ -103,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(p, "--eval-dir", default=None, metavar="DIR",
                  help="write metrics.json and the detections (det_test_<class>.txt or detections.json) here")
     add_argument(p, "--batch-size", type=positive_int, default=16, help="images per forward pass")
-    add_argument(p, "--num-workers", "--workers", type=_workers, default=None, metavar="N",
+    add_argument(p, "--num-workers", "--workers", type=non_negative_int, default=None, metavar="N",
                  help="image reading worker processes (default: the cores this process may use, less one, at most 4)")
     add_argument(p, "--strict", action="store_true",
                  help="stop with an error on a test image that cannot be read or is truncated, instead of "

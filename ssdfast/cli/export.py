@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(p, "--input", default=None, metavar="FILE",
                  help="the model file, as pytorch-ssd's onnx_export.py takes it (same as MODEL; with --model-dir, "
                       "a name inside DIR)")
-    add_argument(p, "--model-dir", default=None, metavar="DIR",
+    add_argument(p, "--model-dir", default=None, metavar="DIR", type=lambda v: Path(v).expanduser() if v else None,
                  help="a training folder: exports its latest run's model (see below) to DIR/ssd-mobilenet.onnx, "
                       "with DIR/labels.txt")
     add_argument(p, "--output", "-o", default=None, metavar="FILE",
@@ -154,16 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- which file, where to
 
 
-def _model_dir(args: argparse.Namespace) -> Path | None:
-    return Path(args.model_dir).expanduser() if args.model_dir else None
-
-
 def _resolve_model_file(args: argparse.Namespace) -> tuple[Path, str]:
     """The model file to export and the flag it came from (for messages); prints why when picked."""
     given = [v for v in (args.checkpoint, args.input) if v]
     if len(given) == 2 and Path(given[0]) != Path(given[1]):
         raise UsageError("give the model file once: MODEL or --input, not both")
-    model_dir = _model_dir(args)
+    model_dir = args.model_dir
     if model_dir is not None and not model_dir.is_dir():
         raise UsageError(f"--model-dir {model_dir} is not a folder")
     flag = "--input" if args.input else "MODEL"
@@ -190,13 +186,13 @@ def _resolve_model_file(args: argparse.Namespace) -> tuple[Path, str]:
 def _resolve_label_file(args: argparse.Namespace) -> None:
     """onnx_export.py: a --labels that is not a file is looked up in --model-dir."""
     if args.label_file and args.model_dir and not Path(args.label_file).is_file():
-        inside = _model_dir(args) / args.label_file
+        inside = args.model_dir / args.label_file
         if inside.is_file():
             args.label_file = str(inside)
 
 
 def _output_path(args: argparse.Namespace, model_file: Path, net_given: str | None) -> Path:
-    model_dir = _model_dir(args)
+    model_dir = args.model_dir
     if args.output:
         output = Path(args.output)
         if model_dir is not None and "/" not in args.output and "\\" not in args.output:

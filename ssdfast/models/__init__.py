@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping
 from ..priors import PriorSpec
 from .mobilenet import mb1_ssd, mb1_ssd_lite, mb2_ssd_lite, mb3_large_ssd_lite, mb3_small_ssd_lite
 from .pytorch_ssd import identify_pytorch_ssd, model_from_pytorch_ssd
-from .ssd import BACKBONES, CONV4_3_NORMS, SSD, SSDConfig
+from .ssd import BACKBONES, CONV4_3_NORMS, SSD, WIDTH_MULT_NETS, SSDConfig
 from .vgg import vgg16_ssd, vgg16_ssd512
 from .weights import LoadReport, load_base_net, load_pretrained_ssd
 
@@ -86,8 +86,6 @@ MODEL_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 DEFAULT_IMAGE_SIZES: dict[str, int] = {name: 300 for name in MODEL_BUILDERS} | {"vgg16-ssd512": 512}
-
-_WIDTH_MULT_NETS = ("mb2-ssd-lite", "mb3-large-ssd-lite", "mb3-small-ssd-lite")
 
 
 def list_models() -> list[str]:
@@ -164,8 +162,8 @@ def create_model(
     width_mult = 1.0 if width_mult is None else float(width_mult)
     if not width_mult > 0:
         raise ValueError(f"width_mult should be positive, got {width_mult}")
-    if width_mult != 1.0 and key not in _WIDTH_MULT_NETS:
-        raise ValueError(f"{key} has no width multiplier (only {', '.join(_WIDTH_MULT_NETS)}), got {width_mult}")
+    if width_mult != 1.0 and key not in WIDTH_MULT_NETS:
+        raise ValueError(f"{key} has no width multiplier (only {', '.join(WIDTH_MULT_NETS)}), got {width_mult}")
     resolved = _resolve_options(key, options)
     if image_size is None:
         image_size = prior_spec.image_size if prior_spec is not None else DEFAULT_IMAGE_SIZES[key]

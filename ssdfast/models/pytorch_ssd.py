@@ -35,13 +35,12 @@ import torch
 from torch import Tensor, nn
 
 from ..priors import MOBILENET_SSD300_SPEC, VGG_SSD300_SPEC, VGG_SSD512_SPEC
-from .ssd import SSD
+from .ssd import SSD, WIDTH_MULT_NETS
 from .weights import LoadReport, _describe, _read, load_pretrained_ssd
 
 __all__ = ["model_from_pytorch_ssd", "identify_pytorch_ssd", "describe_network", "read_state_dict"]
 
 _MB3 = ("mb3-large-ssd-lite", "mb3-small-ssd-lite")
-_WIDTH_NETS = ("mb2-ssd-lite", *_MB3)
 
 #: Width multipliers tried when a file's width is not given, the simplest first (1.0, 0.5, 0.9 ...
 #: then two decimals, then eighths): pytorch-ssd's channels are ``int(c * w)``, so many widths give
@@ -194,7 +193,7 @@ def _options(name: str, sd: Mapping[str, Tensor], width_mult: float | None = Non
         if "source_layer_add_ons.0.running_mean" in sd or "source_layer_add_ons.0.weight" in sd:
             return {"conv4_3_norm": "batchnorm"}
         raise ValueError(f"it has no source_layer_add_ons.0 (the conv4_3 norm of {name})")
-    if name not in _WIDTH_NETS:
+    if name not in WIDTH_MULT_NETS:
         return {}
     if width_mult is not None:
         w = float(width_mult)
@@ -368,7 +367,7 @@ def base_net_hint(model: SSD, base_sd: Mapping[str, Tensor]) -> str:
     """A line for the error when an ImageNet base-net file does not fit ``model``: the backbone and
     width it fits, if another one ("" when it cannot tell or they agree)."""
     name = model.config.name
-    if name not in _WIDTH_NETS:
+    if name not in WIDTH_MULT_NETS:
         return ""
     found = _find_width(name, {f"base_net.{k}": v for k, v in base_sd.items()})
     if found is None or not _differs(name, found, model):

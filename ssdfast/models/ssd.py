@@ -37,6 +37,8 @@ CONV4_3_NORMS = ("batchnorm", "l2norm")
 #: or torchvision's (their ImageNet weights load). For MobileNetV2 the two differ only in how a
 #: width multiplier rounds channel counts; for MobileNetV3 they are different networks.
 BACKBONES = ("pytorch-ssd", "torchvision")
+#: The networks with a width multiplier (pytorch-ssd's --mb2-width-mult), the ones with a backbone choice.
+WIDTH_MULT_NETS = ("mb2-ssd-lite", "mb3-large-ssd-lite", "mb3-small-ssd-lite")
 
 #: What networks saved before ``conv4_3_norm`` / ``backbone`` existed were built with: a config
 #: without those fields (an older ssdfast checkpoint) rebuilds into the same network.

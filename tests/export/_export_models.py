@@ -14,10 +14,9 @@ import torch
 from torch import nn
 
 from ssdfast.export.inputs import prepare_inputs, sample_images
-from ssdfast.models import create_model
+from ssdfast.models import WIDTH_MULT_NETS, create_model
 
-#: Networks with a width multiplier are exported at width 0.25 to keep the tests fast.
-WIDTH_MULT_NETS = ("mb2-ssd-lite", "mb3-large-ssd-lite", "mb3-small-ssd-lite")
+# Networks with a width multiplier (WIDTH_MULT_NETS) are exported at width 0.25 to keep the tests fast.
 CLASS_NAMES = ["BACKGROUND", "cat", "dog"]
 
 
