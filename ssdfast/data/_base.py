@@ -67,11 +67,12 @@ class _Issue:
 
 
 #: kind -> the note's wording (``{n}``: the count); the order notes are listed in
-_NOTE_TEXT = {
-    "bad_annotation": "{n} unreadable annotation entries skipped",
-    "unknown_class": "{n} boxes of classes not in the class list ignored",
-    "clipped": "{n} boxes sticking out of their image clipped to it",
-    "zero_area": "{n} boxes of zero area (after clipping) dropped",
+#: kind of parse note -> (the ``stats`` count it adds to, its line in :attr:`DetectionDataset.notes`)
+_NOTE_KINDS = {
+    "bad_annotation": ("bad_annotations", "{n} unreadable annotation entries skipped"),
+    "unknown_class": ("unknown_class_boxes", "{n} boxes of classes not in the class list ignored"),
+    "clipped": ("clipped_boxes", "{n} boxes sticking out of their image clipped to it"),
+    "zero_area": ("zero_area_boxes", "{n} boxes of zero area (after clipping) dropped"),
 }
 _NOTE_FILES = 3  # files named per note
 _NOTE_DETAILS = 8
@@ -164,15 +165,15 @@ class DetectionDataset(Dataset):
         if self.strict:
             raise DataError(f"{path}: {message}")
         log.warning("skipping %s: %s", path, message)
-        self.stats["bad_annotations"] += 1
         self.bad_files.append(path)
         self._note("bad_annotation", path, details=[message])
 
     def _note(self, kind: str, file: str, count: int = 1, details: Iterable[str] = ()) -> None:
-        """Count ``count`` problems of ``kind`` (a key of ``_NOTE_TEXT``) in ``file`` for :attr:`notes`,
-        with ``details`` (class names, messages) of which the first few are shown."""
+        """Count ``count`` problems of ``kind`` (a key of ``_NOTE_KINDS``) in ``file``, in :attr:`stats` and
+        for :attr:`notes`, with ``details`` (class names, messages) of which the first few are shown."""
         if count <= 0:
             return
+        self.stats[_NOTE_KINDS[kind][0]] += count
         issue = self._issues.setdefault(kind, _Issue())
         issue.count += count
         issue.files[file] = None
@@ -190,7 +191,7 @@ class DetectionDataset(Dataset):
         and the first few files (e.g. ``"3 boxes sticking out of their image clipped to it, in 2
         files: a.xml, b.xml"``); empty when clean."""
         lines = []
-        for kind, text in _NOTE_TEXT.items():
+        for kind, (_, text) in _NOTE_KINDS.items():
             issue = self._issues.get(kind)
             if issue is None:
                 continue
@@ -217,8 +218,6 @@ class DetectionDataset(Dataset):
             else:
                 limit_w, limit_h = (float(r.width), float(r.height)) if r.width > 0 and r.height > 0 else (np.inf, np.inf)
             boxes, keep, changed = clean_boxes(boxes, limit_w, limit_h)
-            self.stats["clipped_boxes"] += changed
-            self.stats["zero_area_boxes"] += int((~keep).sum())
             self._note("clipped", r.source or r.path, changed)
             self._note("zero_area", r.source or r.path, int((~keep).sum()))
             all_boxes.append(boxes[keep])

@@ -154,7 +154,6 @@ class COCODataset(DetectionDataset):
                     cat = a.get("category_id")
                     if cat not in label_of:  # a category left out by the label file, or none at all
                         if cat not in categories:
-                            self.stats["unknown_class_boxes"] += 1
                             self._note("unknown_class", path, details=[f"category_id {cat!r}"])
                         continue
                     bbox = a.get("bbox")

@@ -134,7 +134,6 @@ class OpenImagesDataset(DetectionDataset):
                     per_image.setdefault(image_id, [])
                     continue
                 if name not in class_index or class_index[name] == 0:
-                    self.stats["unknown_class_boxes"] += 1
                     self._note("unknown_class", csv_path, details=[repr(name)])
                     per_image.setdefault(image_id, [])
                     continue

@@ -160,7 +160,6 @@ class VOCDataset(DetectionDataset):
             if not all(known):
                 strangers = [n for n, k in zip(names, known) if not k]
                 unknown.update(strangers)
-                self.stats["unknown_class_boxes"] += len(strangers)
                 self._note("unknown_class", xml_path, len(strangers), details=[repr(n) for n in strangers])
             objs = [o for o, k in zip(ann["objects"], known) if k]
             boxes = np.array([o[2:] for o in objs], dtype=np.float32).reshape(-1, 4)
