@@ -25,6 +25,7 @@ import os
 import pathlib
 import re
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -170,24 +171,26 @@ def _atomic_save(obj: Any, path: str) -> None:
         os.close(dir_fd)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False) -> dict[str, Any]:
     """Read and check a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+    ``mmap=True`` maps its tensors instead of reading them (cheap, for a look at its other entries).
 
     Raises:
         CheckpointError (a ValueError) naming the file when it is missing, unreadable, or not an
         ssdfast checkpoint (e.g. a pytorch-ssd ``.pth``: load that with ``--pretrained-ssd``).
     """
     p = os.fspath(path)
-    return _checked(_read_file(p, "checkpoint", map_location), p)
+    return _checked(_read_file(p, "checkpoint", map_location, mmap=mmap), p)
 
 
-def _read_file(p: str, what: str, map_location: Any = "cpu") -> Any:
+def _read_file(p: str, what: str, map_location: Any = "cpu", *, mmap: bool = False) -> Any:
     """``torch.load(p, weights_only=True)``, or a CheckpointError naming the ``what`` (checkpoint,
     model file) ``p`` when it is missing or torch cannot read it."""
     if not os.path.isfile(p):
         raise CheckpointError(f"{what} {p} does not exist")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
+        # mmap only for torch's zip format (a legacy-format file is read whole)
+        return torch.load(p, map_location=map_location, weights_only=True, mmap=mmap and zipfile.is_zipfile(p))
     except Exception as exc:
         raise CheckpointError(f"cannot read {what} {p}: {_load_failure(exc)}") from exc
 

@@ -81,7 +81,7 @@ def _pytorch_ssd_choice(folder: Path) -> tuple[ModelChoice, float] | None:
 
 
 def _train_state(path: Path) -> dict[str, Any]:
-    state = load_checkpoint(path).get("train_state")
+    state = load_checkpoint(path, mmap=True).get("train_state")  # its tensors are not needed
     return state if isinstance(state, dict) else {}
 
 
