@@ -10,10 +10,12 @@ threads burning the time slices the other run's threads needed).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import Iterator
 
-__all__ = ["available_cores", "default_num_workers", "plan_cpu", "quiet_openmp"]
+__all__ = ["available_cores", "default_num_workers", "plan_cpu", "planned_cpu", "quiet_openmp"]
 
 
 def available_cores() -> int:
@@ -55,6 +57,23 @@ def plan_cpu(num_workers: int, device_type: str = "cpu", *, limit: int | None = 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+@contextlib.contextmanager
+def planned_cpu(num_workers: int | None, device_type: str = "cpu", **options) -> Iterator[int]:
+    """:func:`plan_cpu` for the block, with ``num_workers`` None meaning :func:`default_num_workers`;
+    yields the number of workers. Torch's thread count is as it was after the block (for callers
+    of a command's ``main()`` in their own process)."""
+    import torch
+
+    before = torch.get_num_threads()
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    plan_cpu(workers, device_type, **options)
+    try:
+        yield workers
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def quiet_openmp() -> bool:

@@ -327,14 +327,9 @@ def _main(argv: list[str] | None) -> int:
             raise UsageError(f"--output {exc}") from None
     device = resolve_device(args.device, args.use_cuda)
 
-    from ..threads import default_num_workers, plan_cpu
+    from ..threads import planned_cpu
 
-    workers = args.num_workers if args.num_workers is not None else default_num_workers()
-    import torch
-
-    threads_before = torch.get_num_threads()
-    plan_cpu(workers, device.type)
-    try:
+    with planned_cpu(args.num_workers, device.type) as workers:
         detector = _load_detector(args, device)
         run = _Run(args, detector, outputs, workers)
         from .. import ops
@@ -368,8 +363,6 @@ def _main(argv: list[str] | None) -> int:
             except KeyboardInterrupt:
                 pass
         seconds = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads_before)
     if not args.quiet:
         rate = run.images / seconds if seconds > 0 else float("inf")
         where = f"; annotated files in {args.output}" if args.output else ""

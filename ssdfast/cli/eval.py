@@ -230,11 +230,9 @@ def _write_eval_dir(eval_dir: str, result: dict[str, Any], class_names: list[str
 
 
 def _main(argv: list[str] | None) -> int:
-    import torch
-
     from ..evaluation import evaluate
     from ..io import ImageError
-    from ..threads import default_num_workers, plan_cpu
+    from ..threads import planned_cpu
 
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device, args.use_cuda)
@@ -243,20 +241,16 @@ def _main(argv: list[str] | None) -> int:
     loaded = load_model_arg(args.trained_model, args, device, "--trained-model")
     dataset = _build_dataset(args, loaded.class_names)
     metric = args.metric or ("coco" if args.dataset_type == "coco" else "voc")
-    num_workers = default_num_workers() if args.num_workers is None else args.num_workers
-    threads = torch.get_num_threads()
-    plan_cpu(num_workers, device.type)  # the network gets the cores the workers leave
-    try:
-        result = evaluate(
-            loaded.model, dataset, batch_size=args.batch_size, device=device, metric=metric,
-            match_iou=args.iou_threshold, use_2007_metric=args.use_2007_metric, num_workers=num_workers,
-            progress=not args.quiet, score_threshold=args.score_threshold, nms_iou=args.nms_iou_threshold,
-            max_detections=args.max_detections, strict=args.strict,
-        )
-    except ImageError as exc:  # --strict: a test image that cannot be used
-        raise UsageError(f"{first_line(exc)} [--strict]") from None
-    finally:
-        torch.set_num_threads(threads)  # as it was, for callers of main() in this process
+    with planned_cpu(args.num_workers, device.type) as num_workers:  # the network gets the cores they leave
+        try:
+            result = evaluate(
+                loaded.model, dataset, batch_size=args.batch_size, device=device, metric=metric,
+                match_iou=args.iou_threshold, use_2007_metric=args.use_2007_metric, num_workers=num_workers,
+                progress=not args.quiet, score_threshold=args.score_threshold, nms_iou=args.nms_iou_threshold,
+                max_detections=args.max_detections, strict=args.strict,
+            )
+        except ImageError as exc:  # --strict: a test image that cannot be used
+            raise UsageError(f"{first_line(exc)} [--strict]") from None
     _print_report(result)
     if args.eval_dir:
         written = _write_eval_dir(args.eval_dir, result, loaded.class_names, args, loaded.kind)

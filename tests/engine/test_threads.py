@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from ssdfast import threads
@@ -45,3 +46,17 @@ def test_quiet_openmp_before_torch_is_imported():
     env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's choice stays
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "ACTIVE", "False"]
+
+
+def test_planned_cpu_sizes_the_block_and_restores(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    with threads.planned_cpu(None) as workers:  # default: one core kept for the network, at most 4
+        assert workers == 4 and torch.get_num_threads() == 4
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with threads.planned_cpu(2, "cuda") as workers:
+            assert workers == 2 and torch.get_num_threads() == 1
+            raise RuntimeError("the block fails")
+    assert torch.get_num_threads() == before
