@@ -327,11 +327,18 @@ _V3_ARCHS: dict[str, tuple[list[tuple[int, int, int, Callable[[], nn.Module], bo
 }
 
 
-def mobilenet_v3_features(arch: str, width_mult: float = 1.0) -> nn.Sequential:
+def mobilenet_v3_features(arch: str, width_mult: float = 1.0, backbone: str = "pytorch-ssd") -> nn.Sequential:
     """pytorch-ssd's ``MobileNetV3_Large().features`` (``arch="large"``, 21 layers) or
     ``MobileNetV3_Small().features`` (``"small"``, 17): conv1, bn1, hswish, one layer per block,
     conv2, bn2, hswish. Channel counts times ``width_mult`` rounded as torchvision's (all the same at 1).
+
+    ``backbone="torchvision"``: ``torchvision.models.mobilenet_v3_large/small(width_mult=...).features``
+    (another network: torchvision's blocks, its ImageNet weights load).
     """
+    _check_backbone(f"mobilenet_v3_{arch}", backbone)
+    if backbone == "torchvision":
+        factory = mobilenet_v3_large if arch == "large" else mobilenet_v3_small
+        return factory(weights=None, width_mult=width_mult).features
     blocks, last, _ = _V3_ARCHS[arch]
     width = lambda c: _make_divisible(c * width_mult)  # noqa: E731
     channels = width(16)
@@ -350,9 +357,8 @@ def _mb3(name: str, arch: str, num_classes: int, image_size: int, width_mult: fl
          backbone: str) -> SSD:
     _check_backbone(name, backbone)
     kwargs = _mobilenet_kwargs(name, num_classes, image_size, width_mult, prior_spec, backbone)
+    features = mobilenet_v3_features(arch, width_mult, backbone)
     if backbone == "torchvision":
-        factory = mobilenet_v3_large if arch == "large" else mobilenet_v3_small
-        features = factory(weights=None, width_mult=width_mult).features
         return assemble_ssd(
             **kwargs,
             base_net=features,
@@ -360,7 +366,6 @@ def _mb3(name: str, arch: str, num_classes: int, image_size: int, width_mult: fl
             extras=_lite_extras(features[-1].out_channels),
             make_head=ssdlite_head(batch_norm=True),
         )
-    features = mobilenet_v3_features(arch, width_mult)
     last = features[-3].out_channels
     extras = nn.ModuleList([
         MobileNetV3Block(3, last, 256, 512, nn.Hardswish, False, stride=2),

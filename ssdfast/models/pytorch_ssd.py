@@ -124,19 +124,14 @@ def _signature(sd: Mapping[str, Tensor], prefix: str = "") -> list[tuple[int, ..
 def _base_signature(name: str, backbone: str, width_mult: float) -> tuple[tuple[int, ...], ...] | None:
     """The conv-weight shapes of network ``name``'s base net at ``width_mult`` (built on the meta
     device: no memory); None when that width cannot be built."""
-    from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
-
     from .mobilenet import mobilenet_v2_features, mobilenet_v3_features
 
     try:
         with torch.device("meta"):
             if name == "mb2-ssd-lite":
                 base: nn.Module = mobilenet_v2_features(width_mult, backbone)
-            elif backbone == "pytorch-ssd":
-                base = mobilenet_v3_features("large" if name == _MB3[0] else "small", width_mult)
             else:
-                factory = mobilenet_v3_large if name == _MB3[0] else mobilenet_v3_small
-                base = factory(weights=None, width_mult=width_mult).features
+                base = mobilenet_v3_features("large" if name == _MB3[0] else "small", width_mult, backbone)
     except (ValueError, RuntimeError, ZeroDivisionError):
         return None
     return tuple(_signature(base.state_dict()))
