@@ -53,12 +53,11 @@ _CLI_ONLY: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows each setting's default, or how it is decided when that happens at run time."""
-
-    shown: dict[str, Any] = {}
+    """Shows each setting's default, or how it is decided when that happens at run time (the
+    setting's ``Flag.shown_default``, kept on its action by :func:`_build`)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        shown = self.shown.get(action.dest)
+        shown = getattr(action, "shown_default", None)
         if shown is not None:
             return f"{action.help} (default: {shown()})"
         if action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0:
@@ -97,20 +96,16 @@ def _build(suppress_defaults: bool) -> argparse.ArgumentParser:
                     "train_ssd.py flags).", _EPILOG)
     p.formatter_class = _HelpFormatter
     groups = {name: p.add_argument_group(name) for name in (*GROUPS, "demo")}
-    shown = {}
     for f in dataclasses.fields(TrainConfig):
         flag = flag_of_field(f)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
         names, kw = _setting_arguments(flag, f.name, argparse.SUPPRESS if suppress_defaults else default)
-        add_argument(groups[flag.group], *names, **kw)
-        if flag.shown_default is not None:
-            shown[f.name] = flag.shown_default
+        add_argument(groups[flag.group], *names, **kw).shown_default = flag.shown_default
     for name, (group, kw) in _CLI_ONLY.items():
         kw = dict(kw, dest=name)
         if suppress_defaults:
             kw["default"] = argparse.SUPPRESS
         add_argument(groups[group], "--" + name, **kw)
-    _HelpFormatter.shown = shown
     p.error = _raise_usage  # type: ignore[method-assign]  # one line, no usage dump
     return p
 
