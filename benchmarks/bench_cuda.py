@@ -76,6 +76,23 @@ def _random_boxes(*shape: int, max_size: float, g: torch.Generator, device: str)
     return torch.cat((xy, xy + wh), -1).to(device)
 
 
+def _post_inputs(batch: int, priors: int, classes: int, g: torch.Generator, device: str, sharp: float = 2.0,
+                 peaked: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ssd_postprocess``'s locations and softmax scores; ``peaked``: like a trained model, most priors
+    confidently background."""
+    loc = (torch.randn(batch, priors, 4, generator=g) * 0.2).to(device)
+    logits = torch.randn(batch, priors, classes, generator=g) * sharp
+    if peaked:
+        logits[..., 0] += 4
+    return loc, torch.softmax(logits, -1).to(device)
+
+
+def _nms_inputs(n: int, classes: int, max_size: float, g: torch.Generator, device: str) -> tuple[torch.Tensor, ...]:
+    """``batched_nms``'s boxes, scores and categories for ``n`` boxes in ``classes`` categories."""
+    boxes = _random_boxes(n, max_size=max_size, g=g, device=device)
+    return boxes, torch.rand(n, generator=g).to(device), torch.randint(0, classes, (n,), generator=g).to(device)
+
+
 def _gt(batch: int, max_gt: int, g: torch.Generator, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     gt = _random_boxes(batch, max_gt, max_size=0.5, g=g, device=device)
     counts = torch.randint(1, max_gt + 1, (batch,), generator=g)
@@ -172,10 +189,7 @@ def _cases(device: str, quick: bool) -> list[tuple[str, str, dict[str, Callable]
     )
 
     for B in batches:
-        loc = (torch.randn(B, P, 4, generator=g) * 0.2).to(device)
-        logits = torch.randn(B, P, CLASSES, generator=g) * 2
-        logits[..., 0] += 4  # peaked, like a trained model: most priors confidently background
-        scores = torch.softmax(logits, -1).to(device)
+        loc, scores = _post_inputs(B, P, CLASSES, g, device)
         args = (V, 0.01, 0.45, 200, 200)
         rows.append(
             (
@@ -190,8 +204,7 @@ def _cases(device: str, quick: bool) -> list[tuple[str, str, dict[str, Callable]
         )
     # Stress: flat scores, thousands of candidates in every class.
     B = batches[-1]
-    loc = (torch.randn(B, P, 4, generator=g) * 0.2).to(device)
-    scores = torch.softmax(torch.randn(B, P, CLASSES, generator=g), -1).to(device)
+    loc, scores = _post_inputs(B, P, CLASSES, g, device, sharp=1.0, peaked=False)
     args = (V, 0.01, 0.45, 200, 200)
     rows.append(
         (
@@ -206,9 +219,7 @@ def _cases(device: str, quick: bool) -> list[tuple[str, str, dict[str, Callable]
     )
 
     for n in (1000, 2000, 5000, 10000, 20000):
-        boxes = _random_boxes(n, max_size=0.2, g=g, device=device)
-        sc = torch.rand(n, generator=g).to(device)
-        idxs = torch.randint(0, CLASSES, (n,), generator=g).to(device)
+        boxes, sc, idxs = _nms_inputs(n, CLASSES, 0.2, g, device)
         rows.append(
             (
                 "batched_nms (vs torchvision)",
@@ -221,9 +232,7 @@ def _cases(device: str, quick: bool) -> list[tuple[str, str, dict[str, Callable]
             )
         )
     for n, classes, label in ((5000, 1, "1 class"), (20000, 5000, "5000 classes"), (100000, 80, "80 classes")):
-        boxes = _random_boxes(n, max_size=0.2 if n <= 20000 else 0.05, g=g, device=device)
-        sc = torch.rand(n, generator=g).to(device)
-        idxs = torch.randint(0, classes, (n,), generator=g).to(device)
+        boxes, sc, idxs = _nms_inputs(n, classes, 0.2 if n <= 20000 else 0.05, g, device)
         contenders = {
             "native": lambda boxes=boxes, sc=sc, idxs=idxs: nat.batched_nms(boxes, sc, idxs, 0.5),
             "baseline": lambda boxes=boxes, sc=sc, idxs=idxs: torchvision.ops.batched_nms(boxes, sc, idxs, 0.5),
@@ -233,10 +242,7 @@ def _cases(device: str, quick: bool) -> list[tuple[str, str, dict[str, Callable]
         rows.append(("batched_nms (vs torchvision)", f"N={n}, {label}", contenders))
 
     # Open Images: 601 classes (the reference's per-image loop is left out: seconds per call).
-    loc601 = (torch.randn(8, P, 4, generator=g) * 0.2).to(device)
-    logits = torch.randn(8, P, 601, generator=g) * 2
-    logits[..., 0] += 4
-    scores601 = torch.softmax(logits, -1).to(device)
+    loc601, scores601 = _post_inputs(8, P, 601, g, device)
     args601 = (V, 0.01, 0.45, 200, 200)
     rows.append(
         (
@@ -263,13 +269,10 @@ def _memory_rows(device: str) -> list[str]:
     lines = ["| op | size | peak scratch MiB |", "|---|---|---:|"]
     cases = []
     for B, C in ((64, 81), (8, 601)):
-        loc = (torch.randn(B, P, 4, generator=g) * 0.2).to(device)
-        scores = torch.softmax(torch.randn(B, P, C, generator=g) * 2, -1).to(device)
+        loc, scores = _post_inputs(B, P, C, g, device, peaked=False)
         cases.append(("ssd_postprocess", f"B={B}, P={P}, C={C}", lambda loc=loc, scores=scores: nat.ssd_postprocess(loc, scores, priors, V, 0.01, 0.45, 200, 200)))
     for n, classes in ((20000, 81), (100000, 80), (100000, 1)):
-        boxes = _random_boxes(n, max_size=0.05, g=g, device=device)
-        sc = torch.rand(n, generator=g).to(device)
-        idxs = torch.randint(0, classes, (n,), generator=g).to(device)
+        boxes, sc, idxs = _nms_inputs(n, classes, 0.05, g, device)
         cases.append(("batched_nms", f"N={n}, {classes} classes", lambda boxes=boxes, sc=sc, idxs=idxs: nat.batched_nms(boxes, sc, idxs, 0.5)))
     for op, size, fn in cases:
         torch.cuda.synchronize()
