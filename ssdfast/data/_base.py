@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..io import BACKGROUND, FileError, ImageError, load_image, read_label_file
+from ..io.images import strict_refusal
 
 __all__ = ["DataError", "DetectionDataset", "SkippedSample", "read_label_file", "BACKGROUND"]
 
@@ -294,7 +295,7 @@ class DetectionDataset(Dataset):
         except Exception as exc:  # anything else a decoder may throw
             return self._unreadable(index, path, f"{path}: unreadable image ({_one_line(exc)})")
         if loaded.warning is not None and self.strict:
-            raise DataError(f"{loaded.warning} (strict: not used)")
+            raise DataError(strict_refusal(loaded.warning))
         image = loaded.pixels
         notes = [] if loaded.warning is None else [loaded.warning]
         height, width = int(image.shape[-2]), int(image.shape[-1])

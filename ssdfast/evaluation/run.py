@@ -30,6 +30,7 @@ from ..compat import renamed_keywords
 from ..detector import Detections, Detector, prepare_image
 from ..io import FileError, ImageError, load_image
 from ..io.errors import first_line
+from ..io.images import strict_refusal
 
 __all__ = ["run_inference"]
 
@@ -188,7 +189,7 @@ def run_inference(
         for batch in loader:
             for item in batch.problems:
                 if strict:
-                    refused = item.error or f"{item.warning} (strict: not used)"
+                    refused = item.error or strict_refusal(str(item.warning))
                     break
                 if item.error is not None:
                     unreadable.append((item.index, item.path))

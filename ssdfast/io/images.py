@@ -178,13 +178,18 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     return LoadedImage(pixels, f"{p}: truncated image ({detail}); used as decoded")
 
 
+def strict_refusal(warning: str) -> str:
+    """The error of a file used with ``warning`` (e.g. truncated) where warnings are errors (``--strict``)."""
+    return f"{warning} (strict: not used)"
+
+
 def read_image(path: str | os.PathLike, *, strict: bool = False) -> Tensor:
     """:func:`load_image`'s pixels; a file that is used but not whole issues an :class:`ImageWarning`
     (``strict=True``: raises :class:`ImageError` instead)."""
     loaded = load_image(path)
     if loaded.warning is not None:
         if strict:
-            raise ImageError(f"{loaded.warning} (strict: not used)")
+            raise ImageError(strict_refusal(loaded.warning))
         warnings.warn(ImageWarning(loaded.warning), stacklevel=2)
     return loaded.pixels
 
