@@ -5,7 +5,7 @@ One contender is one optimizer step: forward, loss, backward, SGD step (no host 
 
 - ``native``: an ssdfast network + :class:`ssdfast.loss.MultiBoxLoss` with the compiled ops;
 - ``reference``: the same network, model and optimizer, with ``ssdfast.ops`` switched to its
-  pure-PyTorch reference (``ssdfast.ops._BACKEND``, restored after each call);
+  pure-PyTorch reference (``ssdfast.ops.wrappers._BACKEND``, restored after each call);
 - ``torchvision``: ``ssd300_vgg16`` / ``ssdlite320_mobilenet_v3_large`` (``weights=None,
   weights_backbone=None``) in training mode, given the same images (a list of ``[3, S, S]`` float
   images in [0, 1]) and the same boxes in pixels; its own transform normalizes them. In NCHW, as
@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from ssdfast import ops
+from ssdfast.ops import wrappers
 
 __all__ = [
     "QUICK_NETWORKS",
@@ -72,18 +72,18 @@ def image_size_of(name: str) -> int:
 @contextlib.contextmanager
 def ops_backend(name: str) -> Iterator[None]:
     """Run ``ssdfast.ops`` on backend ``name`` ("native" / "reference") inside the block."""
-    ops.backend()  # resolve the default first (loads the extension when it is there)
-    previous = ops._BACKEND
-    ops._BACKEND = name
+    wrappers.backend()  # resolve the default first (loads the extension when it is there)
+    previous = wrappers._BACKEND
+    wrappers._BACKEND = name
     try:
         yield
     finally:
-        ops._BACKEND = previous
+        wrappers._BACKEND = previous
 
 
 def native_available() -> bool:
     """Whether the compiled ssdfast kernels are loaded (else only the reference contender runs)."""
-    return ops.backend() == "native"
+    return wrappers.backend() == "native"
 
 
 @dataclass

@@ -5,12 +5,13 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "ops", "Detector", "create_model", "list_models"]
+__all__ = ["__version__", "ops", "Detector", "PostprocessSettings", "create_model", "list_models"]
 
 # Lazy attributes, so `import ssdfast.ops` stays light (no torchvision models imported).
 _LAZY = {
     "ops": ("ssdfast.ops", None),
     "Detector": ("ssdfast.detector", "Detector"),
+    "PostprocessSettings": ("ssdfast.ops.settings", "PostprocessSettings"),
     "create_model": ("ssdfast.models", "create_model"),
     "list_models": ("ssdfast.models", "list_models"),
 }

@@ -218,15 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="all", help="cpu, cuda (every CUDA device), cuda:N, or all (default)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    from ssdfast import ops
+    from .ops import wrappers
 
     try:
-        backend = ops.backend()
+        backend = wrappers.backend()
     except (RuntimeError, ValueError) as exc:  # SSDFAST_BACKEND=native without the extension, or a bad value
         print(f"ssdfast.check: {exc}")
         return 1
     if backend != "native":
-        reason = ops._LOAD_ERROR or "SSDFAST_BACKEND=reference"
+        reason = wrappers._LOAD_ERROR or "SSDFAST_BACKEND=reference"
         print(f"ssdfast.check: the compiled kernels are not in use ({reason}); nothing to check.")
         print("Build them with `pip install --no-build-isolation -e .` (or unset SSDFAST_BACKEND).")
         return 1

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from . import reference
+from .settings import EVALUATION
 
 __all__ = [
     "OPS", "TOL", "TOLS", "V", "Case", "cases",
@@ -18,6 +19,8 @@ __all__ = [
 ]
 
 V = (0.1, 0.2)
+#: ssd_postprocess's thresholds in the cases: its defaults.
+ST, IT = EVALUATION.score_threshold, EVALUATION.iou_threshold
 OPS = tuple(reference.__all__)  # every function of the reference is an op's twin
 TOL = 1e-5  # floats through exp/log (encode, decode, the boxes of ssd_postprocess)
 #: Per op, the tolerance of each output: None or missing = exact (labels, masks, keep lists, IoUs).
@@ -241,7 +244,7 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     def post(batch, priors, classes, seed, top_k=200, max_det=200, **kw):
         def make():
             loc, scores = make_post_inputs(batch, priors.shape[0], classes, make_generator(seed), **kw)
-            return loc, scores, priors, V, 0.01, 0.45, top_k, max_det
+            return loc, scores, priors, V, ST, IT, top_k, max_det
 
         return make
 
@@ -249,10 +252,11 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
         loc, scores = make_post_inputs(2, sp.shape[0], 5, make_generator(22), peaked=False)
         scores = (scores * 8).round() / 8  # heavy ties: lower class, then lower prior first
         scores[:, ::7, 1:] = float("nan")  # never candidates
-        return loc, scores, sp, V, 0.01, 0.45, 20, 30
+        return loc, scores, sp, V, ST, IT, 20, 30
 
     add("ssd_postprocess", f"B=2, P={sp.shape[0]}, C=5, ties and NaN scores", post_ties_nan)
-    add("ssd_postprocess", "empty: B=0 and C=1", lambda: (torch.zeros(0, 5, 4), torch.zeros(0, 5, 1), sp[:5], V, 0.01, 0.45, 200, 7))
+    add("ssd_postprocess", "empty: B=0 and C=1",
+        lambda: (torch.zeros(0, 5, 4), torch.zeros(0, 5, 1), sp[:5], V, ST, IT, 200, 7))
     if gpu:
         add("ssd_postprocess", f"B=16, P={P}, C=81", post(16, big, 81, 23), large=True)
         add("ssd_postprocess", f"B=2, P={P}, C=601", post(2, big, 601, 24, sharp=2.0), large=True)

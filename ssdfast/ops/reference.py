@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .settings import EVALUATION
+
 __all__ = [
     "box_iou",
     "encode_boxes",
@@ -230,10 +232,10 @@ def ssd_postprocess(
     scores: Tensor,
     priors: Tensor,
     variances: Sequence[float] = (0.1, 0.2),
-    score_threshold: float = 0.01,
-    iou_threshold: float = 0.45,
-    top_k: int = 200,
-    max_detections: int = 200,
+    score_threshold: float = EVALUATION.score_threshold,
+    iou_threshold: float = EVALUATION.iou_threshold,
+    top_k: int = EVALUATION.top_k,
+    max_detections: int = EVALUATION.max_detections,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Decode, per-class top-k + NMS, merge; outputs padded to ``max_detections`` with zeros.
 
