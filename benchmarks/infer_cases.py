@@ -40,12 +40,14 @@ import copy
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ssdfast import ops
+from ssdfast.ops import PostprocessSettings
 
 __all__ = [
     "INFER_PAIRS",
@@ -166,14 +168,14 @@ def recalibrate_batchnorm(model: nn.Module, forward: Callable[[], Any]) -> None:
         model.train(was_training)
 
 
-def torchvision_settings(model: nn.Module) -> dict[str, float | int]:
-    """A torchvision SSD's post-processing settings, as ``ssdfast.detector.postprocess`` names them."""
-    return {
-        "score_threshold": float(model.score_thresh),
-        "nms_iou": float(model.nms_thresh),
-        "top_k": int(model.topk_candidates),
-        "max_detections": int(model.detections_per_img),
-    }
+def torchvision_settings(model: nn.Module) -> PostprocessSettings:
+    """A torchvision SSD's post-processing settings, as ssdfast takes them."""
+    return PostprocessSettings(
+        score_threshold=float(model.score_thresh),
+        iou_threshold=float(model.nms_thresh),
+        top_k=int(model.topk_candidates),
+        max_detections=int(model.detections_per_img),
+    )
 
 
 def _torchvision_logits(model: nn.Module, images: list[Tensor]) -> Tensor:
@@ -187,7 +189,7 @@ def _class_names(num_classes: int) -> list[str]:
     return ["BACKGROUND"] + [f"class{i}" for i in range(1, num_classes)]
 
 
-def ssdfast_detector(name: str, image_size: int, settings: dict[str, Any], calibration_images: list[Tensor], *,
+def ssdfast_detector(name: str, image_size: int, settings: PostprocessSettings, calibration_images: list[Tensor], *,
                      num_classes: int = 81, device: str = "cpu", **detector_options: Any):
     """An :class:`ssdfast.Detector` for a random ``name`` network with calibrated statistics
     (:func:`recalibrate_batchnorm`, :func:`calibrate_background`) and ``settings`` (see
@@ -204,8 +206,8 @@ def ssdfast_detector(name: str, image_size: int, settings: dict[str, Any], calib
     recalibrate_batchnorm(model, lambda: model(batch))
     with torch.inference_mode():
         confidences, _ = model(batch)
-    calibrate_background(model.classification_headers, num_classes, confidences, settings["score_threshold"])
-    return Detector(model, _class_names(num_classes), device, **settings, **detector_options)
+    calibrate_background(model.classification_headers, num_classes, confidences, settings.score_threshold)
+    return Detector(model, _class_names(num_classes), device, settings, **detector_options)
 
 
 def torchvision_detector(builder: str, calibration_images: list[Tensor], *, num_classes: int = 81,
@@ -269,8 +271,7 @@ def onnx_contender(detector, images: list[Tensor], device: str = "cpu") -> Calla
     input_name = session.get_inputs()[0].name
     priors = model.priors.detach().float().cpu()
     variances = tuple(config.variances)
-    st, it = detector.score_threshold, detector.nms_iou
-    top_k, max_det = detector.top_k, detector.max_detections
+    settings = asdict(detector.settings)
 
     def run() -> list[tuple[Tensor, Tensor, Tensor]]:
         sizes = [(int(im.shape[1]), int(im.shape[2])) for im in images]
@@ -279,7 +280,7 @@ def onnx_contender(detector, images: list[Tensor], device: str = "cpu") -> Calla
         scores, boxes = session.run(None, {input_name: x.numpy()})
         scores_t, boxes_t = torch.from_numpy(scores), torch.from_numpy(boxes)
         loc = ops.encode_boxes(boxes_t, priors, variances)  # ssd_postprocess decodes: hand it offsets
-        out_boxes, out_scores, labels, num = ops.ssd_postprocess(loc, scores_t, priors, variances, st, it, top_k, max_det)
+        out_boxes, out_scores, labels, num = ops.ssd_postprocess(loc, scores_t, priors, variances, **settings)
         hw = torch.tensor([[w, h, w, h] for h, w in sizes], dtype=torch.float32)
         out_boxes = torch.minimum((out_boxes * hw[:, None, :]).clamp(min=0), hw[:, None, :])
         return [(out_boxes[i, :n], out_scores[i, :n], labels[i, :n]) for i, n in enumerate(num.tolist())]

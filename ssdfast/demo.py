@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 __all__ = ["DemoSettings", "run_demo", "main"]
@@ -130,10 +130,12 @@ def _draw(checkpoint: Path, data_dir: Path, out_dir: Path, device: str, count: i
     from PIL import Image
 
     from .detector import Detector
+    from .ops import DISPLAY
     from .visualize import annotate, save_image
 
     # A short run leaves the network unsure (right boxes often score 0.2-0.5): draw from 0.2 up.
-    detector = Detector.from_checkpoint(checkpoint, device=device, score_threshold=0.2, max_detections=10)
+    settings = replace(DISPLAY, score_threshold=0.2, max_detections=10)
+    detector = Detector.from_file(checkpoint, device=device, settings=settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for image_id in _test_ids(data_dir)[:count]:

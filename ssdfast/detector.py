@@ -6,6 +6,10 @@ the trainer's validation and ``ssdfast-detect`` all run a :class:`Detector`).
 >>> detector = Detector.from_file("mb1-ssd.pth", net="mb1-ssd", label_file="voc-model-labels.txt")  # pytorch-ssd
 >>> for det in detector([pil_image, numpy_image]):        # any sizes, batched
 ...     print(det.boxes, det.scores, det.label_names)       # xyxy pixels of that image
+>>> detector.settings = PostprocessSettings(score_threshold=0.5)   # ssdfast.ops.PostprocessSettings
+
+Post-processing is one value, :class:`~ssdfast.ops.PostprocessSettings` (score threshold, NMS IoU,
+top-k, max detections): ``DISPLAY`` by default (for showing detections), ``EVALUATION`` for mAP.
 
 The steps are also available alone, for code that batches its own images (the evaluator's loader
 workers): :func:`prepare_image` (one image -> the network's input, resized as the model's
@@ -17,14 +21,12 @@ Fused path (the default, ``Detector(..., fused=True)``): the detector runs an in
 network made once at construction (:func:`ssdfast.models.fuse.inference_model`: BatchNorm folded
 into the convs, activations fused, channels_last weights, oneDNN convolutions on CPU) on a
 channels_last batch. Same detections as the plain model up to float rounding; ``detector.model``
-stays the original (export it, compile it, train it). Renamed keywords (old names deprecated):
-``iou_threshold`` -> ``nms_iou`` (evaluation's matching threshold is another IoU), ``fast`` -> ``fused``.
+stays the original (export it, compile it, train it).
 """
 from __future__ import annotations
 
 import os
-import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
@@ -33,10 +35,10 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from . import ops
-from .checkpoint import load_model_file, model_from_checkpoint
-from .compat import renamed_keywords
+from .checkpoint import load_model_file
 from .data.transforms import resize_image
 from .models.fuse import inference_model
+from .ops.settings import DISPLAY, PostprocessSettings
 
 __all__ = ["Detections", "Detector", "prepare_image", "preprocess", "postprocess", "run_in_chunks", "to_image_tensor"]
 
@@ -175,35 +177,31 @@ def preprocess(
     return batch, sizes
 
 
-@renamed_keywords(iou_threshold="nms_iou")
 def postprocess(
     confidences: Tensor,
     locations: Tensor,
     priors: Tensor,
     sizes: Sequence[tuple[int, int]],
-    variances: Sequence[float] = (0.1, 0.2),
-    score_threshold: float = 0.01,
-    nms_iou: float = 0.45,
-    top_k: int = 200,
-    max_detections: int = 200,
+    variances: Sequence[float],
+    settings: PostprocessSettings,
     *,
     class_names: Sequence[str] | None = None,
 ) -> list[Detections]:
     """Network outputs -> one :class:`Detections` per image (boxes in its pixels, xyxy).
 
-    Softmax over ``confidences[B, P, C]``, then ``ops.ssd_postprocess`` (decode, per-class score
-    threshold + top-k + NMS at ``nms_iou``, merge, keep ``max_detections``); boxes scaled from
-    normalized to the pixels of each image (``sizes[i] = (height, width)``) and clipped to it.
+    Softmax over ``confidences[B, P, C]``, then ``ops.ssd_postprocess`` with ``settings`` (decode,
+    per-class score threshold + top-k + NMS at ``iou_threshold``, merge, keep ``max_detections``);
+    boxes scaled from normalized to the pixels of each image (``sizes[i] = (height, width)``) and
+    clipped to it. ``variances``: the model's (``config.variances``).
     Results stay on the device of the inputs; boxes and scores are float32. ``label_names`` are
     filled in when ``class_names`` are given (that costs a copy of the labels to the CPU).
     """
     if len(sizes) != confidences.shape[0]:
         raise ValueError(f"{len(sizes)} image sizes for a batch of {confidences.shape[0]}")
+    _check_settings(settings)
     scores = F.softmax(confidences.float(), dim=2)
     boxes, det_scores, labels, num = ops.ssd_postprocess(
-        locations.float(), scores, priors.to(locations.device).float(), variances,
-        score_threshold, nms_iou, top_k, max_detections,
-    )
+        locations.float(), scores, priors.to(locations.device).float(), variances, **asdict(settings))
     hw = torch.tensor([[w, h, w, h] for h, w in sizes], dtype=torch.float32, device=boxes.device)
     boxes = torch.minimum((boxes.float() * hw[:, None, :]).clamp(min=0), hw[:, None, :])
     counts = num.tolist()  # the one device -> host copy: per-image counts to slice the padded outputs
@@ -222,17 +220,15 @@ class Detector:
             eval mode. Kept as ``detector.model``, otherwise unchanged.
         class_names: one per class, ``BACKGROUND`` first.
         device: where to run.
-        score_threshold: minimum class probability of a detection (0.3 suits display; use 0.01 for
-            mAP evaluation).
-        nms_iou: NMS threshold within a class (a box is suppressed when its IoU with a kept
-            higher-scoring box of its class is above this). Formerly ``iou_threshold``.
-        top_k: candidates per class before NMS.  max_detections: detections kept per image.
+        settings: the post-processing (:class:`~ssdfast.ops.PostprocessSettings`): its ``DISPLAY``
+            preset suits showing detections, ``EVALUATION`` (a low score threshold) measuring mAP.
+            Kept as ``detector.settings``, which may be assigned.
         fused: run an inference copy of the network (BatchNorm folded into the convs, activations
             fused, channels_last, oneDNN convolutions on CPU; :func:`ssdfast.models.fuse.inference_model`)
             made here, once, on channels_last batches. Same detections up to float rounding; on
             CPU, MobileNet networks run up to ~2x faster. ``False`` runs ``model`` itself. The copy
             is taken now: after changing ``model``'s weights, assign it again
-            (``detector.model = model``). Formerly ``fast``.
+            (``detector.model = model``).
         chunk_size: on CPU with ``fused``, the network runs on at most this many images at a time
             (same results). Default (None): as many as keep its largest feature map under 32 MiB,
             glibc's mmap threshold (bigger maps are fresh pages zeroed by the kernel on every call:
@@ -242,16 +238,12 @@ class Detector:
     model loaded from a pytorch-ssd file sees OpenCV-resized images, as it did in training.
     """
 
-    @renamed_keywords(iou_threshold="nms_iou", fast="fused")
     def __init__(
         self,
         model: nn.Module,
         class_names: Sequence[str],
         device: str | torch.device = "cpu",
-        score_threshold: float = 0.3,
-        nms_iou: float = 0.45,
-        top_k: int = 200,
-        max_detections: int = 200,
+        settings: PostprocessSettings = DISPLAY,
         *,
         fused: bool = True,
         chunk_size: int | None = None,
@@ -265,10 +257,7 @@ class Detector:
         self.class_names = list(class_names)
         if len(self.class_names) != self.config.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for a model of {self.config.num_classes} classes")
-        self.score_threshold = float(score_threshold)
-        self.nms_iou = float(nms_iou)
-        self.top_k = int(top_k)
-        self.max_detections = int(max_detections)
+        self.settings = settings
 
     @property
     def model(self) -> nn.Module:
@@ -285,14 +274,13 @@ class Detector:
         self._chunks: dict[tuple[int, ...], int] = {}  # input shape of one image -> images per call
 
     @property
-    def iou_threshold(self) -> float:  # deprecated name of nms_iou
-        warnings.warn("Detector.iou_threshold is deprecated; use Detector.nms_iou", DeprecationWarning, stacklevel=2)
-        return self.nms_iou
+    def settings(self) -> PostprocessSettings:
+        """The post-processing of every call (a :class:`~ssdfast.ops.PostprocessSettings`)."""
+        return self._settings
 
-    @property
-    def fast(self) -> bool:  # deprecated name of fused
-        warnings.warn("Detector.fast is deprecated; use Detector.fused", DeprecationWarning, stacklevel=2)
-        return self.fused
+    @settings.setter
+    def settings(self, settings: PostprocessSettings) -> None:
+        self._settings = _check_settings(settings)
 
     @classmethod
     def from_file(
@@ -304,10 +292,7 @@ class Detector:
         width_mult: float | None = None,
         resolution: int | None = None,
         device: str | torch.device = "cpu",
-        score_threshold: float = 0.3,
-        nms_iou: float = 0.45,
-        top_k: int = 200,
-        max_detections: int = 200,
+        settings: PostprocessSettings = DISPLAY,
         fused: bool = True,
         chunk_size: int | None = None,
     ) -> Detector:
@@ -317,28 +302,10 @@ class Detector:
         beside it; ``width_mult``, ``resolution``: pytorch-ssd's ``--mb2-width-mult``, ``--resolution``)."""
         loaded = load_model_file(path, net=net, label_file=label_file, width_mult=width_mult,
                                  resolution=resolution, device=device)
-        return cls(loaded.model, loaded.class_names, device, score_threshold, nms_iou, top_k, max_detections,
-                   fused=fused, chunk_size=chunk_size)
+        return cls(loaded.model, loaded.class_names, device, settings, fused=fused, chunk_size=chunk_size)
 
-    @classmethod
-    @renamed_keywords(iou_threshold="nms_iou", fast="fused")
-    def from_checkpoint(
-        cls,
-        path: str | os.PathLike,
-        device: str | torch.device = "cpu",
-        score_threshold: float = 0.3,
-        nms_iou: float = 0.45,
-        max_detections: int = 200,
-        top_k: int = 200,
-        *,
-        fused: bool = True,
-        chunk_size: int | None = None,
-    ) -> Detector:
-        """A detector from an ssdfast checkpoint (raises ``CheckpointError`` for anything else);
-        :meth:`from_file` also reads pytorch-ssd files."""
-        model, class_names = model_from_checkpoint(path, device=device)
-        return cls(model, class_names, device, score_threshold, nms_iou, top_k, max_detections, fused=fused,
-                   chunk_size=chunk_size)
+    #: Another name of :meth:`from_file`.
+    from_checkpoint = from_file
 
     def preprocess(self, images: Any) -> tuple[Tensor, list[tuple[int, int]]]:
         """Images -> ``(batch[B, 3, S, S], sizes)`` on the detector's device, in the layout its
@@ -347,14 +314,12 @@ class Detector:
 
     def postprocess(
         self, confidences: Tensor, locations: Tensor, sizes: Sequence[tuple[int, int]],
-        score_threshold: float | None = None,
+        settings: PostprocessSettings | None = None,
     ) -> list[Detections]:
-        """Network outputs of a batch -> one :class:`Detections` per image, on the CPU (see :func:`postprocess`)."""
-        results = postprocess(
-            confidences, locations, self.network.priors, sizes, self.config.variances,
-            score_threshold=self.score_threshold if score_threshold is None else score_threshold,
-            nms_iou=self.nms_iou, top_k=self.top_k, max_detections=self.max_detections,
-        )
+        """Network outputs of a batch -> one :class:`Detections` per image, on the CPU (see
+        :func:`postprocess`), with ``settings`` (None: ``detector.settings``)."""
+        results = postprocess(confidences, locations, self.network.priors, sizes, self.config.variances,
+                              self.settings if settings is None else settings)
         out = []
         for det in results:
             labels = det.labels.cpu()
@@ -363,28 +328,29 @@ class Detector:
         return out
 
     @torch.inference_mode()
-    def __call__(self, images: Any, score_threshold: float | None = None) -> list[Detections]:
+    def __call__(self, images: Any, settings: PostprocessSettings | None = None) -> list[Detections]:
         """Detect objects in one image or a batch of images of any sizes.
 
         Args:
             images: a PIL image, a numpy ``HxWx3`` uint8 array (RGB), a ``CxHxW`` tensor (uint8 or
                 float in [0, 1]), a list of those, or a ``[B, C, H, W]`` tensor.
-            score_threshold: overrides the detector's threshold for this call.
+            settings: the post-processing of this call (None: ``detector.settings``).
 
         Returns:
             one :class:`Detections` per image (a list, even for a single image), on the CPU.
         """
         batch, sizes = self.preprocess(images)
-        return self.detect_batch(batch, sizes, score_threshold)
+        return self.detect_batch(batch, sizes, settings)
 
     @torch.inference_mode()
     def detect_batch(self, batch: Tensor, sizes: Sequence[tuple[int, int]],
-                     score_threshold: float | None = None) -> list[Detections]:
+                     settings: PostprocessSettings | None = None) -> list[Detections]:
         """Detections in a batch that is already the network's input.
 
         ``batch``: ``[B, 3, S, S]`` float32 made with :func:`prepare_image` (e.g. in DataLoader
         workers) or :func:`preprocess`, any device and layout; ``sizes``: ``(height, width)`` of each
-        original image. Returns one :class:`Detections` per image (boxes in its pixels), on the CPU.
+        original image; ``settings``: as in ``__call__``. Returns one :class:`Detections` per image
+        (boxes in its pixels), on the CPU.
         """
         if batch.dim() != 4 or batch.shape[0] != len(sizes):
             raise ValueError(f"batch should be [B, 3, S, S] with one size per image, got {tuple(batch.shape)} "
@@ -395,7 +361,7 @@ class Detector:
         if self._memory_format is not torch.contiguous_format:
             batch = batch.contiguous(memory_format=self._memory_format)
         confidences, locations = self.run_network(batch)
-        return self.postprocess(confidences, locations, sizes, score_threshold)
+        return self.postprocess(confidences, locations, sizes, settings)
 
     def run_network(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         """The network on a preprocessed ``batch``, in chunks on CPU (see ``chunk_size``):
@@ -403,6 +369,12 @@ class Detector:
         if not self.fused:
             return self.network(batch)
         return run_in_chunks(self.network, batch, self.chunk_size, self._chunks)
+
+
+def _check_settings(settings: Any) -> PostprocessSettings:
+    if not isinstance(settings, PostprocessSettings):
+        raise TypeError(f"settings should be a PostprocessSettings, got {type(settings).__name__}")
+    return settings
 
 
 def run_in_chunks(network: nn.Module, batch: Tensor, chunk_size: int | None = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -11,8 +12,12 @@ from PIL import Image
 from ssdfast.detector import Detections, Detector, postprocess, preprocess
 from ssdfast.checkpoint import save_checkpoint
 from ssdfast.models import create_model
+from ssdfast.ops import DISPLAY, EVALUATION, PostprocessSettings
 
 CLASSES = ["BACKGROUND", "cat", "dog"]
+#: Every candidate: random weights give detections at score threshold 0.
+EVERY = PostprocessSettings(score_threshold=0.0)
+V = (0.1, 0.2)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,7 +63,7 @@ def test_postprocess_scales_and_clips_to_pixels():
     probabilities = torch.tensor([[[0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]])
     confidences = probabilities.log()
     locations = torch.zeros(1, 2, 4)
-    det, = postprocess(confidences, locations, priors, [(100, 200)], score_threshold=0.3)
+    det, = postprocess(confidences, locations, priors, [(100, 200)], V, PostprocessSettings(score_threshold=0.3))
     assert isinstance(det, Detections) and det.label_names is None  # no class names given
     boxes, scores, labels = det.boxes, det.scores, det.labels
     torch.testing.assert_close(scores, torch.tensor([0.8, 0.6]))
@@ -67,25 +72,31 @@ def test_postprocess_scales_and_clips_to_pixels():
     torch.testing.assert_close(boxes, torch.tensor([[0.0, 30.0, 100.0, 70.0], [140.0, 70.0, 200.0, 100.0]]))
     # offsets move the box: dx = 1 -> center + 0.1 * w_prior
     locations[0, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
-    det, = postprocess(confidences, locations, priors, [(100, 200)], score_threshold=0.7, class_names=CLASSES)
+    det, = postprocess(confidences, locations, priors, [(100, 200)], V, PostprocessSettings(score_threshold=0.7),
+                       class_names=CLASSES)
     torch.testing.assert_close(det.boxes, torch.tensor([[10.0, 30.0, 110.0, 70.0]]))
     assert det.label_names == ["cat"]
-    results = postprocess(confidences.expand(2, 2, 3), torch.zeros(2, 2, 4), priors, [(10, 10), (20, 40)], score_threshold=0.99)
+    results = postprocess(confidences.expand(2, 2, 3), torch.zeros(2, 2, 4), priors, [(10, 10), (20, 40)], V,
+                          PostprocessSettings(score_threshold=0.99))
     assert [r.boxes.shape for r in results] == [(0, 4), (0, 4)]
     with pytest.raises(ValueError, match="1 image sizes for a batch of 2"):
-        postprocess(confidences.expand(2, 2, 3), torch.zeros(2, 2, 4), priors, [(10, 10)])
+        postprocess(confidences.expand(2, 2, 3), torch.zeros(2, 2, 4), priors, [(10, 10)], V, EVALUATION)
+    with pytest.raises(TypeError, match="settings should be a PostprocessSettings, got float"):
+        postprocess(confidences, locations, priors, [(100, 200)], V, 0.3)
 
 
 def test_detector_round_trip_through_checkpoint(model, tmp_path):
     path = tmp_path / "model.pth"
     save_checkpoint(path, model, CLASSES)
-    detector = Detector.from_checkpoint(path, device="cpu", score_threshold=0.2, max_detections=50)
+    detector = Detector.from_checkpoint(path, device="cpu", settings=replace(DISPLAY, score_threshold=0.2,
+                                                                            max_detections=50))
     images = [
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)),
         np.random.default_rng(1).integers(0, 255, (120, 90, 3), dtype=np.uint8),
         torch.rand(3, 33, 44),
     ]
-    results = detector(images, score_threshold=0.0)  # random weights: threshold 0 gives detections
+    every = replace(detector.settings, score_threshold=0.0)
+    results = detector(images, every)  # random weights: threshold 0 gives detections
     assert len(results) == 3 and all(isinstance(r, Detections) for r in results)
     for det, (h, w) in zip(results, [(48, 80), (120, 90), (33, 44)]):
         assert 0 < len(det) <= 50
@@ -98,8 +109,7 @@ def test_detector_round_trip_through_checkpoint(model, tmp_path):
     batch, sizes = preprocess(images, model.config)
     with torch.no_grad():
         confidences, locations = model(batch)
-    manual = postprocess(confidences, locations, model.priors, sizes, model.config.variances,
-                         score_threshold=0.0, max_detections=50)
+    manual = postprocess(confidences, locations, model.priors, sizes, model.config.variances, every)
     for det, want in zip(results, manual):
         torch.testing.assert_close(det.boxes, want.boxes)
         torch.testing.assert_close(det.scores, want.scores)
@@ -107,7 +117,7 @@ def test_detector_round_trip_through_checkpoint(model, tmp_path):
     # one image alone -> a list of one; the detector's own threshold applies by default
     alone = detector(images[0])
     assert len(alone) == 1 and all(s > 0.2 for s in alone[0].scores.tolist())
-    assert math.isclose(detector.score_threshold, 0.2)
+    assert math.isclose(detector.settings.score_threshold, 0.2)
 
 
 # ----------------------------------------------------------------------------- OpenCV-style resize
@@ -200,15 +210,15 @@ def test_from_file_reads_checkpoints_and_pytorch_ssd_files(model, tmp_path):
     image = np.random.default_rng(2).integers(0, 255, (70, 90, 3), dtype=np.uint8)
     ckpt = tmp_path / "model.pth"
     save_checkpoint(ckpt, model, CLASSES)
-    a = Detector.from_file(ckpt, score_threshold=0.0, fused=False)
+    a = Detector.from_file(ckpt, settings=EVERY, fused=False)
     assert a.config.antialias and a.class_names == CLASSES
-    torch.testing.assert_close(a(image)[0].scores, Detector(model, CLASSES, score_threshold=0.0)(image)[0].scores)
+    torch.testing.assert_close(a(image)[0].scores, Detector(model, CLASSES, settings=EVERY)(image)[0].scores)
 
     folder = tmp_path / "jetson"
     folder.mkdir()
     torch.save(model.state_dict(), folder / "ssd.pth")
     (folder / "labels.txt").write_text("cat\ndog\n")  # dusty-nv's format: no BACKGROUND line
-    c = Detector.from_file(folder / "ssd.pth", net="mb2_ssd_lite", width_mult=0.25, resolution=64, score_threshold=0.0)
+    c = Detector.from_file(folder / "ssd.pth", net="mb2_ssd_lite", width_mult=0.25, resolution=64, settings=EVERY)
     assert c.class_names == CLASSES and c.config.antialias is False
     original = model.state_dict()
     for name, p in c.model.state_dict().items():
@@ -217,7 +227,7 @@ def test_from_file_reads_checkpoints_and_pytorch_ssd_files(model, tmp_path):
     batch, sizes = preprocess(image, c.config)
     with torch.no_grad():
         conf, loc = model(batch)
-    want = postprocess(conf, loc, model.priors, sizes, score_threshold=0.0)[0]
+    want = postprocess(conf, loc, model.priors, sizes, V, EVERY)[0]
     got, = c(image)
     torch.testing.assert_close(got.scores, want.scores, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.boxes, want.boxes, rtol=1e-4, atol=1e-3)
@@ -229,22 +239,10 @@ def test_from_file_reads_checkpoints_and_pytorch_ssd_files(model, tmp_path):
         Detector.from_file(folder / "junk.pth")
 
 
-def test_renamed_keywords_and_detect_batch(model):
+def test_detect_batch_gives_what_call_gives(model):
     images = [np.random.default_rng(s).integers(0, 255, (40 + s, 50, 3), dtype=np.uint8) for s in range(3)]
-    new = Detector(model, CLASSES, score_threshold=0.0, nms_iou=0.3, fused=False)
-    with pytest.warns(DeprecationWarning, match="use nms_iou="):
-        old = Detector(model, CLASSES, score_threshold=0.0, iou_threshold=0.3, fused=False)
-    with pytest.warns(DeprecationWarning, match="use fused="):
-        assert Detector(model, CLASSES, fast=False).fused is False
-    with pytest.warns(DeprecationWarning):
-        assert old.iou_threshold == 0.3 and old.fast is False
-    assert old.nms_iou == new.nms_iou == 0.3
-    with pytest.raises(TypeError, match="both"):
-        Detector(model, CLASSES, nms_iou=0.3, iou_threshold=0.3)
-    with pytest.warns(DeprecationWarning):
-        det, = postprocess(*model(preprocess(images[0], model.config)[0]), model.priors, [(40, 50)], iou_threshold=0.3)
     # detect_batch: a batch prepared elsewhere (e.g. in loader workers) gives what __call__ gives
-    fused = Detector(model, CLASSES, score_threshold=0.0)
+    fused = Detector(model, CLASSES, settings=EVERY)
     batch, sizes = preprocess(images, model.config)  # contiguous, on the CPU
     for a, b in zip(fused.detect_batch(batch, sizes), fused(images)):
         torch.testing.assert_close(a.boxes, b.boxes)
@@ -252,3 +250,56 @@ def test_renamed_keywords_and_detect_batch(model):
     assert fused.detect_batch(torch.zeros(0, 3, 64, 64), []) == []
     with pytest.raises(ValueError, match="one size per image"):
         fused.detect_batch(batch, sizes[:1])
+
+
+def test_settings_reach_the_op_whole(model, monkeypatch):
+    """``detector.settings`` (or a call's own settings) is what ops.ssd_postprocess gets, field by field."""
+    import ssdfast.ops
+
+    images = [np.random.default_rng(s).integers(0, 255, (40 + 9 * s, 50, 3), dtype=np.uint8) for s in range(2)]
+    detector = Detector(model, CLASSES, fused=False)
+    assert detector.settings == DISPLAY  # the default: for showing detections
+    seen = []
+    real = ssdfast.ops.ssd_postprocess
+
+    def spy(*args, **kwargs):
+        seen.append({name: kwargs[name] for name in ("score_threshold", "iou_threshold", "top_k", "max_detections")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssdfast.ops, "ssd_postprocess", spy)
+    odd = PostprocessSettings(score_threshold=0.123, iou_threshold=0.321, top_k=7, max_detections=9)
+    detector(images)
+    detector(images, odd)
+    detector.settings = odd
+    detector(images)
+    assert seen == [asdict(DISPLAY), asdict(odd), asdict(odd)]
+    with pytest.raises(TypeError, match="settings should be a PostprocessSettings, got float"):
+        detector.settings = 0.3
+    with pytest.raises(TypeError, match="settings should be a PostprocessSettings, got float"):
+        Detector(model, CLASSES, "cpu", 0.3)
+
+
+def test_each_setting_changes_the_detections_as_it_says(model):
+    images = [np.random.default_rng(s).integers(0, 255, (40 + 9 * s, 50, 3), dtype=np.uint8) for s in range(2)]
+    detector = Detector(model, CLASSES, settings=EVERY, fused=False)
+    every = detector(images)
+    with torch.no_grad():
+        probabilities = torch.softmax(model(preprocess(images, model.config)[0])[0], -1)
+    assert all(len(d) > 2 for d in every)
+    # top_k=1: one candidate per class, so one detection per class, its best-scoring prior
+    for i, det in enumerate(detector(images, replace(EVERY, top_k=1))):
+        assert sorted(det.labels.tolist()) == [1, 2]
+        for label, score in zip(det.labels.tolist(), det.scores.tolist()):
+            assert score == pytest.approx(probabilities[i, :, label].max().item())
+    # max_detections=1: the best detection of all
+    for det, whole in zip(detector(images, replace(EVERY, max_detections=1)), every):
+        assert len(det) == 1 and torch.equal(det.boxes, whole.boxes[:1]) and det.scores[0] == whole.scores[0]
+    # a score threshold keeps the detections scoring above it, the same ones
+    cut = float(every[0].scores[len(every[0]) // 2])
+    for det, whole in zip(detector(images, replace(EVERY, score_threshold=cut)), every):
+        assert det.scores.tolist() == [s for s in whole.scores.tolist() if s > cut]
+    assert [len(d) for d in detector(images, replace(EVERY, score_threshold=1.0))] == [0, 0]
+    # iou_threshold 0: one box per class survives wherever boxes overlap at all
+    loose = detector(images, replace(EVERY, iou_threshold=1.0))
+    strict = detector(images, replace(EVERY, iou_threshold=0.0))
+    assert all(len(s) < len(w) for s, w in zip(strict, loose))

@@ -20,7 +20,7 @@ LAYERS = {
     "evaluation": 5, "export": 5,
     "detector": 4,
     "loss": 3, "models": 3, "checkpoint": 3, "data": 3,
-    "io": 2, "priors": 2, "ops": 2, "threads": 2, "visualize": 2, "device": 2, "compat": 2,
+    "io": 2, "priors": 2, "ops": 2, "threads": 2, "visualize": 2, "device": 2,
     "_C": 1,
 }
 

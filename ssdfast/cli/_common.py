@@ -1,9 +1,13 @@
-"""Helpers shared by the command lines: both flag spellings, clean user errors, devices."""
+"""Helpers shared by the command lines: both flag spellings, clean user errors, devices, the
+post-processing flags."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from ..ops.settings import PostprocessSettings, check_fraction
 
 if TYPE_CHECKING:
     import torch
@@ -19,6 +23,9 @@ __all__ = [
     "str2bool",
     "positive_int",
     "non_negative_int",
+    "fraction",
+    "add_postprocess_arguments",
+    "postprocess_settings",
     "add_model_file_arguments",
     "load_model_arg",
 ]
@@ -65,6 +72,14 @@ def positive_int(value: str) -> int:
 def non_negative_int(value: str) -> int:
     """argparse type for an integer >= 0 (e.g. data workers: 0 loads in the main process)."""
     return _int_at_least(value, 0, "an integer >= 0")
+
+
+def fraction(value: str) -> float:
+    """argparse type for a number in [0, 1] (e.g. ssdfast-eval's matching ``--iou-threshold``)."""
+    try:
+        return check_fraction("the value", value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _spellings(flags: Sequence[str]) -> list[str]:
@@ -158,3 +173,48 @@ def load_model_arg(path: str, args: argparse.Namespace, device: Any = "cpu", fla
     except CheckpointError as exc:
         first = first_line(exc)
         raise UsageError(f"{flag}: {first}") from None
+
+
+#: Each post-processing setting: its flag by default, its argparse type and its help (written once).
+_POSTPROCESS_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "score_threshold": ("--score-threshold", float, "lowest class probability kept as a detection, in [0, 1]"),
+    "iou_threshold": ("--iou-threshold", float,
+                      "NMS IoU threshold, in [0, 1]: within a class, a box is dropped when its IoU with a kept, "
+                      "higher-scoring box is above this"),
+    "top_k": ("--top-k", int,
+              "candidates per class before NMS (pytorch-ssd's predictor top_k), so also the most detections "
+              "one class keeps"),
+    "max_detections": ("--max-detections", int, "most detections kept per image, all classes together"),
+}
+#: Where a parser built by add_postprocess_arguments keeps the flag shown for each setting.
+_FLAGS_DEST = "_postprocess_flags"
+
+
+def add_postprocess_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                              defaults: PostprocessSettings,
+                              flags: Mapping[str, Sequence[str]] | None = None) -> None:
+    """The four post-processing flags (:class:`ssdfast.ops.PostprocessSettings`'s fields), their
+    defaults from ``defaults``; ``flags`` gives a command's own spellings of some of them (e.g.
+    ``{"iou_threshold": ("--nms-iou-threshold",)}``). Each destination is the field's name;
+    :func:`postprocess_settings` builds the value."""
+    shown = {}
+    for field, (flag, kind, text) in _POSTPROCESS_FLAGS.items():
+        spellings = tuple((flags or {}).get(field, (flag,)))
+        add_argument(parser, *spellings, dest=field, type=kind, default=getattr(defaults, field), help=text)
+        shown[field] = spellings[0]
+    parser.set_defaults(**{_FLAGS_DEST: shown})
+
+
+def postprocess_settings(args: argparse.Namespace) -> PostprocessSettings:
+    """The :class:`~ssdfast.ops.PostprocessSettings` of the flags :func:`add_postprocess_arguments`
+    declared; a value out of range is a :class:`UsageError` naming its flag."""
+    shown: dict[str, str] = getattr(args, _FLAGS_DEST)
+    settings = PostprocessSettings()
+    for field, flag in shown.items():  # one at a time, so that an error names its flag
+        try:
+            settings = dataclasses.replace(settings, **{field: getattr(args, field)})
+        except ValueError as exc:
+            message = str(exc)  # "<field> should be ...": said of the flag instead
+            said = flag + message[len(field):] if message.startswith(field) else f"{flag}: {message}"
+            raise UsageError(said) from None
+    return settings

@@ -19,8 +19,9 @@ import sys
 import time
 from typing import Any
 
-from ._common import (UsageError, add_argument, add_model_file_arguments, load_model_arg, make_parser,
-                      resolve_device, run_main, str2bool)
+from ..ops.settings import DISPLAY
+from ._common import (UsageError, add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg,
+                      make_parser, postprocess_settings, resolve_device, run_main, str2bool)
 from ._detect_files import Outputs, camera_index, detection_record, expand_inputs, is_stream
 
 __all__ = ["main", "build_parser"]
@@ -62,13 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_file_arguments(p.add_argument_group("pytorch-ssd model files"))
     add_argument(p, "--output", "-o", default=None, metavar="PATH",
                  help="write annotated images / videos to this folder (or this file, for a single input)")
-    add_argument(p, "--threshold", "--score-threshold", type=float, default=0.4,
-                 help="lowest class probability shown as a detection")
-    add_argument(p, "--iou-threshold", "--nms-iou-threshold", type=float, default=0.45, help="NMS IoU threshold within a class")
-    add_argument(p, "--top-k", "--candidates-per-class", type=int, default=200,
-                 help="candidates per class before NMS (the Detector's and ssdfast-export's top_k); it also caps "
-                      "the detections of each class. Use --max-detections for the total per image")
-    add_argument(p, "--max-detections", type=int, default=100, help="most detections kept per image (all classes)")
+    add_postprocess_arguments(p, DISPLAY, {"score_threshold": ("--threshold", "--score-threshold"),
+                                           "iou_threshold": ("--iou-threshold", "--nms-iou-threshold"),
+                                           "top_k": ("--top-k", "--candidates-per-class")})
     add_argument(p, "--batch-size", type=int, default=8, help="images (or video frames) per forward pass")
     add_argument(p, "--device", default="auto", help="device: auto, cpu, cuda, cuda:1 ...")
     add_argument(p, "--use-cuda", type=str2bool, default=None, metavar="BOOL",
@@ -112,14 +109,9 @@ def _split_positionals(args: argparse.Namespace) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     from ..io.video import available_backends
 
-    if not 0.0 <= args.threshold <= 1.0:
-        raise UsageError(f"--threshold should be in [0, 1], got {args.threshold}")
-    if not 0.0 <= args.iou_threshold <= 1.0:
-        raise UsageError(f"--iou-threshold should be in [0, 1], got {args.iou_threshold}")
-    for flag, value in (("--batch-size", args.batch_size), ("--max-detections", args.max_detections),
-                        ("--top-k", args.top_k)):
-        if value < 1:
-            raise UsageError(f"{flag} should be at least 1, got {value}")
+    args.settings = postprocess_settings(args)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size should be at least 1, got {args.batch_size}")
     if args.num_workers is not None and args.num_workers < 0:
         raise UsageError(f"--num-workers should be >= 0, got {args.num_workers}")
     if args.max_frames is not None and args.max_frames < 1:
@@ -290,8 +282,7 @@ def _load_detector(args: argparse.Namespace, device: Any) -> Any:
 
     loaded = load_model_arg(args.model, args, device, flag="MODEL")
     try:
-        return Detector(loaded.model, loaded.class_names, device, score_threshold=args.threshold,
-                        nms_iou=args.iou_threshold, top_k=args.top_k, max_detections=args.max_detections)
+        return Detector(loaded.model, loaded.class_names, device, args.settings)
     except ValueError as exc:
         raise UsageError(f"MODEL {args.model}: {exc}") from None
 

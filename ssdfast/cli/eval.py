@@ -28,14 +28,18 @@ from typing import Any
 
 from ..data import DATASET_TYPES
 from ..io.errors import first_line
+from ..ops.settings import EVALUATION
 from ._common import (
     UsageError,
     add_argument,
     add_model_file_arguments,
+    add_postprocess_arguments,
+    fraction,
     load_model_arg,
     make_parser,
     non_negative_int,
     positive_int,
+    postprocess_settings,
     resolve_device,
     run_main,
     str2bool,
@@ -58,13 +62,6 @@ or detections.json (COCO results format, original category ids)
 """
 
 
-def _unit_interval(value: str) -> float:
-    number = float(value)
-    if not 0.0 <= number < 1.0:
-        raise argparse.ArgumentTypeError(f"should be in [0, 1), got {number}")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``ssdfast-eval`` argument parser (flags of pytorch-ssd's ``eval_ssd.py``)."""
     p = make_parser("ssdfast-eval", "Evaluate a trained SSD: VOC mAP or COCO AP (pytorch-ssd compatible flags).", _EPILOG)
@@ -82,13 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="voc (devkit AP) or coco (COCOeval AP@[.5:.95]); default: coco for --dataset-type coco, voc otherwise")
     add_argument(p, "--use-2007-metric", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
                  help="VOC: the 11-point VOC2007 AP (true) or the all-point area of VOC2010+ (false)")
-    add_argument(p, "--iou-threshold", type=_unit_interval, default=0.5,
+    add_argument(p, "--iou-threshold", dest="match_iou", type=fraction, default=0.5,
                  help="VOC matching: a detection matches a ground-truth box when their IoU is above this")
-    add_argument(p, "--nms-iou-threshold", type=_unit_interval, default=0.45,
-                 help="NMS within a class: a box is dropped when its IoU with a higher-scoring one is above this")
-    add_argument(p, "--score-threshold", type=_unit_interval, default=0.01,
-                 help="lowest class probability kept as a detection")
-    add_argument(p, "--max-detections", type=positive_int, default=200, help="detections kept per image")
+    add_postprocess_arguments(p, EVALUATION, {"iou_threshold": ("--nms-iou-threshold",)})
     add_argument(p, "--nms-method", default="hard", choices=("hard",),
                  help="NMS flavour (pytorch-ssd's flag; hard NMS is the only one)")
     add_argument(p, "--eval-dir", default=None, metavar="DIR",
@@ -149,7 +142,7 @@ def _print_report(result: dict[str, Any], out: Any = None) -> None:
     if result["metric"] == "voc":
         num_gt = result.get("num_gt", {})
         kind = "VOC2007 11-point" if result["use_2007_metric"] else "VOC2010 all-point"
-        print(f"Average precision per class ({kind}, IoU > {result['iou_threshold']:g}):", file=out)
+        print(f"Average precision per class ({kind}, IoU > {result['match_iou']:g}):", file=out)
         print(f"  {'class':<{width}}  {'AP':>7}  {'gt boxes':>8}", file=out)
         for name, ap in per_class.items():
             text = "      -" if math.isnan(ap) else f"{ap:7.4f}"
@@ -199,7 +192,7 @@ def _write_eval_dir(eval_dir: str, result: dict[str, Any], class_names: list[str
     if result["metric"] == "coco":
         metrics.update({name: result[name] for name in COCO_STAT_NAMES})
     else:
-        metrics.update(iou_threshold=result["iou_threshold"], use_2007_metric=result["use_2007_metric"],
+        metrics.update(match_iou=result["match_iou"], use_2007_metric=result["use_2007_metric"],
                        num_gt=result["num_gt"])
     metrics.update(
         per_class_AP=result["per_class_AP"],
@@ -235,6 +228,7 @@ def _main(argv: list[str] | None) -> int:
     from ..threads import planned_cpu
 
     args = build_parser().parse_args(argv)
+    settings = postprocess_settings(args)
     device = resolve_device(args.device, args.use_cuda)
     if not os.path.isfile(args.trained_model):
         raise UsageError(f"--trained-model {args.trained_model}: no such file")
@@ -244,10 +238,9 @@ def _main(argv: list[str] | None) -> int:
     with planned_cpu(args.num_workers, device.type) as num_workers:  # the network gets the cores they leave
         try:
             result = evaluate(
-                loaded.model, dataset, batch_size=args.batch_size, device=device, metric=metric,
-                match_iou=args.iou_threshold, use_2007_metric=args.use_2007_metric, num_workers=num_workers,
-                progress=not args.quiet, score_threshold=args.score_threshold, nms_iou=args.nms_iou_threshold,
-                max_detections=args.max_detections, strict=args.strict,
+                loaded.model, dataset, batch_size=args.batch_size, device=device, metric=metric, settings=settings,
+                match_iou=args.match_iou, use_2007_metric=args.use_2007_metric, num_workers=num_workers,
+                progress=not args.quiet, strict=args.strict,
             )
         except ImageError as exc:  # --strict: a test image that cannot be used
             raise UsageError(f"{first_line(exc)} [--strict]") from None

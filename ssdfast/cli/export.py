@@ -18,7 +18,9 @@ from typing import Any
 
 from ..export.deps import MissingPackageError, require
 from ..export.formats import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET, model_image_size
-from ._common import UsageError, add_argument, add_model_file_arguments, load_model_arg, make_parser, positive_int, run_main
+from ..ops.settings import DISPLAY
+from ._common import (UsageError, add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg,
+                      make_parser, positive_int, postprocess_settings, run_main)
 
 __all__ = ["main", "build_parser"]
 
@@ -36,6 +38,10 @@ own mean/std are folded into the graph):
   onnx-nms  decode + NonMaxSuppression in standard ONNX ops (ONNX Runtime, TensorRT >= 8.5); outputs
             num_detections int32 [B,1], detection_boxes [B,K,4], detection_scores [B,K], detection_classes int32 [B,K]
   trt-nms   the same outputs from TensorRT's EfficientNMS_TRT plugin (TensorRT >= 8.0)
+
+post-processing (onnx-nms, trt-nms): the defaults are ssdfast-detect's, for showing detections;
+pass --score-threshold 0.01 for an export meant for mAP evaluation. --max-detections is K, the size of
+the detection outputs; trt-nms's EfficientNMS has no per-class --top-k cut.
 
 --model-dir DIR picks the latest run's model: ssdfast-train's best.pth when it is of the run last.pth
 ends (same run id), else last.pth; pytorch-ssd's NET-Epoch-N-Loss-L.pth with the lowest loss, as its
@@ -71,16 +77,6 @@ def _batch_size(value: str) -> int | None:
     return number
 
 
-def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"should be in [0, 1], got {number}")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``ssdfast-export`` argument parser."""
     p = make_parser("ssdfast-export", "Export a trained SSD to ONNX (jetson-inference, ONNX Runtime, TensorRT).", _EPILOG)
@@ -112,15 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(p, "--height", type=positive_int, default=None,
                  help="input height (onnx_export.py's flag): checked against the model's size")
 
-    nms = p.add_argument_group("post-processing (onnx-nms, trt-nms)")
-    add_argument(nms, "--score-threshold", type=_fraction, default=0.3,
-                 help="a detection needs a class probability above this (the Detector's default; 0.01 for mAP)")
-    add_argument(nms, "--iou-threshold", "--nms-threshold", type=_fraction, default=0.45,
-                 help="NMS IoU threshold within a class")
-    add_argument(nms, "--top-k", type=positive_int, default=200,
-                 help="candidates per class before NMS (onnx-nms; EfficientNMS has no per-class cut)")
-    add_argument(nms, "--max-detections", type=positive_int, default=200,
-                 help="detections per image after NMS (K, the size of the detection outputs)")
+    nms = p.add_argument_group("post-processing (onnx-nms, trt-nms; see below)")
+    add_postprocess_arguments(nms, DISPLAY, {"iou_threshold": ("--iou-threshold", "--nms-threshold")})
 
     chk = p.add_argument_group("checking (needs onnxruntime)")
     add_argument(chk, "--check", action="store_true",
@@ -375,6 +364,7 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    settings = postprocess_settings(args)
     net_given = args.net
     if args.net is not None:
         args.net = ONNX_EXPORT_NET_ALIASES.get(args.net.strip().lower(), args.net)
@@ -402,9 +392,8 @@ def _export(args: argparse.Namespace) -> int:
     _check_labels_destination(labels, loaded)
     check_images = _read_images(args.check_images, args.check_count, "--check-images") if args.check_images else None
 
-    from ..export import PostprocessSettings, check_export, export_onnx, sample_images
+    from ..export import check_export, export_onnx, sample_images
 
-    settings = PostprocessSettings(args.score_threshold, args.iou_threshold, args.top_k, args.max_detections)
     model = loaded.model
     try:
         result = export_onnx(

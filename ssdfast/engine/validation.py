@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..ops.settings import EVALUATION
 from .notes import RunNotes
 from .settings import TrainConfig
 
@@ -60,7 +61,8 @@ def validation_metrics(model: nn.Module, dataset: Dataset, config: TrainConfig, 
     model.eval()
     with torch.no_grad():
         metrics = evaluate(model, dataset, batch_size=config.batch_size, device=device, metric=metric,
-                           num_workers=num_workers, progress=progress and sys.stderr.isatty(), strict=config.strict)
+                           settings=EVALUATION, num_workers=num_workers,
+                           progress=progress and sys.stderr.isatty(), strict=config.strict)
     result: dict[str, Any] = {"mAP": float(metrics["mAP"])}
     if metric == "coco":
         result.update({name: float(metrics[name]) for name in COCO_STAT_NAMES if name in metrics})

@@ -26,11 +26,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoint import unwrap_model
-from ..compat import renamed_keywords
 from ..detector import Detections, Detector, prepare_image
 from ..io import FileError, ImageError, load_image
 from ..io.errors import first_line
 from ..io.images import strict_refusal
+from ..ops.settings import EVALUATION, PostprocessSettings
 
 __all__ = ["run_inference"]
 
@@ -114,7 +114,6 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
-@renamed_keywords(nms_iou_threshold="nms_iou", fast="fused")
 def run_inference(
     model: nn.Module,
     dataset: Any,
@@ -123,19 +122,15 @@ def run_inference(
     device: str | torch.device | None = None,
     num_workers: int = 0,
     progress: bool = True,
-    score_threshold: float = 0.01,
-    nms_iou: float = 0.45,
-    top_k: int = 200,
-    max_detections: int = 200,
+    settings: PostprocessSettings = EVALUATION,
     fused: bool = True,
     strict: bool = False,
 ) -> dict[str, Any]:
     """Detections of ``model`` on every image of ``dataset``, in the images' own pixels.
 
-    The model runs inside a :class:`~ssdfast.detector.Detector` (post-processing settings as
-    given; ``fused``: its inference copy, see the Detector), on batches its preprocessing made in
-    ``num_workers`` DataLoader workers. Renamed keywords: ``nms_iou_threshold`` -> ``nms_iou``,
-    ``fast`` -> ``fused`` (old names deprecated).
+    The model runs inside a :class:`~ssdfast.detector.Detector` (post-processing: ``settings``;
+    ``fused``: its inference copy, see the Detector), on batches its preprocessing made in
+    ``num_workers`` DataLoader workers.
 
     Args:
         model: an ssdfast SSD (``.config``, ``.priors``; DDP / compiled wrappers are fine), moved to
@@ -185,7 +180,7 @@ def run_inference(
     refused: str | None = None
     start = time.perf_counter()
     try:
-        detector = Detector(core, class_names, dev, score_threshold, nms_iou, top_k, max_detections, fused=fused)
+        detector = Detector(core, class_names, dev, settings, fused=fused)
         for batch in loader:
             for item in batch.problems:
                 if strict:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..compat import renamed_keywords
+from ..ops.settings import EVALUATION, PostprocessSettings, check_fraction
 from .coco import COCO_STAT_NAMES, evaluate_coco
 from .run import run_inference
 from .voc import evaluate_voc
@@ -22,7 +22,6 @@ __all__ = ["evaluate", "METRICS"]
 METRICS = ("voc", "coco")
 
 
-@renamed_keywords(iou_threshold="match_iou", nms_iou_threshold="nms_iou", fast="fused")
 def evaluate(
     model: nn.Module,
     dataset: Any,
@@ -30,14 +29,11 @@ def evaluate(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     metric: str = "voc",
+    settings: PostprocessSettings = EVALUATION,
     match_iou: float = 0.5,
     use_2007_metric: bool = True,
     num_workers: int = 0,
     progress: bool = True,
-    score_threshold: float = 0.01,
-    nms_iou: float = 0.45,
-    top_k: int = 200,
-    max_detections: int = 200,
     coco_backend: str = "auto",
     fused: bool = True,
     strict: bool = False,
@@ -55,17 +51,14 @@ def evaluate(
         metric: ``"voc"`` (devkit AP, a detection matching a ground-truth box when their IoU is
             above ``match_iou``; 11-point when ``use_2007_metric``) or ``"coco"`` (COCOeval,
             AP@[.5:.95]; ``match_iou`` does not apply).
+        settings: the Detector's post-processing (:class:`~ssdfast.ops.PostprocessSettings`);
+            ``EVALUATION``, pytorch-ssd's evaluation settings, by default.
         num_workers: DataLoader workers reading and preparing images.
         progress: a tqdm bar on stderr when stderr is a terminal; ``False`` never.
-        score_threshold, nms_iou, top_k, max_detections: the Detector's post-processing
-            (:func:`ssdfast.detector.postprocess`); the defaults are pytorch-ssd's evaluation ones.
         coco_backend: see :func:`ssdfast.evaluation.coco.evaluate_coco`.
         fused: the Detector's inference copy of the network (see :class:`~ssdfast.detector.Detector`).
         strict: an unreadable or truncated test image raises :class:`ssdfast.io.ImageError` instead
             of being scored as missed / used with a warning.
-
-    Renamed keywords (old names deprecated): ``iou_threshold`` -> ``match_iou``,
-    ``nms_iou_threshold`` -> ``nms_iou``, ``fast`` -> ``fused``.
 
     Returns a dict:
         ``"mAP"`` (VOC mAP, or COCO AP@[.5:.95]), ``"per_class_AP"`` ({class name: AP, nan without
@@ -75,7 +68,7 @@ def evaluate(
         ``"notes"`` (one line per file with a problem: unreadable, or truncated and used),
         ``"detections"`` (a :class:`~ssdfast.detector.Detections` per image of the dataset, in its
         order, boxes xyxy in the image's pixels; empty for an unreadable image) and ``"image_ids"``
-        (the dataset's id of each). VOC adds ``"num_gt"``, ``"iou_threshold"`` (``match_iou``) and
+        (the dataset's id of each). VOC adds ``"num_gt"``, ``"match_iou"`` and
         ``"use_2007_metric"``; COCO adds the 12 numbers (``"AP"``, ``"AP50"``, ``"AP75"``, ``"APs"``,
         ``"APm"``, ``"APl"``, ``"AR1"``, ``"AR10"``, ``"AR100"``, ``"ARs"``, ``"ARm"``, ``"ARl"``) and
         ``"coco_results"`` (the detections in COCO results format, original category ids, the
@@ -83,20 +76,20 @@ def evaluate(
     """
     if metric not in METRICS:
         raise ValueError(f"metric should be one of {METRICS}, got {metric!r}")
+    check_fraction("match_iou", match_iou)  # before the run, not after it
     run = run_inference(
         model, dataset, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress,
-        score_threshold=score_threshold, nms_iou=nms_iou, top_k=top_k, max_detections=max_detections,
-        fused=fused, strict=strict,
+        settings=settings, fused=fused, strict=strict,
     )
     detections, class_names, image_ids = run["detections"], run["class_names"], run["image_ids"]
     indices = list(range(len(detections)))
     out: dict[str, Any] = {"metric": metric}
     if metric == "voc":
         annotations = [dataset.get_annotation(i) for i in indices]
-        voc = evaluate_voc(detections, annotations, class_names, iou_threshold=match_iou,
+        voc = evaluate_voc(detections, annotations, class_names, match_iou=match_iou,
                            use_2007_metric=use_2007_metric)
         out.update(mAP=voc["mAP"], per_class_AP=voc["per_class_AP"], num_gt=voc["num_gt"],
-                   iou_threshold=float(match_iou), use_2007_metric=bool(use_2007_metric))
+                   match_iou=voc["match_iou"], use_2007_metric=bool(use_2007_metric))
     else:
         coco = evaluate_coco(detections, dataset, getattr(dataset, "category_ids", None), indices=indices,
                              class_names=class_names, backend=coco_backend)

@@ -10,7 +10,7 @@ The rules, kept exactly:
   its formulas; ``box_convention="devkit"`` takes boxes already in the devkit's convention.
 - Per class, detections are taken in order of decreasing score. Each detection looks at the
   ground-truth box of its class in its image with the highest IoU (first one on ties). If that IoU
-  is greater than ``iou_threshold`` (0.5 in the devkit) the detection is a true positive, unless the
+  is greater than ``match_iou`` (0.5 in the devkit) the detection is a true positive, unless the
   box is *difficult* (then it is neither true nor false positive) or an earlier detection already
   took it (then it is a false positive, a duplicate). Anything else is a false positive.
 - Recall is divided by the number of non-difficult ground-truth boxes. AP is the 11-point
@@ -30,6 +30,8 @@ import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from ..ops.settings import check_fraction
 
 __all__ = ["voc_ap", "evaluate_voc", "match_detections", "as_numpy_detections", "to_devkit_boxes",
            "write_voc_detections"]
@@ -170,7 +172,7 @@ def evaluate_voc(
     detections: Sequence[Any],
     annotations: Sequence[Mapping[str, Any]],
     class_names: Sequence[str],
-    iou_threshold: float = 0.5,
+    match_iou: float = 0.5,
     use_2007_metric: bool = True,
     box_convention: str = "continuous",
 ) -> dict[str, Any]:
@@ -184,7 +186,7 @@ def evaluate_voc(
             origin as the detections, ``"labels"`` ``[G]`` and optionally ``"difficult"`` bool ``[G]``
             (what ``dataset.get_annotation(i)`` returns).
         class_names: the label names, ``BACKGROUND`` first (label 0 is never evaluated).
-        iou_threshold: a detection matches when IoU > this (strictly), 0.5 in the devkit.
+        match_iou: a detection matches when IoU > this (strictly), 0.5 in the devkit; in [0, 1].
         use_2007_metric: 11-point AP (VOC2007) or the all-point area (VOC2010+).
         box_convention: ``"continuous"`` (ssdfast's pixel boxes, converted with
             :func:`to_devkit_boxes`) or ``"devkit"`` (1-based inclusive, used as they are); it applies
@@ -192,14 +194,13 @@ def evaluate_voc(
 
     Returns:
         ``{"mAP": float, "per_class_AP": {name: AP or nan}, "num_gt": {name: non-difficult gts},
-        "num_detections": {name: int}, "metric": "voc2007"|"voc2010", "iou_threshold": float}``.
+        "num_detections": {name: int}, "metric": "voc2007"|"voc2010", "match_iou": float}``.
         ``mAP`` is the mean AP over the classes with at least one non-difficult ground truth
         (``nan`` when there are none).
     """
     if len(detections) != len(annotations):
         raise ValueError(f"got detections for {len(detections)} images but {len(annotations)} annotations")
-    if not 0.0 <= iou_threshold < 1.0:
-        raise ValueError(f"iou_threshold should be in [0, 1), got {iou_threshold}")
+    match_iou = check_fraction("match_iou", match_iou)
     if box_convention not in _BOX_CONVENTIONS:
         raise ValueError(f"box_convention should be one of {_BOX_CONVENTIONS}, got {box_convention!r}")
     num_classes = len(class_names)
@@ -240,7 +241,7 @@ def evaluate_voc(
         npos = int(np.count_nonzero((g_labels == c) & ~g_difficult))
         sel = np.nonzero(d_labels == c)[0]
         sel = sel[np.argsort(-d_scores[sel], kind="stable")]
-        hit = ovmax[sel] > iou_threshold
+        hit = ovmax[sel] > match_iou
         gt_hit = jmax[sel]
         difficult_hit = hit & g_difficult[np.where(hit, gt_hit, 0)] if len(g_difficult) else np.zeros_like(hit)
         counted = hit & ~difficult_hit
@@ -267,7 +268,7 @@ def evaluate_voc(
         "num_gt": num_gt,
         "num_detections": num_det,
         "metric": "voc2007" if use_2007_metric else "voc2010",
-        "iou_threshold": float(iou_threshold),
+        "match_iou": match_iou,
     }
 
 

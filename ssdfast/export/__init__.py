@@ -3,7 +3,8 @@
 By concern:
 
 - :mod:`~ssdfast.export.formats`: the three formats (``jetson``, ``onnx-nms``, ``trt-nms``), their
-  input/output names, opsets, :class:`PostprocessSettings`.
+  input/output names, opsets, the post-processing settings' metadata keys (the settings themselves are
+  :class:`ssdfast.ops.PostprocessSettings`).
 - :mod:`~ssdfast.export.onnx`: :class:`ExportModule` (the network as the graphs compute it), tracing,
   simplification (onnxslim) and :func:`export_onnx`, which writes the file plus ``labels.txt``.
 - :mod:`~ssdfast.export.nms`: the post-processing graph parts (ONNX ``NonMaxSuppression`` graph,
@@ -26,7 +27,7 @@ import importlib
 
 #: submodule -> the public names it provides here
 _PROVIDERS = {
-    "formats": ("FORMATS", "DEFAULT_OPSET", "PostprocessSettings"),
+    "formats": ("FORMATS", "DEFAULT_OPSET"),
     "onnx": ("ExportModule", "ExportResult", "export_onnx"),
     "check": ("CheckReport", "CheckError", "check_export"),
     "graph_checks": ("validate_efficient_nms",),

@@ -16,7 +16,7 @@ on real preprocessed images and compared with the PyTorch model, which runs once
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,8 +26,10 @@ from torch import Tensor, nn
 
 from .. import ops
 from ..detector import Detections, postprocess
+from ..ops.settings import DISPLAY, PostprocessSettings
 from .deps import require
-from .formats import INPUT_NAME, JETSON_OUTPUTS, NMS_OUTPUTS, RAW_BOXES, RAW_SCORES, PostprocessSettings, model_image_size
+from .formats import (INPUT_NAME, JETSON_OUTPUTS, NMS_OUTPUTS, RAW_BOXES, RAW_SCORES, model_image_size,
+                      settings_from_metadata)
 from .graph_checks import network_part, unsupported_ops, validate_efficient_nms
 from .inputs import prepare_inputs, sample_images
 from .runtime import graph_batch_size, onnxruntime_session, run_batched
@@ -101,15 +103,12 @@ class _Reference:
     def detections(self, settings: PostprocessSettings) -> tuple[np.ndarray, ...]:
         """``(boxes[B, K, 4] normalized xyxy, scores[B, K], labels[B, K], num[B])`` of ``ops.ssd_postprocess``."""
         out = ops.ssd_postprocess(self.locations, torch.softmax(self.confidences, dim=-1), self.priors,
-                                  self.variances, settings.score_threshold, settings.iou_threshold,
-                                  settings.top_k, settings.max_detections)
+                                  self.variances, **asdict(settings))
         return tuple(t.numpy() for t in out)
 
     def detector(self, settings: PostprocessSettings) -> list[Detections]:
         """The Detector's per-image detections, boxes in pixels (:func:`ssdfast.detector.postprocess`)."""
-        return postprocess(self.confidences, self.locations, self.priors, self.sizes, self.variances,
-                           settings.score_threshold, settings.iou_threshold, settings.top_k,
-                           settings.max_detections)
+        return postprocess(self.confidences, self.locations, self.priors, self.sizes, self.variances, settings)
 
 
 # ----------------------------------------------------------------------------- comparisons
@@ -258,7 +257,7 @@ def check_export(
         images: images as :func:`ssdfast.detector.preprocess` takes them (numpy ``[H, W, 3]`` RGB,
             PIL images, ``[3, H, W]`` tensors), any sizes (default: :func:`sample_images`).
         settings: the post-processing settings the file was exported with (default: from the
-            file's metadata, else the Detector's defaults).
+            file's metadata, else ``DISPLAY``, :func:`export_onnx`'s default).
         atol: tolerance on raw outputs, detection boxes and scores.
 
     Returns:
@@ -273,7 +272,7 @@ def check_export(
     proto = onnx.load(str(path))
     meta = {p.key: p.value for p in proto.metadata_props}
     format = format or meta.get("ssdfast.format") or "jetson"
-    settings = settings or PostprocessSettings.from_metadata(meta) or PostprocessSettings()
+    settings = settings or settings_from_metadata(meta) or DISPLAY
     report = CheckReport(path=path, format=format)
     config = model.config
     _check_graph(report, proto, config)

@@ -1,4 +1,5 @@
-"""The export formats: their names, the graphs' input and output names, opsets, post-processing settings.
+"""The export formats: their names, the graphs' input and output names, opsets, the post-processing
+settings' metadata keys.
 
 Every format takes the same input, ``input_0`` float32 ``[B, 3, H, W]``: RGB already scaled to
 [-1, 1] (what jetson-inference's ``detectnet`` feeds an ONNX SSD: ``(pixel / 255 - 0.5) / 0.5``).
@@ -16,8 +17,10 @@ The model's own mean/std are folded into the graph, so one preprocessing serves 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict
 from typing import Any
+
+from ..ops.settings import PostprocessSettings
 
 __all__ = [
     "FORMATS",
@@ -30,7 +33,8 @@ __all__ = [
     "RAW_SCORES",
     "RAW_BOXES",
     "TRT_PLUGIN_DOMAIN",
-    "PostprocessSettings",
+    "settings_metadata",
+    "settings_from_metadata",
     "model_image_size",
 ]
 
@@ -55,48 +59,22 @@ RAW_BOXES = "raw_boxes"
 TRT_PLUGIN_DOMAIN = "trt.plugins"
 
 
-@dataclass(frozen=True)
-class PostprocessSettings:
-    """The SSD inference tail's settings, as :func:`ssdfast.ops.ssd_postprocess` takes them.
+def settings_metadata(settings: PostprocessSettings) -> dict[str, str]:
+    """The post-processing settings as an exported file's ``metadata_props``: ``ssdfast.<field>``
+    (``ssdfast.score_threshold``, ``ssdfast.iou_threshold``, ``ssdfast.top_k``, ``ssdfast.max_detections``)."""
+    return {f"ssdfast.{name}": str(value) for name, value in asdict(settings).items()}
 
-    The defaults are :class:`ssdfast.Detector`'s (0.3 suits display; use 0.01 for mAP evaluation).
 
-    ``score_threshold``: a candidate needs a score greater than this. ``iou_threshold``: NMS within
-    a class drops a box whose IoU with a kept, higher-scoring box is greater than this. ``top_k``:
-    candidates kept per class before NMS (``onnx-nms``; EfficientNMS has no per-class cut).
-    ``max_detections``: detections kept per image after merging the classes (``K``).
-    """
-
-    score_threshold: float = 0.3
-    iou_threshold: float = 0.45
-    top_k: int = 200
-    max_detections: int = 200
-
-    def __post_init__(self) -> None:
-        for name in ("score_threshold", "iou_threshold"):
-            value = float(getattr(self, name))
-            if not (0.0 <= value <= 1.0):
-                raise ValueError(f"{name} should be in [0, 1], got {value}")
-        for name in ("top_k", "max_detections"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} should be a positive integer, got {value}")
-
-    def to_metadata(self) -> dict[str, str]:
-        """The settings as the exported file's ``metadata_props`` (``ssdfast.<name>``)."""
-        return {f"ssdfast.{name}": str(value) for name, value in self.__dict__.items()}
-
-    @classmethod
-    def from_metadata(cls, meta: dict[str, str]) -> PostprocessSettings | None:
-        """The settings written by :meth:`to_metadata`, or None when the file has none (``jetson``)."""
-        if "ssdfast.score_threshold" not in meta:
-            return None
-        return cls(
-            score_threshold=float(meta["ssdfast.score_threshold"]),
-            iou_threshold=float(meta["ssdfast.iou_threshold"]),
-            top_k=int(meta["ssdfast.top_k"]),
-            max_detections=int(meta["ssdfast.max_detections"]),
-        )
+def settings_from_metadata(meta: dict[str, str]) -> PostprocessSettings | None:
+    """The settings :func:`settings_metadata` wrote, or None when the file has none (``jetson``)."""
+    if "ssdfast.score_threshold" not in meta:
+        return None
+    return PostprocessSettings(
+        score_threshold=float(meta["ssdfast.score_threshold"]),
+        iou_threshold=float(meta["ssdfast.iou_threshold"]),
+        top_k=int(meta["ssdfast.top_k"]),
+        max_detections=int(meta["ssdfast.max_detections"]),
+    )
 
 
 def model_image_size(config: Any) -> tuple[int, int]:

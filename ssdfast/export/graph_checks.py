@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .formats import NMS_OUTPUTS, RAW_BOXES, RAW_SCORES, TRT_PLUGIN_DOMAIN, PostprocessSettings
+from ..ops.settings import PostprocessSettings
+from .formats import NMS_OUTPUTS, RAW_BOXES, RAW_SCORES, TRT_PLUGIN_DOMAIN
 from .nms import EFFICIENT_NMS_ATTRIBUTES, EFFICIENT_NMS_VERSION
 
 __all__ = ["TENSORRT_OPS", "unsupported_ops", "validate_efficient_nms", "network_part"]

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .formats import MIN_OPSET, NMS_OUTPUTS, RAW_BOXES, RAW_SCORES, TRT_PLUGIN_DOMAIN, PostprocessSettings
+from ..ops.settings import PostprocessSettings
+from .formats import MIN_OPSET, NMS_OUTPUTS, RAW_BOXES, RAW_SCORES, TRT_PLUGIN_DOMAIN
 
 __all__ = [
     "append_onnx_nms",

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..io import write_label_file
 from ..ops.reference import DECODE_CLAMP
+from ..ops.settings import DISPLAY, PostprocessSettings
 from .deps import require
 from .formats import (
     DEFAULT_OPSET,
@@ -36,8 +37,8 @@ from .formats import (
     NMS_OUTPUTS,
     RAW_BOXES,
     RAW_SCORES,
-    PostprocessSettings,
     model_image_size,
+    settings_metadata,
 )
 from .nms import append_efficient_nms, append_onnx_nms
 
@@ -204,7 +205,7 @@ def export_onnx(
     format: str = "jetson",
     opset: int = DEFAULT_OPSET,
     batch_size: int | str | None = 1,
-    settings: PostprocessSettings | None = None,
+    settings: PostprocessSettings = DISPLAY,
     class_names: Sequence[str] | None = None,
     labels_path: str | os.PathLike | None = None,
     metadata: dict[str, str] | None = None,
@@ -217,7 +218,8 @@ def export_onnx(
         format: ``"jetson"``, ``"onnx-nms"`` or ``"trt-nms"`` (see :mod:`ssdfast.export.formats`).
         opset: ONNX opset, ``>= 11`` (13 by default: TensorRT 8.2 parses up to 13).
         batch_size: a fixed batch size, or ``None`` / ``"dynamic"`` for a dynamic batch axis.
-        settings: post-processing settings for the two NMS formats (default: the Detector's).
+        settings: post-processing for the two NMS formats (default: ``DISPLAY``, the Detector's),
+            written to the file's metadata (:func:`~ssdfast.export.formats.settings_metadata`).
         class_names: when given (BACKGROUND first, exactly C names), written to ``labels_path``
             (default ``labels.txt`` beside ``path``) and stored in the model's metadata.
         metadata: extra ``metadata_props`` (e.g. the checkpoint's sha256).
@@ -233,7 +235,6 @@ def export_onnx(
     if not (MIN_OPSET <= opset <= MAX_OPSET):
         raise ValueError(f"opset should be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
     batch = _check_batch_size(batch_size)
-    settings = settings or PostprocessSettings()
     config = model.config
     num_classes = int(config.num_classes)
     if class_names is not None and len(class_names) != num_classes:
@@ -272,7 +273,7 @@ def export_onnx(
         "ssdfast.input": "RGB, [-1, 1] (pixel / 127.5 - 1)",
     }
     if format != "jetson":
-        meta.update(settings.to_metadata())
+        meta.update(settings_metadata(settings))
     if class_names is not None:
         meta["ssdfast.class_names"] = "\n".join(class_names)
     meta.update(metadata or {})

@@ -112,7 +112,7 @@ def test_pytorch_ssd_spellings_and_all_point_metric(setup, tmp_path, capsys):
                            "--eval_dir", str(eval_dir), "--label_file", setup["labels"]], capsys)
     assert code == 0, err
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    assert metrics["use_2007_metric"] is False and metrics["iou_threshold"] == 0.4
+    assert metrics["use_2007_metric"] is False and metrics["match_iou"] == 0.4 and "iou_threshold" not in metrics
     assert "VOC2010 all-point" in out
 
 

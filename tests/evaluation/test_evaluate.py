@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from ssdfast.detector import Detections, Detector
 from ssdfast.evaluation import evaluate, evaluate_voc, run_inference, to_devkit_boxes
 from ssdfast.io import ImageError, load_image
 from ssdfast.models import create_model
+from ssdfast.ops import EVALUATION, PostprocessSettings
 
 from .devkit import voc_eval_reference
 
@@ -55,7 +57,7 @@ def _perfect_postprocess(dataset, indices=None, extra=None):
     order = list(range(len(dataset))) if indices is None else list(indices)
     state = {"next": 0}
 
-    def postprocess(confidences, locations, priors, sizes, variances, **kwargs):
+    def postprocess(confidences, locations, priors, sizes, variances, settings, **kwargs):
         out = []
         for h, w in sizes:
             index = order[state["next"]]
@@ -124,27 +126,29 @@ def test_voc_on_a_real_model(data_dirs, model, capsys):
         np.testing.assert_allclose(a.scores.numpy(), b.scores.numpy(), rtol=1e-4, atol=1e-5)
     assert plain["mAP"] == pytest.approx(out["mAP"], abs=1e-3)
     # evaluate runs a Detector: its detections are the Detector's on the images as ssdfast.io reads them
-    detector = Detector(model, dataset.class_names, score_threshold=0.01)
+    detector = Detector(model, dataset.class_names, settings=EVALUATION)
     for index in range(len(dataset)):
         want, = detector(load_image(dataset.image_path(index)).pixels)
         torch.testing.assert_close(out["detections"][index].boxes, want.boxes)
         torch.testing.assert_close(out["detections"][index].scores, want.scores)
 
 
-def test_renamed_keywords_keep_working_with_a_warning(data_dirs, model):
+def test_settings_and_match_iou_are_two_concepts(data_dirs, model):
+    """``settings`` (the Detector's post-processing) reaches every image; ``match_iou`` only the VOC
+    matching, reported under its own name; a bad match_iou is refused before the run."""
     dataset = build_dataset("voc", data_dirs["voc"], split="test")
-    new = evaluate(model, dataset, batch_size=5, metric="voc", progress=False, match_iou=0.4, nms_iou=0.5, fused=False)
-    with pytest.warns(DeprecationWarning) as record:
-        old = evaluate(model, dataset, batch_size=5, metric="voc", progress=False, iou_threshold=0.4,
-                       nms_iou_threshold=0.5, fast=False)
-    messages = " ".join(str(w.message) for w in record)
-    assert "use match_iou=" in messages and "use nms_iou=" in messages and "use fused=" in messages
-    assert old["mAP"] == new["mAP"] and old["iou_threshold"] == new["iou_threshold"] == 0.4
-    with pytest.raises(TypeError, match="both"):
-        evaluate(model, dataset, progress=False, match_iou=0.5, iou_threshold=0.5)
-    with pytest.warns(DeprecationWarning, match="nms_iou"):
-        run = run_inference(model, dataset, batch_size=5, progress=False, nms_iou_threshold=0.5)
-    assert len(run["detections"]) == len(dataset)
+    one = PostprocessSettings(score_threshold=0.0, top_k=1, max_detections=1)
+    out = evaluate(model, dataset, batch_size=5, metric="voc", progress=False, settings=one, match_iou=0.4)
+    assert out["match_iou"] == 0.4 and "iou_threshold" not in out
+    assert [len(d) for d in out["detections"]] == [1] * len(dataset)
+    detector = Detector(model, dataset.class_names, settings=one)
+    for index in range(len(dataset)):
+        want, = detector(load_image(dataset.image_path(index)).pixels)
+        torch.testing.assert_close(out["detections"][index].scores, want.scores)
+    run = run_inference(model, dataset, batch_size=5, progress=False, settings=replace(one, score_threshold=1.0))
+    assert [len(d) for d in run["detections"]] == [0] * len(dataset)  # no probability is above 1
+    with pytest.raises(ValueError, match=r"match_iou should be in \[0, 1\], got 1.5"):
+        evaluate(model, dataset, progress=False, match_iou=1.5)
 
 
 def test_unreadable_image_counts_as_missed(voc_copy, model, monkeypatch, caplog):
@@ -227,7 +231,7 @@ def test_exif_rotated_image_is_evaluated_as_the_detector_sees_it(voc_copy, model
     assert stored.shape[:2] == (ann["width"], ann["height"])  # sideways in the file
     out = evaluate(model, dataset, batch_size=4, metric="voc", progress=False)
     got = out["detections"][index]
-    detector = Detector(model, dataset.class_names, score_threshold=0.01)
+    detector = Detector(model, dataset.class_names, settings=EVALUATION)
     shown, = detector(load_image(path).pixels)  # what ssdfast-detect reports for this file
     torch.testing.assert_close(got.boxes, shown.boxes)
     torch.testing.assert_close(got.scores, shown.scores)

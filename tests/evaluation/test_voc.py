@@ -94,7 +94,7 @@ def test_plus_one_pixel_convention_and_threshold():
     anns = [_ann([[0, 0, 8, 9]], [1])]
     dets = [_det([[0, 0, 4, 9]], [0.5], [1])]
     assert _voc(dets, anns, CLASSES)["mAP"] == pytest.approx(1.0)
-    assert _voc(dets, anns, CLASSES, iou_threshold=0.56)["mAP"] == pytest.approx(0.0)
+    assert _voc(dets, anns, CLASSES, match_iou=0.56)["mAP"] == pytest.approx(0.0)
     # IoU exactly 0.5 is not a match (strictly greater)
     dets = [_det([[0, 0, 9, 4]], [0.5], [1])]
     assert _voc(dets, [_ann([[0, 0, 9, 9]], [1])], CLASSES)["mAP"] == 0.0
@@ -133,8 +133,8 @@ def test_bad_inputs():
         _voc([], anns, CLASSES)
     with pytest.raises(ValueError, match="label 5"):
         _voc([_det([[0, 0, 9, 9]], [0.5], [5])], anns, CLASSES)
-    with pytest.raises(ValueError, match="iou_threshold"):
-        _voc([_det([[0, 0, 9, 9]], [0.5], [1])], anns, CLASSES, iou_threshold=1.5)
+    with pytest.raises(ValueError, match="match_iou"):
+        _voc([_det([[0, 0, 9, 9]], [0.5], [1])], anns, CLASSES, match_iou=1.5)
 
 
 def test_voc_ap_edges():
@@ -176,13 +176,13 @@ def _random_case(rng, num_images, num_classes, with_difficult=True):
 
 
 @pytest.mark.parametrize("use_2007_metric", [True, False])
-@pytest.mark.parametrize("iou_threshold", [0.5, 0.3, 0.7])
-def test_agrees_with_py_faster_rcnn_voc_eval(use_2007_metric, iou_threshold):
-    rng = np.random.default_rng(int(iou_threshold * 10) + use_2007_metric)
+@pytest.mark.parametrize("match_iou", [0.5, 0.3, 0.7])
+def test_agrees_with_py_faster_rcnn_voc_eval(use_2007_metric, match_iou):
+    rng = np.random.default_rng(int(match_iou * 10) + use_2007_metric)
     names = ["BACKGROUND"] + [f"c{i}" for i in range(1, 6)]
     dets, anns = _random_case(rng, 40, len(names))
-    out = _voc(dets, anns, names, iou_threshold=iou_threshold, use_2007_metric=use_2007_metric)
-    expected = {names[c]: voc_eval_reference(dets, anns, c, iou_threshold, use_2007_metric) for c in range(1, len(names))}
+    out = _voc(dets, anns, names, match_iou=match_iou, use_2007_metric=use_2007_metric)
+    expected = {names[c]: voc_eval_reference(dets, anns, c, match_iou, use_2007_metric) for c in range(1, len(names))}
     for name, ap in expected.items():
         if math.isnan(ap):
             assert math.isnan(out["per_class_AP"][name])
@@ -199,7 +199,7 @@ def test_continuous_boxes_are_converted_to_the_devkit_convention():
     anns = [_ann([[0, 0, 9, 10]], [1])]
     dets = [_det([[0, 0, 5, 10]], [0.5], [1])]
     assert evaluate_voc(dets, anns, CLASSES)["mAP"] == pytest.approx(1.0)
-    assert evaluate_voc(dets, anns, CLASSES, iou_threshold=0.56)["mAP"] == 0.0
+    assert evaluate_voc(dets, anns, CLASSES, match_iou=0.56)["mAP"] == 0.0
     # the default convention equals the devkit's on converted boxes
     rng = np.random.default_rng(11)
     names = ["BACKGROUND"] + [f"c{i}" for i in range(1, 4)]

@@ -12,11 +12,13 @@ import torch
 
 from ._export_models import CLASS_NAMES, make_model
 from ssdfast import ops
-from ssdfast.export import ExportModule, PostprocessSettings, check_export, export_onnx
+from ssdfast.export import ExportModule, check_export, export_onnx
+from ssdfast.export.formats import settings_from_metadata, settings_metadata
 from ssdfast.io import write_label_file as write_labels
 from ssdfast.export.graph_checks import unsupported_ops, validate_efficient_nms
 from ssdfast.export.inputs import prepare_inputs, sample_images
 from ssdfast.export.nms import efficient_nms_attributes
+from ssdfast.ops import DISPLAY, PostprocessSettings
 
 # Small networks gain nothing from a second thread and lose a lot on a busy 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,7 +118,12 @@ def test_labels_and_metadata(model, exports):
     meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
     assert meta["ssdfast.format"] == "onnx-nms"
     assert meta["ssdfast.class_names"].splitlines() == CLASS_NAMES
-    assert meta["ssdfast.score_threshold"] == "0.25" and meta["ssdfast.max_detections"] == "20"
+    assert {k: v for k, v in meta.items() if k in settings_metadata(SETTINGS)} == {
+        "ssdfast.score_threshold": "0.25", "ssdfast.iou_threshold": "0.5", "ssdfast.top_k": "100",
+        "ssdfast.max_detections": "20"}
+    assert settings_from_metadata(meta) == SETTINGS
+    assert settings_from_metadata(settings_metadata(DISPLAY)) == DISPLAY
+    assert settings_from_metadata({"ssdfast.format": "jetson"}) is None  # a jetson file has none
     assert meta["ssdfast.checkpoint_sha256"] == "ab"
     # check_export reads the format and settings back from the metadata.
     report = check_export(result.path, model, images=IMAGES[:2])

@@ -18,6 +18,7 @@ from ssdfast.export import FORMATS, check_export, export_onnx
 from ssdfast.export.graph_checks import TENSORRT_OPS
 from ssdfast.export.inputs import sample_images
 from ssdfast.models import list_models
+from ssdfast.ops import DISPLAY
 
 # Small networks gain nothing from a second thread and lose a lot on a busy 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,8 +67,9 @@ def test_export_and_check(name, size, options, fmt, tmp_path):
     if fmt == "jetson":
         assert outputs == {"scores": [1, P, 3], "boxes": [1, P, 4]}
     else:
-        assert outputs == {"num_detections": [1, 1], "detection_boxes": [1, 200, 4],
-                           "detection_scores": [1, 200], "detection_classes": [1, 200]}
+        K = DISPLAY.max_detections  # export_onnx's default settings
+        assert outputs == {"num_detections": [1, 1], "detection_boxes": [1, K, 4],
+                           "detection_scores": [1, K], "detection_classes": [1, K]}
     standard_ops = {n.op_type for n in proto.graph.node if n.domain in ("", "ai.onnx")}
     assert standard_ops <= TENSORRT_OPS, standard_ops - TENSORRT_OPS
     assert (tmp_path / "labels.txt").read_text().splitlines() == CLASS_NAMES

@@ -5,6 +5,8 @@ detections must equal the reference's exactly: same count, classes, order, score
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -12,9 +14,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from ssdfast.export.formats import NMS_OUTPUTS, PostprocessSettings
+from ssdfast.export.formats import NMS_OUTPUTS
 from ssdfast.export.nms import append_onnx_nms
-from ssdfast.ops import reference
+from ssdfast.ops import PostprocessSettings, reference
 
 # Small networks gain nothing from a second thread and lose a lot on a busy 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,8 +47,7 @@ def _reference(scores, boxes, settings, monkeypatch):
     # The graph takes decoded boxes: make the reference's decode the identity.
     monkeypatch.setattr(reference, "decode_boxes", lambda loc, priors, variances: loc.float())
     priors = torch.tensor([[0.5, 0.5, 1.0, 1.0]]).expand(boxes.shape[1], 4)
-    return reference.ssd_postprocess(boxes, scores, priors, (0.1, 0.2), settings.score_threshold,
-                                     settings.iou_threshold, settings.top_k, settings.max_detections)
+    return reference.ssd_postprocess(boxes, scores, priors, (0.1, 0.2), **asdict(settings))
 
 
 def _inputs(B: int, P: int, C: int, seed: int, ties: bool = False):

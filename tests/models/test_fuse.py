@@ -12,6 +12,7 @@ from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 from ssdfast.detector import Detector, preprocess
 from ssdfast.models import create_model, list_models
 from ssdfast.models.fuse import _OneDNNConv2d, fold_batchnorm, inference_model
+from ssdfast.ops import PostprocessSettings
 
 SMALL_SIZES = {"vgg16-ssd": 272, "vgg16-ssd512": 272}  # the others: 64
 
@@ -149,12 +150,17 @@ def _matched(a, b) -> None:
         assert bool(same.any()), f"{box.tolist()} ({int(label)}) not among the plain path's detections"
 
 
+#: Every candidate (random weights: detections at score threshold 0).
+EVERY = PostprocessSettings(score_threshold=0.0)
+
+
 def test_detector_fast_path_gives_the_same_detections():
     torch.manual_seed(0)
     model = _randomize_norms(create_model("mb3-large-ssd-lite", 3, width_mult=0.5, image_size=64)).eval()
     classes = ["BACKGROUND", "cat", "dog"]
-    fast = Detector(model, classes, score_threshold=0.2, max_detections=50)
-    plain = Detector(model, classes, score_threshold=0.2, max_detections=50, fused=False)
+    settings = PostprocessSettings(score_threshold=0.2, max_detections=50)
+    fast = Detector(model, classes, settings=settings)
+    plain = Detector(model, classes, settings=settings, fused=False)
     assert fast.model is model and plain.model is model and plain.network is model
     assert fast.network is not model and _norms(fast.network) == 0
     rng = np.random.default_rng(0)
@@ -162,12 +168,12 @@ def test_detector_fast_path_gives_the_same_detections():
     batch, sizes = fast.preprocess(images)
     assert batch.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(batch, preprocess(images, model.config)[0])  # same values, other layout
-    for a, b in zip(fast(images, score_threshold=0.0), plain(images, score_threshold=0.0)):
+    for a, b in zip(fast(images, EVERY), plain(images, EVERY)):
         _matched(a, b)
     # a new model (e.g. other weights) rebuilds the fast copy
     fast.model = _randomize_norms(create_model("mb3-large-ssd-lite", 3, width_mult=0.5, image_size=64), 1)
     plain.model = fast.model
-    for a, b in zip(fast(images, score_threshold=0.0), plain(images, score_threshold=0.0)):
+    for a, b in zip(fast(images, EVERY), plain(images, EVERY)):
         _matched(a, b)
 
 
@@ -230,7 +236,7 @@ def test_detector_runs_big_cpu_batches_in_chunks_with_the_same_results(monkeypat
     model = _randomize_norms(create_model("mb2-ssd-lite", 3, width_mult=0.5, image_size=64)).eval()
     classes = ["BACKGROUND", "cat", "dog"]
     images = [torch.randint(0, 255, (3, 50 + 7 * i, 60), dtype=torch.uint8) for i in range(7)]
-    whole = Detector(model, classes, score_threshold=0.0, chunk_size=0)
+    whole = Detector(model, classes, settings=EVERY, chunk_size=0)
     batch, _ = whole.preprocess(images)
     expected = whole.run_network(batch)
     assert not whole._chunks
@@ -238,7 +244,7 @@ def test_detector_runs_big_cpu_batches_in_chunks_with_the_same_results(monkeypat
     # so lower the limit to force chunks of 2)
     largest, _ = detector_module._largest_output_bytes(whole.network, batch[:1])
     monkeypatch.setattr(detector_module, "_CHUNK_BYTES", 2 * largest + 1)
-    auto = Detector(model, classes, score_threshold=0.0)
+    auto = Detector(model, classes, settings=EVERY)
     calls = []
     auto.network.register_forward_pre_hook(lambda m, args: calls.append(int(args[0].shape[0])))
     for _ in range(2):  # the first call measures (one image alone), the next ones reuse the size
@@ -248,7 +254,7 @@ def test_detector_runs_big_cpu_batches_in_chunks_with_the_same_results(monkeypat
         torch.testing.assert_close(out[1], expected[1], rtol=1e-4, atol=1e-5)
     assert auto._chunks == {tuple(batch.shape[1:]): 2} and calls == [2, 2, 2, 1]
     assert detector_module.run_in_chunks(whole.network, batch, 0)[0].shape == expected[0].shape
-    fixed = Detector(model, classes, score_threshold=0.0, chunk_size=3)
+    fixed = Detector(model, classes, settings=EVERY, chunk_size=3)
     for a, b in zip(fixed(images), whole(images)):
         _matched(a, b)
     with pytest.raises(ValueError, match="chunk_size"):
