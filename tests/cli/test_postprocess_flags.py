@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ssdfast.cli import detect, eval as eval_cli, export
+from ssdfast.cli import detect, export
+from ssdfast.cli import eval as eval_cli
 from ssdfast.cli._common import postprocess_settings
 from ssdfast.ops import DISPLAY, EVALUATION, PostprocessSettings
 
