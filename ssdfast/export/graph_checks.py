@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ops.settings import PostprocessSettings
+from ..ops.settings import PostprocessSettings, check_fraction, check_positive_int
 from .formats import NMS_OUTPUTS, RAW_BOXES, RAW_SCORES, TRT_PLUGIN_DOMAIN
 from .nms import EFFICIENT_NMS_ATTRIBUTES, EFFICIENT_NMS_VERSION
 
@@ -89,11 +89,12 @@ def validate_efficient_nms(proto: Any, settings: PostprocessSettings | None = No
     for name, value in expected_values.items():
         if attrs[name] != value:
             problems.append(f"EfficientNMS_TRT {name} should be {value!r}, got {attrs[name]!r}")
-    for name in ("iou_threshold", "score_threshold"):
-        if not (0.0 <= attrs[name] <= 1.0):
-            problems.append(f"EfficientNMS_TRT {name} should be in [0, 1], got {attrs[name]}")
-    if attrs["max_output_boxes"] < 1:
-        problems.append(f"EfficientNMS_TRT max_output_boxes should be positive, got {attrs['max_output_boxes']}")
+    for name, check in (("iou_threshold", check_fraction), ("score_threshold", check_fraction),
+                        ("max_output_boxes", check_positive_int)):
+        try:
+            check(name, attrs[name])
+        except ValueError as exc:  # "<name> should be ..."
+            problems.append(f"EfficientNMS_TRT {exc}")
     if settings is not None:
         want = {"iou_threshold": settings.iou_threshold, "score_threshold": settings.score_threshold,
                 "max_output_boxes": settings.max_detections}

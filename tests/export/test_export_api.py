@@ -178,6 +178,8 @@ def test_efficient_nms_node_validation(exports):
     assert any("box_coding" in p and "missing" in p for p in tampered(box_coding=None))
     assert any("iou_threshold" in p for p in tampered(iou_threshold=3))  # an int, not a float
     assert any("max_output_boxes" in p for p in tampered(max_output_boxes=5))  # not the settings'
+    assert "EfficientNMS_TRT iou_threshold should be in [0, 1], got 1.5" in tampered(iou_threshold=1.5)
+    assert "EfficientNMS_TRT max_output_boxes should be a positive integer, got 0" in tampered(max_output_boxes=0)
     assert validate_efficient_nms(onnx.load(str(exports["jetson"].path)))  # no node
 
 
