@@ -14,11 +14,11 @@
 #   build      150 s  setup.py build_ext --inplace, FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST = this GPU's
 #                     compute capability, MAX_JOBS = nproc (setup.py --name with the same settings: it
 #                     builds the extension list, compiles nothing; then import ssdfast._C)
-#   check       45 s  python -m ssdfast.check: every op on every device vs ssdfast.ops.reference
+#   check       60 s  python -m ssdfast.check: every op on every device vs ssdfast.ops.reference
 #                     (python -m ssdfast.check --quick --device cpu)
 #   pytest     120 s  pytest -m cuda over tests/ops/test_cuda.py and every test file marked cuda, without
 #                     pytest-xdist; junit XML in pytest-cuda.xml (the same: every test skips without a GPU)
-#   bench      150 s  python -m benchmarks.bench_cuda --quick, table in cuda-<gpu>.md (--dry-run: every
+#   bench      140 s  python -m benchmarks.bench_cuda --quick, table in cuda-<gpu>.md (--dry-run: every
 #                     row once at tiny sizes on the CPU, table in cuda-dry-run.md)
 #   memcheck    90 s  compute-sanitizer --tool memcheck over benchmarks/sanitize_ops.py, without torch's
 #                     caching allocator (an out-of-bounds access cannot hide in a cached block)
@@ -135,6 +135,8 @@ build() {  # this GPU's architecture only, in place (PYTHONPATH points at the ch
   fi
   export FORCE_CUDA=1
   echo "FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
+  "$PYTHON" -c 'import torch.utils.cpp_extension as e; e.verify_ninja_availability()' 2> /dev/null \
+    || echo "ninja not found: torch compiles one file at a time (several minutes; pip install ninja)"
   "$PYTHON" setup.py build_ext --inplace
 }
 
@@ -190,9 +192,9 @@ step() {  # NAME CAP_S FUNCTION ARGS...
 # ----------------------------------------------------------------------------- the run's purpose
 step env 20 env_info
 step build 150 build
-step check 45 check
+step check 60 check
 step pytest 120 cuda_tests
-step bench 150 bench
+step bench 140 bench
 # ----------------------------------------------------------------------------- sanitizers, if time is left
 step memcheck 90 sanitize memcheck
 step racecheck 60 sanitize racecheck --small
