@@ -8,9 +8,12 @@ Paths covered: box_iou's grid-stride rows; match_priors / ssd_targets with sever
 an image without gts and > 48 KiB of dynamic shared memory; hard_negative_mask with NaN at prior 0 and
 k = num_neg - 1; batched_nms with one large category, many small ones, categories equal in their low 32
 bits (the two-sort fallback) and the global-memory walk (SSDFAST_NMS_SMEM_LIMIT); ssd_postprocess with
-candidates compacted in shared memory, the column-rescan path (> 3584 candidates in a class), several
-256-candidate chunks per class and several 1024-detection merge chunks. Each result is compared with
-the CPU kernel (exit 1 on a mismatch). --small shrinks the sizes for the slower tools (racecheck).
+candidates compacted in shared memory, the keys cut to the top_k while the column is read (> 2560
+candidates in a class; with ascending scores, cut at every batch up to the last slot), the column-rescan
+path (top_k > 2560 and > 3584 candidates), several 256-candidate chunks per class and several
+1024-detection merge chunks. Each result is compared with the CPU kernel, or for ssd_postprocess with the
+reference on the same device (exit 1 on a mismatch). --small shrinks the sizes for the slower tools
+(racecheck).
 """
 from __future__ import annotations
 
@@ -66,9 +69,14 @@ def calls(small: bool) -> list[tuple[str, str, tuple, dict]]:
     loc, sc = check_cases.make_post_inputs(B, P, 21, g)
     add("ssd_postprocess", f"B={B}, P={P}, C=21", (loc, sc, big, V, 0.01, 0.45, 200, 200))
     loc, sc = check_cases.make_post_inputs(1, P, 4, g, peaked=False, sharp=0.5)  # ~P candidates per class
-    add("ssd_postprocess", "dense: column rescans, 3 class chunks, 2 merge chunks", (loc, sc, big, V, 0.01, 0.45, 600, 1500))
+    add("ssd_postprocess", "dense: cut while read, 3 class + 2 merge chunks", (loc, sc, big, V, 0.01, 0.45, 600, 1500))
     loc, sc = check_cases.make_post_inputs(2, P, 3, g, peaked=False, sharp=2.0)
-    add("ssd_postprocess", "compact (~2600 candidates per class): 2 class chunks", (loc, sc.half(), big, V, 0.5, 0.45, 400, 300))
+    add("ssd_postprocess", "~2600 candidates per class, cut at the end: fp16", (loc, sc.half(), big, V, 0.5, 0.45, 400, 300))
+    loc, sc = check_cases.make_post_inputs(1, P, 3, g, peaked=False, sharp=0.5)
+    add("ssd_postprocess", "dense, top_k 3000: column rescans", (loc, sc, big, V, 0.01, 0.45, 3000, 400))
+    rising = 0.02 + 0.4 * torch.arange(P, dtype=torch.float32) / P  # every batch of 1024 beats all before
+    sc = torch.stack((1 - rising, rising), -1)[None]
+    add("ssd_postprocess", "ascending scores, top_k 2560: cut at every batch", (loc, sc, big, V, 0.01, 0.45, 2560, 300))
     return out
 
 

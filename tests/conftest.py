@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from ssdfast.threads import available_cores  # noqa: E402
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: without xdist installed, pytest must still run
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one test process per core this process may use (its CPU affinity, as the tools count)."""
     return available_cores()

@@ -7,18 +7,23 @@
 //      (image, foreground class, prior): score > score_threshold (false for NaN, never a candidate, as
 //      in the reference). Bit p of the row (b, c) is bit p % 32 of word p / 32.
 //   2. class kernel, one block per (image, class): the class's top_k candidates and greedy NMS. The
-//      block walks its bitmask row, reads the scores of the candidates only (a gather of ~12% of the
-//      column with trained-like scores) and compacts them into shared memory as unique keys (score
+//      block walks its bitmask row once, reads the scores of the candidates only (a gather of ~12% of
+//      the column with trained-like scores) and appends them to shared memory as unique keys (score
 //      bits << 32 | ~prior), which rank by (score desc, prior asc); scores that pass are positive, so
-//      their bits order like the floats. Every later pass reads only those keys. A class with more
-//      candidates than fit (`cap`, a few thousand) reads its candidates' scores again on every pass,
-//      with the same selection code. The reference takes the top_k of all P scores and then drops those
-//      <= threshold, so the candidates are the best min(top_k, #valid) valid scores. They are taken
-//      kChunk at a time (one chunk in the default top_k=200): radix-select the chunk's lowest key,
-//      gather, bitonic sort, decode the boxes, drop those overlapping a box kept by an earlier chunk,
-//      build the chunk's IoU bitmask (one ballot per 32 pairs), and walk it greedily with one warp. A
-//      class keeps at most Kc = min(top_k, max_detections) boxes: more could never reach the merged
-//      output.
+//      their bits order like the floats. Every later pass reads only those keys. When the buffer (`cap`
+//      keys, a few thousand) could overflow -- a flat or untrained model puts thousands of candidates in
+//      every class -- it is shrunk to its top_k keys (radix select, in-place compaction), and from then
+//      on only keys at or above the top_k-th are appended: the buffer always holds the class's best
+//      top_k candidates seen so far, so the column is read once whatever the count (bit-identical to
+//      keeping them all: a key left out has top_k better ones). Only a top_k too large for that
+//      (> cap - 1024, 2560 at most, with more candidates than cap) reads the candidates' scores again
+//      on every pass, with the same selection code. The reference takes the top_k of all P scores and then
+//      drops those <= threshold, so the candidates are the best min(top_k, #valid) valid scores. They
+//      are taken kChunk at a time (one chunk in the default top_k=200): radix-select the chunk's lowest
+//      key, gather, bitonic sort, decode the boxes, drop those overlapping a box kept by an earlier
+//      chunk, build the chunk's IoU bitmask (one ballot per 32 pairs), and walk it greedily with one
+//      warp. A class keeps at most Kc = min(top_k, max_detections) boxes: more could never reach the
+//      merged output.
 //   3. merge kernel, one block per image: the max_detections best of all kept (class, rank) entries by
 //      (score desc, class asc, rank asc) -- again unique keys, radix select + bitonic sort in chunks --
 //      decoded and written with zero padding.
@@ -70,9 +75,10 @@ constexpr int kChunk = 256;  // candidates sorted and suppressed at a time (must
 constexpr int kChunkWords = kChunk / 32;
 static_assert(kChunk == kClassThreads, "one candidate per thread in the class kernel");
 
-// Most candidates of one (image, class) compacted in shared memory (28 KiB of keys: with the kernel's
-// 20 KiB of static shared memory, two blocks fit in an SM of 100 KiB). A class with more rescans its
-// score column on every pass.
+// Candidate keys of one (image, class) in shared memory (28 KiB: with the kernel's 20 KiB of static
+// shared memory, two blocks fit in an SM of 100 KiB). A class with more is cut to its top_k as it is
+// read (top_k <= cap - 1024, the keys one batch of the read appends), else rescans its score column
+// on every pass.
 constexpr int kMaxCandidates = 3584;
 
 // Candidate key of a score at prior p: (score bits << 32 | ~p) when score > threshold, else 0.
@@ -86,7 +92,8 @@ struct CompactKeys {
   __device__ __forceinline__ uint64_t operator()(int i) const { return keys[i]; }
 };
 
-// The candidates read from the scores (scores[b, p, c] at col[p * C]) where the bitmask row says so.
+// The candidates read from the scores (scores[b, p, c] at col[p * C]) where the bitmask row says so:
+// the single pass that fills the shared-memory keys, and every pass of the rescan path.
 template <typename scalar_t>
 struct MaskedColumnKeys {
   const uint32_t* mask_row;
@@ -228,6 +235,31 @@ __device__ int class_top_k_nms(const Src& src, int n, int n_valid, const float* 
   return kept;
 }
 
+// Keeps the keys >= lo of s[0..n) (nonzero) at the front of s, in no particular order, and returns how
+// many; `fill` is shared scratch. In place, one kClassThreads-wide round at a time: a round reads its
+// keys, waits for the whole block, then writes them to slots below the keys kept so far plus this
+// round's, all of them at indices this round or an earlier one has read. All threads of the block must
+// call it.
+__device__ int keep_keys_from(uint64_t* s, int n, uint64_t lo, unsigned& fill) {
+  if (threadIdx.x == 0) fill = 0;
+  __syncthreads();
+  for (int base = 0; base < n; base += kClassThreads) {  // uniform
+    const int i = base + threadIdx.x;
+    const uint64_t key = i < n ? s[i] : 0ull;
+    const bool keep = key != 0ull && key >= lo;
+    __syncthreads();  // s[base, base + kClassThreads) read by every thread before any slot is written
+    const unsigned ballot = __ballot_sync(cuda::kFullMask, keep);
+    unsigned slot = 0;
+    if (cuda::lane_id() == 0 && ballot) slot = atomicAdd(&fill, static_cast<unsigned>(__popc(ballot)));
+    slot = __shfl_sync(cuda::kFullMask, slot, 0) + __popc(ballot & cuda::lanemask_lt());
+    if (keep) s[slot] = key;  // slot < (keys kept before this round) + kClassThreads <= base + kClassThreads
+  }
+  __syncthreads();
+  const int kept = static_cast<int>(fill);
+  __syncthreads();  // every thread has read fill before the caller changes it
+  return kept;
+}
+
 // One block per (image b = blockIdx.y, foreground class blockIdx.x + 1). Dynamic shared memory: `cap`
 // candidate keys. kept_entries[b, class - 1, 0..kc), kept_count[b, class - 1].
 template <typename scalar_t>
@@ -249,10 +281,19 @@ __global__ void __launch_bounds__(kClassThreads)
   const float* loc_b = loc + static_cast<int64_t>(b) * P * 4;
   unsigned long long* kept_list = kept_entries + seg * kc;
 
-  // Compact the candidates into s_cand (in no particular order; all of them are counted).
+  // One pass over the column: append the candidates to s_cand (in no particular order), kBatch priors
+  // at a time. With can_shrink, when fewer than kBatch slots are left after a batch (the most the next
+  // one appends), s_cand is cut to its top_k keys and `lo` raised to the top_k-th of them: a key below
+  // it has top_k better ones and can never be taken. So fill <= cap - kBatch before every batch, no
+  // append is lost, and s_cand ends holding (at least) the class's top min(top_k, #candidates) keys.
+  // Without can_shrink (top_k > cap - kBatch: too little room to gain), appends past cap are counted.
+  constexpr int kBatch = kUnroll * kClassThreads;
+  const bool can_shrink = top_k <= cap - kBatch;  // uniform
+  uint64_t lo = 1ull;  // keys appended: >= lo (0: not a candidate)
   if (tid == 0) sh.fill = 0;
   __syncthreads();
-  for (int base = 0; base < P; base += kUnroll * kClassThreads) {  // uniform
+  int fill = 0;  // keys appended so far (sh.fill read between batches), uniform
+  for (int base = 0; base < P; base += kBatch) {  // uniform
     uint64_t key[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -261,20 +302,28 @@ __global__ void __launch_bounds__(kClassThreads)
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const unsigned ballot = __ballot_sync(cuda::kFullMask, key[u] != 0ull);
+      const bool take = key[u] >= lo;
+      const unsigned ballot = __ballot_sync(cuda::kFullMask, take);
       unsigned slot = 0;
       if (cuda::lane_id() == 0 && ballot) slot = atomicAdd(&sh.fill, static_cast<unsigned>(__popc(ballot)));
       slot = __shfl_sync(cuda::kFullMask, slot, 0) + __popc(ballot & cuda::lanemask_lt());
-      if (key[u] != 0ull && slot < static_cast<unsigned>(cap)) s_cand[slot] = key[u];
+      if (take && slot < static_cast<unsigned>(cap)) s_cand[slot] = key[u];
+    }
+    __syncthreads();  // the batch's appends done, its keys visible to every thread
+    fill = static_cast<int>(sh.fill);
+    __syncthreads();  // every thread has read sh.fill before the next batch appends
+    if (can_shrink && fill > cap - kBatch) {  // uniform; fill > top_k keys, so lo >= 1 below
+      lo = cuda::block_select_threshold<kClassThreads>(CompactKeys{s_cand}, fill, ~0ull,
+                                                       static_cast<unsigned>(top_k), sh.sel);
+      fill = keep_keys_from(s_cand, fill, lo, sh.fill);  // == top_k (keys are unique); sh.fill too
     }
   }
-  __syncthreads();
-  const int n_valid = static_cast<int>(sh.fill);  // uniform
+  const int n_valid = fill;  // uniform: keys in s_cand, or (past cap, without can_shrink) all candidates
   int kept;
   if (n_valid <= cap) {
     kept = class_top_k_nms(CompactKeys{s_cand}, n_valid, n_valid, loc_b, priors, top_k, kc, v0, v1, iou_threshold,
                            kept_list, sh);
-  } else {  // too many to keep: every pass reads the candidates' scores again
+  } else {  // a top_k too large to shrink to, and more candidates than fit: every pass reads the scores again
     kept = class_top_k_nms(column, P, n_valid, loc_b, priors, top_k, kc, v0, v1, iou_threshold, kept_list, sh);
   }
   if (tid == 0) kept_count[seg] = kept;

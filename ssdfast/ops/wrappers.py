@@ -3,8 +3,11 @@ native kernel (``torch.ops.ssdfast.*``, built from ``csrc/``) or its pure-PyTorc
 :mod:`ssdfast.ops.reference`.
 
 :func:`backend` says which; the environment variable ``SSDFAST_BACKEND=native|reference`` forces
-one. While a model is being traced for export (``torch.onnx`` / ``torch.jit.trace`` /
-``torch.export``) the reference path is used, so exported graphs contain standard ops only.
+one. An extension built without a CUDA toolkit has CPU kernels only: CUDA tensors then take the
+reference path (which runs on any device), with one warning saying how to build the CUDA kernels (an
+error under ``SSDFAST_BACKEND=native``). While a model is being traced for export (``torch.onnx`` /
+``torch.jit.trace`` / ``torch.export``) the reference path is used, so exported graphs contain
+standard ops only.
 """
 from __future__ import annotations
 
@@ -33,30 +36,47 @@ __all__ = [
 
 _BACKEND: str | None = None
 _LOAD_ERROR: str | None = None
+#: Whether the loaded ssdfast._C has CUDA kernels (its build_info), set when it loads.
+_CUDA_KERNELS = False
+_CUDA_FALLBACK_WARNED = False
+
+#: How to get the CUDA kernels, for the messages of a build without them.
+_CUDA_BUILD_HINT = (
+    "reinstall with a CUDA toolkit (nvcc) present: FORCE_CUDA=1 pip install --no-build-isolation -e . "
+    "(`python -m ssdfast.check` shows what the extension was built with)"
+)
 
 
 def _load_native() -> bool:
-    global _LOAD_ERROR
+    global _LOAD_ERROR, _CUDA_KERNELS
     try:
-        from .. import _C  # noqa: F401  (importing it registers the kernels)
+        from .. import _C  # importing it registers the kernels
         from . import _meta  # noqa: F401  (fake kernels for torch.compile)
     except (ImportError, OSError) as exc:  # missing or unloadable extension
         _LOAD_ERROR = f"{type(exc).__name__}: {exc}"
         return False
+    _CUDA_KERNELS = bool(_C.build_info().get("with_cuda"))
     return True
+
+
+def _wanted_backend() -> str:
+    """``SSDFAST_BACKEND``: "" (choose), "native" or "reference"; anything else is a ValueError."""
+    wanted = os.environ.get("SSDFAST_BACKEND", "").strip().lower()
+    if wanted not in ("", "native", "reference"):
+        raise ValueError(f"SSDFAST_BACKEND should be 'native' or 'reference', got {wanted!r}")
+    return wanted
 
 
 def backend() -> str:
     """``"native"`` when the compiled kernels are in use, ``"reference"`` otherwise.
 
     ``SSDFAST_BACKEND=reference`` forces the pure-PyTorch ops; ``SSDFAST_BACKEND=native`` makes a
-    missing or broken extension an error instead of a fallback.
+    missing or broken extension an error instead of a fallback. A native build without CUDA kernels
+    still runs CUDA tensors through the reference (see the module's docstring).
     """
     global _BACKEND
     if _BACKEND is None:
-        wanted = os.environ.get("SSDFAST_BACKEND", "").strip().lower()
-        if wanted not in ("", "native", "reference"):
-            raise ValueError(f"SSDFAST_BACKEND should be 'native' or 'reference', got {wanted!r}")
+        wanted = _wanted_backend()
         if wanted == "reference":
             _BACKEND = "reference"
         elif _load_native():
@@ -86,8 +106,34 @@ def _tracing() -> bool:
     return bool(is_exporting is not None and is_exporting())
 
 
-def _use_native() -> bool:
-    return backend() == "native" and not _tracing()
+def _use_native(t: Tensor) -> bool:
+    """Whether an op on ``t``'s device runs the compiled kernel (else the reference)."""
+    if backend() != "native" or _tracing():
+        return False
+    if _CUDA_KERNELS or not t.is_cuda:
+        return True
+    _warn_no_cuda_kernels()
+    return False
+
+
+def _warn_no_cuda_kernels() -> None:
+    """CUDA tensors and an extension without CUDA kernels: one warning per process (the reference runs
+    them); a RuntimeError under ``SSDFAST_BACKEND=native``."""
+    global _CUDA_FALLBACK_WARNED
+    if _CUDA_FALLBACK_WARNED:
+        return
+    if _wanted_backend() == "native":
+        raise RuntimeError(
+            "SSDFAST_BACKEND=native but ssdfast._C was built without CUDA kernels, and an op got CUDA "
+            f"tensors; {_CUDA_BUILD_HINT}, or unset SSDFAST_BACKEND to run them with the pure-PyTorch ops"
+        )
+    _CUDA_FALLBACK_WARNED = True
+    warnings.warn(
+        "ssdfast._C was built without CUDA kernels: ops on CUDA tensors run the pure-PyTorch reference "
+        f"(correct, slower). To build the kernels, {_CUDA_BUILD_HINT}",
+        RuntimeWarning,
+        stacklevel=4,  # the caller of the op (op -> _use_native -> here)
+    )
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -150,7 +196,7 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     _check_same_device(a=a, b=b)
     _check_finite("a", a)
     _check_finite("b", b)
-    if _use_native():
+    if _use_native(a):
         return torch.ops.ssdfast.box_iou(a, b)
     return reference.box_iou(a, b)
 
@@ -167,7 +213,7 @@ def encode_boxes(boxes: Tensor, priors: Tensor, variances: Sequence[float] = (0.
     if boxes.shape[-2] != priors.shape[0]:
         raise ValueError(f"boxes should have P={priors.shape[0]} rows (one per prior), got {boxes.shape[-2]}")
     v = _check_variances(variances)
-    if _use_native():
+    if _use_native(boxes):
         return torch.ops.ssdfast.encode_boxes(boxes, priors, v)
     return reference.encode_boxes(boxes, priors, v)
 
@@ -183,7 +229,7 @@ def decode_boxes(loc: Tensor, priors: Tensor, variances: Sequence[float] = (0.1,
     if loc.shape[-2] != priors.shape[0]:
         raise ValueError(f"loc should have P={priors.shape[0]} rows (one per prior), got {loc.shape[-2]}")
     v = _check_variances(variances)
-    if _use_native():
+    if _use_native(loc):
         return torch.ops.ssdfast.decode_boxes(loc, priors, v)
     return reference.decode_boxes(loc, priors, v)
 
@@ -227,7 +273,7 @@ def match_priors(
     """
     _check_gt(priors, gt_boxes, gt_labels)
     t = check_fraction("iou_threshold", iou_threshold)
-    if _use_native():
+    if _use_native(priors):
         return torch.ops.ssdfast.match_priors(priors, gt_boxes, gt_labels, t)
     return reference.match_priors(priors, gt_boxes, gt_labels, t)
 
@@ -246,7 +292,7 @@ def ssd_targets(
     _check_gt(priors, gt_boxes, gt_labels)
     t = check_fraction("iou_threshold", iou_threshold)
     v = _check_variances(variances)
-    if _use_native():
+    if _use_native(priors):
         return torch.ops.ssdfast.ssd_targets(priors, gt_boxes, gt_labels, t, v)
     return reference.ssd_targets(priors, gt_boxes, gt_labels, t, v)
 
@@ -276,7 +322,7 @@ def hard_negative_mask(neg_loss: Tensor, labels: Tensor, neg_pos_ratio: int = 3)
     _check_same_device(neg_loss=neg_loss, labels=labels)
     if isinstance(neg_pos_ratio, bool) or int(neg_pos_ratio) != neg_pos_ratio or neg_pos_ratio < 0:
         raise ValueError(f"neg_pos_ratio should be a non-negative integer, got {neg_pos_ratio}")
-    if _use_native():
+    if _use_native(neg_loss):
         return torch.ops.ssdfast.hard_negative_mask(neg_loss, labels, int(neg_pos_ratio))
     return reference.hard_negative_mask(neg_loss, labels, int(neg_pos_ratio))
 
@@ -310,7 +356,7 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     _check_same_device(boxes=boxes, scores=scores, idxs=idxs)
     _check_finite("boxes", boxes)
     t = check_fraction("iou_threshold", iou_threshold)
-    if _use_native():
+    if _use_native(boxes):
         return torch.ops.ssdfast.batched_nms(boxes, scores, idxs, t)
     return reference.batched_nms(boxes, scores, idxs, t)
 
@@ -358,6 +404,6 @@ def ssd_postprocess(
     it = check_fraction("iou_threshold", iou_threshold)
     k = check_positive_int("top_k", top_k)
     kept = check_positive_int("max_detections", max_detections)
-    if _use_native():
+    if _use_native(loc):
         return torch.ops.ssdfast.ssd_postprocess(loc, scores, priors, v, st, it, k, kept)
     return reference.ssd_postprocess(loc, scores, priors, v, st, it, k, kept)

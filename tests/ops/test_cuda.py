@@ -536,11 +536,46 @@ def test_ssd_postprocess_random(cuda_native, classes, top_k, max_det):
 
 
 def test_ssd_postprocess_many_candidates_per_class(cuda_native, priors_8732):
-    # Dense scores: > 256 candidates per class, so the class kernel takes several chunks (top_k = P),
-    # and more than 1024 detections, so the merge takes several chunks too.
+    # Dense scores: > 256 candidates per class, so the class kernel takes several chunks (top_k = P:
+    # more than its shared memory holds, so every pass reads the score column again; top_k 400 and 300:
+    # the keys cut to the top_k while the column is read), and more than 1024 detections, so the merge
+    # takes several chunks too.
     loc, scores = _inputs(2, 8732, 6, seed=3, peaked=False, sharp=0.5)
     for top_k, max_det in ((8732, 2000), (400, 3000), (300, 100)):
         _check_post(cuda_native, loc, scores, priors_8732, top_k=top_k, max_det=max_det, cpu_too=False)
+
+
+def test_ssd_postprocess_untrained_model_every_prior_a_candidate(cuda_native, priors_8732):
+    # An untrained model's near-uniform scores (~1/81 > 0.01): ~8,560 candidates in every class, more than
+    # the 3,584 keys the class kernel holds in shared memory, so each class's keys are cut to its top_k
+    # while its score column is read (once). The case bench_cuda's "untrained model" row times.
+    loc, scores = _inputs(4, 8732, 81, seed=15, peaked=False, sharp=0.1)
+    assert ((scores[..., 1:] > 0.01).sum(1) > 3584).all()
+    _check_post(cuda_native, loc, scores, priors_8732, cpu_too=False)
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending", "tied"])
+@pytest.mark.parametrize("top_k", [1, 200, 2560, 2561])
+def test_ssd_postprocess_candidates_cut_while_reading(cuda_native, priors_8732, order, top_k):
+    # Every prior a candidate, in score orders that stress the cut of the shared-memory keys: ascending
+    # along the priors (each batch of 1,024 appends keys better than all before, so the keys are cut
+    # again and again, up to the last slot), descending (nothing is appended after the first cut), and
+    # four tied levels (the prior index decides). 2560 is the largest top_k the keys are cut to
+    # (3584 - 1024); 2561 reads the column again on every pass instead; 1 keeps a single key.
+    P = 8732
+    g = gen(16)
+    ramp = {
+        "ascending": torch.arange(P, dtype=torch.float32) / P,
+        "descending": torch.arange(P, 0, -1, dtype=torch.float32) / P,
+        "tied": torch.randint(0, 4, (P,), generator=g).float() / 4,
+    }[order]
+    scores = torch.empty(2, P, 3)
+    for b in range(2):
+        for c in (1, 2):
+            scores[b, :, c] = 0.02 + 0.4 * ramp.roll((2 * b + c) * P // 5)
+    scores[..., 0] = 1 - scores[..., 1:].sum(-1)
+    loc = torch.randn(2, P, 4, generator=g) * 0.3
+    _check_post(cuda_native, loc, scores, priors_8732, top_k=top_k, max_det=300, cpu_too=False)
 
 
 def test_ssd_postprocess_thresholds(cuda_native):
@@ -581,7 +616,7 @@ def test_ssd_postprocess_scratch_memory(cuda_native, priors_8732):
 
 def test_ssd_postprocess_open_images_classes(cuda_native, priors_8732):
     # 601 classes (Open Images): 600 blocks per image; flat-ish scores, so some classes have more
-    # candidates than fit in shared memory (the column-rescan path) and others fewer.
+    # candidates than fit in shared memory (their keys cut to the top_k while read) and others fewer.
     loc, scores = _inputs(2, 8732, 601, seed=13, peaked=False, sharp=2.0)
     scores[0, :, 1:50] = torch.rand(8732, 49, generator=gen(14)) * 0.5  # dense classes: > 3584 candidates
     _check_post(cuda_native, loc, scores, priors_8732, top_k=100, max_det=300, cpu_too=False)
