@@ -32,6 +32,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .io.labels import class_count
+
 __all__ = [
     "FORMAT",
     "VERSION",
@@ -125,7 +127,7 @@ def save_checkpoint(
     class_names = [str(c) for c in class_names]
     if len(class_names) != config.num_classes:
         raise ValueError(
-            f"{len(class_names)} class names for a model of {config.num_classes} classes (background included)"
+            f"class names of {class_count(len(class_names))} for a model of {class_count(config.num_classes)}"
         )
     if category_ids is not None:
         category_ids = [int(c) for c in category_ids]
@@ -237,7 +239,8 @@ def model_from_checkpoint(
         raise CheckpointError(f"cannot rebuild the network of {where}: {exc}") from exc
     class_names = list(ckpt["class_names"])
     if len(class_names) != model.config.num_classes:
-        raise CheckpointError(f"{where} has {len(class_names)} class names for {model.config.num_classes} classes")
+        raise CheckpointError(f"{where} has class names of {class_count(len(class_names))} for a model of "
+                              f"{class_count(model.config.num_classes)}")
     return model.to(device).eval(), class_names
 
 
@@ -262,6 +265,14 @@ class LoadedModel:
     path: str
     checkpoint: dict[str, Any] | None = None
     label_file: str | None = None
+
+    def describe(self) -> str:
+        """One line for the command lines: ``ssdfast model best.pth: mb1-ssd 300x300, 14 classes +
+        background (class names from the checkpoint)``."""
+        config = self.model.config
+        source = f"labels from {self.label_file}" if self.label_file else "class names from the checkpoint"
+        return (f"{self.kind} model {self.path}: {config.name} {config.image_size}x{config.image_size}, "
+                f"{class_count(len(self.class_names))} ({source})")
 
 
 def load_model_file(
@@ -318,8 +329,8 @@ def load_model_file(
         if names is not None:
             if len(names) != len(class_names):
                 raise CheckpointError(
-                    f"label file {os.fspath(label_file)} has {len(names)} classes (background included) but "
-                    f"{p} predicts {len(class_names)}: {', '.join(class_names[1:])}"
+                    f"label file {os.fspath(label_file)} has {class_count(len(names))} but "
+                    f"{p} predicts {class_count(len(class_names))}: {', '.join(class_names[1:])}"
                 )
             class_names = names
         return LoadedModel(model, class_names, ckpt.get("category_ids"), "ssdfast", p, ckpt,
@@ -360,7 +371,7 @@ def load_model_file(
         model, _report = model_from_pytorch_ssd(obj, net, len(names), width_mult=width_mult, image_size=resolution)
     except ValueError as exc:
         raise CheckpointError(f"{p} does not load as a pytorch-ssd {canonical_name(net)} with the "
-                              f"{len(names)} classes of {label_file}: {first_line(exc)}") from None
+                              f"{class_count(len(names))} of {label_file}: {first_line(exc)}") from None
     return LoadedModel(model.to(device).eval(), names, None, "pytorch-ssd", p, None, os.fspath(label_file))
 
 

@@ -36,6 +36,7 @@ from . import ops
 from .checkpoint import load_model_file, model_from_checkpoint
 from .compat import renamed_keywords
 from .data.transforms import resize_image
+from .io.labels import class_count
 from .models.fuse import inference_model
 
 __all__ = ["Detections", "Detector", "prepare_image", "preprocess", "postprocess", "run_in_chunks", "to_image_tensor"]
@@ -264,7 +265,7 @@ class Detector:
         self.model = model
         self.class_names = list(class_names)
         if len(self.class_names) != self.config.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for a model of {self.config.num_classes} classes")
+            raise ValueError(f"{len(self.class_names)} class names for a model of {class_count(self.config.num_classes)}")
         self.score_threshold = float(score_threshold)
         self.nms_iou = float(nms_iou)
         self.top_k = int(top_k)
@@ -334,8 +335,7 @@ class Detector:
         fused: bool = True,
         chunk_size: int | None = None,
     ) -> Detector:
-        """A detector from an ssdfast checkpoint (raises ``CheckpointError`` for anything else);
-        :meth:`from_file` also reads pytorch-ssd files."""
+        """A detector from an ssdfast checkpoint (CheckpointError for anything else; :meth:`from_file` reads both)."""
         model, class_names = model_from_checkpoint(path, device=device)
         return cls(model, class_names, device, score_threshold, nms_iou, top_k, max_detections, fused=fused,
                    chunk_size=chunk_size)

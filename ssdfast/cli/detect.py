@@ -289,6 +289,8 @@ def _load_detector(args: argparse.Namespace, device: Any) -> Any:
     from ..detector import Detector
 
     loaded = load_model_arg(args.model, args, device, flag="MODEL")
+    if not args.quiet:
+        print(loaded.describe(), file=sys.stderr)
     try:
         return Detector(loaded.model, loaded.class_names, device, score_threshold=args.threshold,
                         nms_iou=args.iou_threshold, top_k=args.top_k, max_detections=args.max_detections)

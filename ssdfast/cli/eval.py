@@ -239,6 +239,8 @@ def _main(argv: list[str] | None) -> int:
     if not os.path.isfile(args.trained_model):
         raise UsageError(f"--trained-model {args.trained_model}: no such file")
     loaded = load_model_arg(args.trained_model, args, device, "--trained-model")
+    if not args.quiet:
+        print(loaded.describe(), file=sys.stderr)
     dataset = _build_dataset(args, loaded.class_names)
     metric = args.metric or ("coco" if args.dataset_type == "coco" else "voc")
     with planned_cpu(args.num_workers, device.type) as num_workers:  # the network gets the cores they leave

@@ -250,19 +250,13 @@ def _check_labels_destination(labels: Path, loaded: Any) -> None:
                          "format than detectnet's (one a line, BACKGROUND first); give --output-labels FILE")
 
 
-def _describe(loaded: Any) -> str:
-    config = loaded.model.config
-    h, w = model_image_size(config)
-    source = f"labels from {loaded.label_file}" if loaded.label_file else "class names from the checkpoint"
-    return (f"{loaded.kind} model {loaded.path}: {config.name} {w}x{h}, {len(loaded.class_names)} classes "
-            f"({source})")
-
-
 def _print_usage_hint(result: Any, labels: Path | None) -> None:
+    from ..io.labels import class_count
+
     h, w = result.image_size
     batch = "dynamic" if result.batch_size is None else result.batch_size
     print(f"wrote {result.path} ({result.format}, opset {result.opset}, input {result.input_name} "
-          f"[{batch},3,{h},{w}] RGB in [-1, 1], {result.num_priors} priors, {result.num_classes} classes)")
+          f"[{batch},3,{h},{w}] RGB in [-1, 1], {result.num_priors} priors, {class_count(result.num_classes)})")
     if labels is not None:
         print(f"wrote {labels} ({result.num_classes} lines, BACKGROUND first)")
     if result.format == "jetson":
@@ -396,7 +390,7 @@ def _export(args: argparse.Namespace) -> int:
     _check_flags(args)
     loaded = _load(model_file, args, flag)
     _check_size(args, loaded)
-    print(_describe(loaded))
+    print(loaded.describe())
     output = _output_path(args, model_file, net_given)
     labels = Path(args.output_labels) if args.output_labels else output.parent / "labels.txt"
     _check_labels_destination(labels, loaded)

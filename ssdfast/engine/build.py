@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -17,13 +19,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..io.labels import class_count
 from .errors import ConfigError
 from .model_files import ResumeFile, read_weights_file
-from .settings import TrainConfig
+from .settings import JETSON_PRETRAINED, JETSON_PRETRAINED_URL, TrainConfig
 
 __all__ = ["resolve_device", "Data", "build_data", "RunLength", "run_length",
            "check_weight_files", "build_criterion", "build_model", "variant_options", "wrap_for_training", "init_weights",
-           "check_compatible"]
+           "missing_default_warning", "check_compatible"]
 
 
 def resolve_device(device: str | None, use_cuda: bool | None = None) -> torch.device:
@@ -215,12 +218,18 @@ def wrap_for_training(model: nn.Module, distributed: bool, device: torch.device,
     return wrapped
 
 
-def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], resume: ResumeFile | None) -> str | None:
-    """Load the weights a run starts from into ``model``; returns a line for the log (None: random init).
+def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], resume: ResumeFile | None, *,
+                 notes: Any = None, given: bool = False) -> str:
+    """Load the weights a run starts from into ``model``; returns the start-up line saying where they
+    come from (``Weights: ...``: the file and what loaded, or from scratch).
 
     ``resume`` continuing a run: its weights (after checking that network, classes, width and size
     match). ``resume`` of a weights-only file: all of its weights, heads included (they must fit the
-    classes), as pytorch-ssd's ``--resume``. Otherwise ``--base-net`` or ``--pretrained-ssd``.
+    classes), as pytorch-ssd's ``--resume``. Otherwise ``--base-net`` or ``--pretrained-ssd``. ``given``:
+    the model was passed in (its own weights, unless a file is given). When jetson-inference's default
+    start applies (:attr:`TrainConfig.jetson_default`) and its file is missing, the run starts from
+    scratch with a warning through ``notes`` (a :class:`~ssdfast.engine.notes.RunNotes`: console,
+    ``train.log``, ``metrics.jsonl``; a Python warning without it).
     """
     from ..models import load_base_net, load_pretrained_ssd
 
@@ -232,7 +241,7 @@ def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], 
             model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
             raise ConfigError(f"--resume {resume.path}: its weights do not fit this network ({_one_line(exc)})") from None
-        return None
+        return f"Weights: --resume {resume.path}, with its training state (its run continues)"
     if resume is not None:
         if resume.checkpoint is not None:
             check_compatible(resume.checkpoint, model, class_names, config)
@@ -243,10 +252,10 @@ def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], 
         heads = [k for k in report.reinitialized + report.not_in_file if k.startswith(("classification_", "regression_"))]
         if heads:
             raise ConfigError(
-                f"--resume {resume.path}: its prediction heads do not fit the {len(class_names)} classes of the "
-                f"dataset (background included); use --pretrained-ssd to start from its other weights")
+                f"--resume {resume.path}: its prediction heads do not fit the dataset's {class_count(len(class_names))}; "
+                "use --pretrained-ssd to start from its other weights")
         what = "a pytorch-ssd model" if resume.kind == "pytorch-ssd" else "an ssdfast model"
-        return (f"--resume {resume.path}: {what} without training state: loaded all its weights "
+        return (f"Weights: --resume {resume.path}: {what} without training state: loaded all its weights "
                 f"({len(report.loaded)} tensors); training starts at epoch 0")
     for flag, path, load in (("--base-net", config.base_net, load_base_net),
                              ("--pretrained-ssd", config.pretrained_file, load_pretrained_ssd)):
@@ -256,8 +265,33 @@ def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], 
                 report = load(model, path)  # type: ignore[operator]
             except (ValueError, OSError) as exc:  # another network's file, not a weight file...
                 raise ConfigError(f"{flag} {path}: {_one_line(exc)}") from None
-            return f"Init from {flag} {path}: " + " ".join(str(report).split("\n"))
-    return None
+            default = flag == "--pretrained-ssd" and config.pretrained_ssd is None
+            return f"Weights: {flag} {path}{' (jetson-inference default)' if default else ''}: {report.summary()}"
+    if given:
+        return "Weights: those of the model given (no --pretrained-ssd, --base-net or --resume)"
+    if config.jetson_default:  # and its file is missing, else pretrained_file would have named it
+        _warn(notes, missing_default_warning())
+        return f"Weights: from scratch ({JETSON_PRETRAINED} is missing)"
+    if config.pretrained_ssd is not None:
+        return f"Weights: from scratch (--pretrained-ssd {config.pretrained_ssd})"
+    return "Weights: from scratch (no --pretrained-ssd, --base-net or --resume given)"
+
+
+def missing_default_warning() -> str:
+    """The warning of a run that starts from scratch because jetson-inference's default file is missing."""
+    where = os.path.abspath(JETSON_PRETRAINED)
+    return (f"{JETSON_PRETRAINED} not found ({where}): training starts from scratch, which needs far more epochs "
+            f"for a good model. jetson-inference's train_ssd.py starts mb1-ssd from this file; its \"Re-training "
+            f"SSD-Mobilenet\" tutorial downloads it with: wget {JETSON_PRETRAINED_URL} -O {JETSON_PRETRAINED} "
+            "(in the folder you train from). --pretrained-ssd FILE starts from another file; --pretrained-ssd none "
+            "from scratch, without this warning")
+
+
+def _warn(notes: Any, message: str) -> None:
+    if notes is not None:
+        notes.warn(message, "weights")
+    else:
+        warnings.warn(message, stacklevel=3)
 
 
 def check_compatible(ckpt: dict, model: nn.Module, class_names: list[str], config: TrainConfig) -> None:

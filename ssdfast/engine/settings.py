@@ -30,6 +30,7 @@ __all__ = [
     "flag_of",
     "read_saved_settings",
     "JETSON_PRETRAINED",
+    "JETSON_PRETRAINED_URL",
 ]
 
 SCHEDULERS = ("multi-step", "cosine", "constant")
@@ -42,6 +43,8 @@ GROUPS = ("data", "network", "optimisation (SGD)", "running")
 NO_VALIDATION = ("none", "off")
 #: jetson-inference's ``train_ssd.py`` starts mb1-ssd from this file (its tutorials download it there).
 JETSON_PRETRAINED = "models/mobilenet-v1-ssd-mp-0_675.pth"
+#: Where jetson-inference's "Re-training SSD-Mobilenet" tutorial downloads :data:`JETSON_PRETRAINED` from.
+JETSON_PRETRAINED_URL = "https://nvidia.box.com/shared/static/djf5w54rjvpqocsiztzaandq1m3avr7c.pth"
 
 
 @dataclass(frozen=True)
@@ -295,15 +298,21 @@ class TrainConfig:
     @property
     def pretrained_file(self) -> str | None:
         """The ``--pretrained-ssd`` file the run starts from: the one given (``none``: no file); when none
-        is given, jetson-inference's default :data:`JETSON_PRETRAINED` for ``mb1-ssd`` if that file exists
-        and neither ``--base-net`` nor ``--resume`` is given; else None."""
+        is given, jetson-inference's default :data:`JETSON_PRETRAINED` if :attr:`jetson_default`
+        and that file exists; else None."""
         if self.pretrained_ssd is not None:
             return None if str(self.pretrained_ssd).lower() in NO_VALIDATION else str(self.pretrained_ssd)
+        return JETSON_PRETRAINED if self.jetson_default and Path(JETSON_PRETRAINED).is_file() else None
+
+    @property
+    def jetson_default(self) -> bool:
+        """Whether jetson-inference's default start applies: ``mb1-ssd`` and no ``--pretrained-ssd``,
+        ``--base-net`` or ``--resume`` given (the run then starts from :data:`JETSON_PRETRAINED`, or from
+        scratch with a warning when that file is missing)."""
         from ..models import canonical_name  # models import torchvision: not at import time
 
-        if self.base_net or self.resume or canonical_name(self.net) != "mb1-ssd":
-            return None
-        return JETSON_PRETRAINED if Path(JETSON_PRETRAINED).is_file() else None
+        return (self.pretrained_ssd is None and not self.base_net and not self.resume
+                and canonical_name(self.net) == "mb1-ssd")
 
     @property
     def validation_off(self) -> bool:

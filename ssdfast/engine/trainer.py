@@ -101,11 +101,9 @@ class Trainer:
         self.steps_per_epoch, self.num_epochs, self.max_steps = length.steps_per_epoch, length.num_epochs, length.max_steps
         self.drop_last = length.drop_last
 
-        model = model if model is not None else build_model(config, len(self.class_names), resume)
+        given, model = model is not None, model if model is not None else build_model(config, len(self.class_names), resume)
         self.data.set_transforms(model.config, config.zoom_out_max)  # type: ignore[attr-defined]
-        init_line = init_weights(model, config, self.class_names, resume)
-        if init_line:
-            self.log.info(init_line)
+        self.log.info(init_weights(model, config, self.class_names, resume, notes=self.notes, given=given))
         model.to(self.device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)

@@ -34,6 +34,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..io.labels import class_count
 from ..priors import MOBILENET_SSD300_SPEC, VGG_SSD300_SPEC, VGG_SSD512_SPEC
 from .ssd import SSD, WIDTH_MULT_NETS
 from .weights import LoadReport, _describe, _read, load_pretrained_ssd
@@ -311,8 +312,8 @@ def model_from_pytorch_ssd(
     report.source = os.fspath(source) if not isinstance(source, Mapping) else report.source
     if report.reinitialized:
         raise ValueError(
-            f"{report.source}: its prediction heads do not fit {num_classes} classes "
-            f"(background included): {', '.join(report.reinitialized[:4])}"
+            f"{report.source}: its prediction heads do not fit {class_count(num_classes)}: "
+            f"{', '.join(report.reinitialized[:4])}"
         )
     model.config.antialias = False
     return model, report

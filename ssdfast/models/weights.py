@@ -66,16 +66,25 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
+        lines = self._lines()
+        lines[0] += f" from {self.source}"
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """The report on one line, without its source: ``loaded 130 of 142 tensors; re-initialised
+        (shape differs): classification_headers.0, ... (12 tensors)``."""
+        return "; ".join(self._lines())
+
+    def _lines(self) -> list[str]:
         total = len(self.loaded) + len(self.reinitialized) + len(self.not_in_file)
-        lines = [f"loaded {len(self.loaded)} of {total} tensors from {self.source}"]
+        lines = [f"loaded {len(self.loaded)} of {total} tensors"]
         if self.reinitialized:
             lines.append(f"re-initialised (shape differs): {_modules(self.reinitialized)}")
         if self.not_in_file:
             lines.append(f"not in the file, left as initialised: {_modules(self.not_in_file)}")
         if self.ignored:
             lines.append(f"ignored from the file: {_listing(self.ignored)}")
-        lines += self.notes
-        return "\n".join(lines)
+        return lines + self.notes
 
 
 def _listing(keys: list[str]) -> str:

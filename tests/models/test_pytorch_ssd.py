@@ -155,7 +155,7 @@ def test_named_network_and_file_must_agree(tmp_path):
         model_from_pytorch_ssd(sd, "mb3-large-ssd-lite")
     with pytest.raises(ValueError, match="at width multiplier 0.5; it is mb3-small-ssd-lite"):
         model_from_pytorch_ssd(sd, "mb3-small-ssd-lite", width_mult=0.5)
-    with pytest.raises(ValueError, match="prediction heads do not fit 5 classes"):
+    with pytest.raises(ValueError, match=r"prediction heads do not fit 4 classes \+ background"):
         model_from_pytorch_ssd(sd, "mb3-small-ssd-lite", 5)
 
 
