@@ -117,8 +117,8 @@ def _test_count(data_dir: Path) -> int:
 def _evaluate(checkpoint: Path, data_dir: Path, device: str) -> float:
     from .data import build_dataset
     from .data.transforms import EvalTransform
-    from .checkpoint import model_from_checkpoint
     from .evaluation import evaluate
+    from .model_files import model_from_checkpoint
 
     model, _ = model_from_checkpoint(checkpoint, device=device)
     cfg = model.config

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from . import ops
-from .checkpoint import load_model_file, model_from_checkpoint
+from .model_files import load_model_file, model_from_checkpoint
 from .compat import renamed_keywords
 from .data.transforms import resize_image
 from .io.labels import class_count
@@ -312,8 +312,8 @@ class Detector:
         fused: bool = True,
         chunk_size: int | None = None,
     ) -> Detector:
-        """A detector from a model file, read by :func:`ssdfast.checkpoint.load_model_file` (its
-        ``CheckpointError`` names the file): an ssdfast checkpoint, or a pytorch-ssd ``.pth`` (``net``
+        """A detector from a model file, read by :func:`ssdfast.model_files.load_model_file` (its
+        ``ModelFileError`` names the file): an ssdfast checkpoint, or a pytorch-ssd ``.pth`` (``net``
         identified from the file when not given; class names from ``label_file``, else ``labels.txt``
         beside it; ``width_mult``, ``resolution``: pytorch-ssd's ``--mb2-width-mult``, ``--resolution``)."""
         loaded = load_model_file(path, net=net, label_file=label_file, width_mult=width_mult,
@@ -335,7 +335,7 @@ class Detector:
         fused: bool = True,
         chunk_size: int | None = None,
     ) -> Detector:
-        """A detector from an ssdfast checkpoint (CheckpointError for anything else; :meth:`from_file` reads both)."""
+        """A detector from an ssdfast checkpoint (ModelFileError for anything else; :meth:`from_file` reads both)."""
         model, class_names = model_from_checkpoint(path, device=device)
         return cls(model, class_names, device, score_threshold, nms_iou, top_k, max_detections, fused=fused,
                    chunk_size=chunk_size)

@@ -2,7 +2,7 @@
 
 pytorch-ssd's ``eval_ssd.py`` flags work as they are (``--net mb1-ssd --trained_model m.pth
 --dataset_type voc --dataset VOC2007TEST --label_file labels.txt``), in either spelling. The model file
-is read by :func:`ssdfast.checkpoint.load_model_file` (the loader every command shares): an ssdfast
+is read by :func:`ssdfast.model_files.load_model_file` (the loader every command shares): an ssdfast
 checkpoint carries its network, image size, normalization and class names, so ``--net`` and
 ``--label-file`` may be left out; a pytorch-ssd ``.pth`` (a bare state dict) takes its network from
 ``--net`` (else from its layers) and its class names from ``--label-file`` or a ``labels.txt`` beside

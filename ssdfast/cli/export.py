@@ -1,7 +1,7 @@
 """``ssdfast-export``: a model to ONNX for jetson-inference, ONNX Runtime or TensorRT.
 
 Takes an ssdfast checkpoint or a pytorch-ssd ``.pth`` (with its ``--net`` and labels), or a training
-folder (``--model-dir``, picking the latest run's model: :func:`ssdfast.export.pick_model_file`).
+folder (``--model-dir``, picking the latest run's model: :func:`ssdfast.model_files.pick_model_file`).
 pytorch-ssd's ``onnx_export.py`` flags work with their meaning (``--net``, ``--input``,
 ``--output``, ``--labels``, ``--width``, ``--height``, ``--batch-size``, ``--model-dir``), in either
 spelling, so jetson-inference's ``onnx_export.py --model-dir=models/fruit`` becomes
@@ -171,12 +171,9 @@ def _resolve_model_file(args: argparse.Namespace) -> tuple[Path, str]:
             raise UsageError(f"{flag}: model file {path} does not exist")
         return path, flag
     if model_dir is not None:
-        from ..export.model_dir import ModelDirError, pick_model_file
+        from ..model_files import pick_model_file
 
-        try:
-            choice = pick_model_file(model_dir)
-        except ModelDirError as exc:
-            raise UsageError(f"--model-dir: {exc}") from None
+        choice = pick_model_file(model_dir, flag="--model-dir")
         print(f"--model-dir {model_dir}: exporting {choice.path.name}: {choice.reason}")
         return choice.path, "--model-dir"
     raise UsageError("which checkpoint? give MODEL (an ssdfast checkpoint or a pytorch-ssd .pth), --input FILE "
@@ -214,18 +211,21 @@ def _output_path(args: argparse.Namespace, model_file: Path, net_given: str | No
 
 
 def _load(model_file: Path, args: argparse.Namespace, flag: str) -> Any:
-    """The model file read with the model-file flags. A pytorch-ssd file given without --net, whose
+    """The model file read (once) with the model-file flags. A pytorch-ssd file given without --net, whose
     network is not recognised from the file, is read as onnx_export.py's default, ssd-mobilenet (mb1-ssd)."""
+    from ..model_files import ModelFileError, read_model_file
+
+    read = read_model_file(model_file, flag=flag)
     try:
-        return load_model_arg(str(model_file), args, "cpu", flag)
-    except UsageError as exc:
-        if args.net is not None:
+        return load_model_arg(read, args, "cpu", flag)
+    except ModelFileError as exc:
+        if args.net is not None or read.kind == "ssdfast":
             raise
         first = exc
     fallback = argparse.Namespace(**{**vars(args), "net": ONNX_EXPORT_NET_ALIASES[ONNX_EXPORT_DEFAULT_NET]})
     try:
-        loaded = load_model_arg(str(model_file), fallback, "cpu", flag)
-    except UsageError:
+        loaded = load_model_arg(read, fallback, "cpu", flag)
+    except ModelFileError:
         raise first from None
     print(f"no --net: {model_file.name} read as onnx_export.py's default network, {ONNX_EXPORT_DEFAULT_NET} (mb1-ssd)")
     return loaded

@@ -14,10 +14,13 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..data import DATASET_TYPES
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..model_files import ModelFile
 
 __all__ = [
     "Flag",
@@ -28,7 +31,6 @@ __all__ = [
     "LOG_LEVELS",
     "GROUPS",
     "flag_of",
-    "read_saved_settings",
     "JETSON_PRETRAINED",
     "JETSON_PRETRAINED_URL",
 ]
@@ -374,14 +376,32 @@ class TrainConfig:
         A file without training settings (a pytorch-ssd ``.pth``, an ssdfast model without training
         state) gives only ``given``: such a resume loads the weights and trains from epoch 0.
 
-        Raises :class:`ConfigError` naming ``--resume`` when the file is missing or unreadable.
+        Raises :class:`~ssdfast.model_files.ModelFileError` naming ``--resume`` when the file is missing
+        or unreadable. The file is read once: the config hands it to the run (:meth:`resume_file`).
         """
-        saved = read_saved_settings(path)
+        from ..model_files import read_model_file
+
+        resume = read_model_file(path, flag="--resume", mmap=False)  # whole: the run keeps its optimizer state
+        saved = resume.saved_settings
         inherited = {f.name: saved[f.name] for f in dataclasses.fields(cls)
                      if f.name in saved and flag_of_field(f).inherit}
         config = cls(**{**inherited, **given, "resume": os.fspath(path)})
         config._settings_resumed_from = os.fspath(path)  # type: ignore[attr-defined]
+        config._resume_file = resume  # type: ignore[attr-defined]
         return config
+
+    def resume_file(self) -> "ModelFile | None":
+        """The ``--resume`` file, read whole (:func:`~ssdfast.model_files.read_model_file`); None without
+        ``resume``. The file :meth:`resumed_from` read for the settings is handed over, once (the run's
+        start and its settings share one read; the config does not keep it for the run's length)."""
+        if not self.resume:
+            return None
+        kept = self.__dict__.pop("_resume_file", None)
+        if kept is not None and kept.path == os.fspath(self.resume):
+            return kept
+        from ..model_files import read_model_file
+
+        return read_model_file(self.resume, flag="--resume", mmap=False)
 
     def inherit_resumed(self) -> "TrainConfig":
         """This config with the resumed run's settings where this one has the default (Python API rule:
@@ -407,11 +427,3 @@ def flag_of(name: str) -> str:
             return flag_of_field(f).name or "--" + name.replace("_", "-")
     raise KeyError(name)
 
-
-def read_saved_settings(path: str | os.PathLike) -> dict[str, Any]:
-    """The training settings stored in checkpoint ``path`` (``train_state["args"]``); ``{}`` for a file
-    that has none (a pytorch-ssd ``.pth``). :class:`ConfigError` naming ``--resume`` when the file is
-    missing or is not a weights file."""
-    from .model_files import read_resume_file
-
-    return read_resume_file(path).saved_settings

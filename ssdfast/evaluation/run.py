@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoint import unwrap_model
+from ..model_files import unwrap_model
 from ..compat import renamed_keywords
 from ..detector import Detections, Detector, prepare_image
 from ..io import FileError, ImageError, class_count, load_image

@@ -19,7 +19,7 @@ import onnx
 import pytest
 import torch
 
-from ssdfast.checkpoint import load_model_file
+from ssdfast.model_files import load_model_file
 from ssdfast.cli.detect import main as detect_main
 from ssdfast.cli.eval import main as eval_main
 from ssdfast.cli.export import main as export_main

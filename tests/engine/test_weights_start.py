@@ -26,7 +26,8 @@ def _warnings(folder):
     return [r for r in read_metrics(folder / "metrics.jsonl") if r["kind"] == "warning"]
 
 
-def test_missing_jetson_default_warns_once_and_trains_from_scratch(voc_data, tmp_path, tiny_config, monkeypatch, capsys):
+def test_missing_jetson_default_warns_once_and_trains_from_scratch(voc_data, tmp_path, tiny_config, monkeypatch,
+                                                                   capsys):
     monkeypatch.chdir(tmp_path)  # no models/mobilenet-v1-ssd-mp-0_675.pth here
     folder = tmp_path / "run"
     Trainer(tiny_config(voc_data, folder, **MB1)).fit()
@@ -102,5 +103,38 @@ def test_each_start_source_is_named(voc_data, tmp_path, tiny_config):
 
     # a model passed in keeps its own weights
     given = tmp_path / "given"
-    Trainer(tiny_config(voc_data, given, **small), model=create_model("mb2-ssd-lite", 4, width_mult=0.25, image_size=96))
+    Trainer(tiny_config(voc_data, given, **small), model=create_model("mb2-ssd-lite", 4, width_mult=0.25,
+                                                                        image_size=96))
     assert _weights_lines(given) == ["Weights: those of the model given (no --pretrained-ssd, --base-net or --resume)"]
+
+
+def test_each_start_file_is_read_once(voc_data, tmp_path, tiny_config, monkeypatch):
+    """A --resume file gives the run its settings and its state from one read; --pretrained-ssd and
+    --base-net files give the variant and the weights from one read each."""
+    import os
+
+    from ssdfast.engine import TrainConfig
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(voc_data, run, validation_dataset="none")).fit()
+    last = run / "last.pth"
+    base_file = tmp_path / "base.pth"
+    torch.save(create_model("mb2-ssd-lite", 4, width_mult=0.25, image_size=96).base_net.state_dict(), base_file)
+    reads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(os.fspath(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    Trainer(tiny_config(voc_data, tmp_path / "p", pretrained_ssd=str(last), validation_dataset="none"))
+    Trainer(tiny_config(voc_data, tmp_path / "b", base_net=str(base_file), validation_dataset="none"))
+    assert reads == [str(last), str(base_file)]
+    reads.clear()
+    # as ssdfast-train --resume builds its settings, then the run; and the Python API's TrainConfig(resume=...)
+    Trainer(TrainConfig.resumed_from(last, num_epochs=2, device="cpu", num_workers=0, progress=False))
+    assert reads == [str(last)]
+    reads.clear()
+    Trainer(TrainConfig(resume=str(last), num_epochs=2, device="cpu", num_workers=0, progress=False))
+    assert reads == [str(last)]
