@@ -61,13 +61,14 @@ def run_demo(output: str | Path = "demo-output", *, device: str = "cpu", seed: i
     """
     from .data.synthetic import generate
     from .engine import TrainConfig, train
+    from .io.labels import class_count
 
     start = time.perf_counter()
     s = settings or DemoSettings()
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
-    _say(f"[1/4] generating {s.num_images} synthetic images ({s.num_classes} classes, {s.image_size} px) in {data_dir}")
+    _say(f"[1/4] generating {s.num_images} synthetic images ({class_count(s.num_classes + 1)}, {s.image_size} px) in {data_dir}")
     generate(data_dir, format="voc", num_images=s.num_images, image_size=s.image_size, seed=seed, num_classes=s.num_classes)
     t_data = time.perf_counter() - start
 
@@ -116,8 +117,8 @@ def _test_count(data_dir: Path) -> int:
 def _evaluate(checkpoint: Path, data_dir: Path, device: str) -> float:
     from .data import build_dataset
     from .data.transforms import EvalTransform
-    from .checkpoint import model_from_checkpoint
     from .evaluation import evaluate
+    from .model_files import model_from_checkpoint
 
     model, _ = model_from_checkpoint(checkpoint, device=device)
     cfg = model.config

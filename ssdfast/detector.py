@@ -35,8 +35,9 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from . import ops
-from .checkpoint import load_model_file
+from .model_files import load_model_file
 from .data.transforms import resize_image
+from .io.labels import class_count
 from .models.fuse import inference_model
 from .ops.settings import DISPLAY, PostprocessSettings
 
@@ -256,7 +257,7 @@ class Detector:
         self.model = model
         self.class_names = list(class_names)
         if len(self.class_names) != self.config.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for a model of {self.config.num_classes} classes")
+            raise ValueError(f"{len(self.class_names)} class names for a model of {class_count(self.config.num_classes)}")
         self.settings = settings
 
     @property
@@ -296,8 +297,8 @@ class Detector:
         fused: bool = True,
         chunk_size: int | None = None,
     ) -> Detector:
-        """A detector from a model file, read by :func:`ssdfast.checkpoint.load_model_file` (its
-        ``CheckpointError`` names the file): an ssdfast checkpoint, or a pytorch-ssd ``.pth`` (``net``
+        """A detector from a model file, read by :func:`ssdfast.model_files.load_model_file` (its
+        ``ModelFileError`` names the file): an ssdfast checkpoint, or a pytorch-ssd ``.pth`` (``net``
         identified from the file when not given; class names from ``label_file``, else ``labels.txt``
         beside it; ``width_mult``, ``resolution``: pytorch-ssd's ``--mb2-width-mult``, ``--resolution``)."""
         loaded = load_model_file(path, net=net, label_file=label_file, width_mult=width_mult,

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ssdfast.detector import Detections, Detector, postprocess, preprocess
-from ssdfast.checkpoint import save_checkpoint
+from ssdfast.model_files import save_checkpoint
 from ssdfast.models import create_model
 from ssdfast.ops import DISPLAY, EVALUATION, PostprocessSettings
 
@@ -205,7 +205,7 @@ def test_from_file_reads_checkpoints_and_pytorch_ssd_files(model, tmp_path):
     """Detector.from_file: an ssdfast checkpoint as from_checkpoint reads it, and a pytorch-ssd state
     dict (mb2-ssd-lite's keys are pytorch-ssd's) with --net-style options, class names from a label
     file or labels.txt beside it; the pytorch-ssd model is fed OpenCV-style resizes."""
-    from ssdfast.checkpoint import CheckpointError
+    from ssdfast.model_files import ModelFileError
 
     image = np.random.default_rng(2).integers(0, 255, (70, 90, 3), dtype=np.uint8)
     ckpt = tmp_path / "model.pth"
@@ -235,7 +235,7 @@ def test_from_file_reads_checkpoints_and_pytorch_ssd_files(model, tmp_path):
     found = Detector.from_file(folder / "ssd.pth", fused=False)  # the network identified from the file
     assert found.config.name == "mb2-ssd-lite" and found.config.width_mult == 0.25 and found.class_names == CLASSES
     torch.save({"weight": torch.zeros(3)}, folder / "junk.pth")
-    with pytest.raises(CheckpointError, match="--net"):
+    with pytest.raises(ModelFileError, match="--net"):
         Detector.from_file(folder / "junk.pth")
 
 

@@ -12,7 +12,7 @@ from ..ops.settings import PostprocessSettings, check_fraction
 if TYPE_CHECKING:
     import torch
 
-    from ..checkpoint import LoadedModel
+    from ..model_files import LoadedModel, ModelFile
 
 __all__ = [
     "UsageError",
@@ -160,19 +160,16 @@ def add_model_file_arguments(parser: argparse.ArgumentParser | argparse._Argumen
                  help="input size of a pytorch-ssd .pth (default: the network's, 300 or 512); a checkpoint carries it")
 
 
-def load_model_arg(path: str, args: argparse.Namespace, device: Any = "cpu", flag: str = "--trained-model") -> "LoadedModel":
-    """The model file ``path`` (given with ``flag``) read with the flags of :func:`add_model_file_arguments`;
-    a file that does not load is a :class:`UsageError` of one line."""
-    from ..checkpoint import CheckpointError, load_model_file
-    from ..io.errors import first_line
+def load_model_arg(source: "str | ModelFile", args: argparse.Namespace, device: Any = "cpu",
+                   flag: str = "--trained-model") -> "LoadedModel":
+    """The model file ``source`` (given with ``flag``; a path or the file already read) read with the flags
+    of :func:`add_model_file_arguments`. A file that does not load raises
+    :class:`~ssdfast.model_files.ModelFileError` naming ``flag`` and the file (:func:`run_main` prints it)."""
+    from ..model_files import load_model_file
 
-    try:
-        return load_model_file(path, net=getattr(args, "net", None), label_file=getattr(args, "label_file", None),
-                               width_mult=getattr(args, "mb2_width_mult", None),
-                               resolution=getattr(args, "resolution", None), device=device)
-    except CheckpointError as exc:
-        first = first_line(exc)
-        raise UsageError(f"{flag}: {first}") from None
+    return load_model_file(source, flag=flag, net=getattr(args, "net", None), label_file=getattr(args, "label_file", None),
+                           width_mult=getattr(args, "mb2_width_mult", None),
+                           resolution=getattr(args, "resolution", None), device=device)
 
 
 #: Each post-processing setting: its flag by default, its argparse type and its help (written once).

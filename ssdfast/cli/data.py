@@ -68,6 +68,7 @@ def _parser():
 
 def _synthetic(args) -> int:
     from ..data.synthetic import generate
+    from ..io.labels import class_count
 
     if args.num_images < 1:
         raise UsageError(f"--num-images should be at least 1, got {args.num_images}")
@@ -83,7 +84,7 @@ def _synthetic(args) -> int:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"{args.out}: {exc.strerror or exc}") from None
-    print(f"wrote {args.num_images} {args.format} images ({args.image_size} px, {args.num_classes} classes) to {out} "
+    print(f"wrote {args.num_images} {args.format} images ({args.image_size} px, {class_count(args.num_classes + 1)}) to {out} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
 

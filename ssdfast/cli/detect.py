@@ -7,7 +7,7 @@ Prints one JSON line per image (or video frame) on stdout::
 
 (video frames add ``"frame"`` and ``"time"`` in seconds), writes annotated copies to ``--output``
 and reports images/s on stderr. The model is an ssdfast checkpoint or a pytorch-ssd ``.pth`` (with
-``--net`` and its labels), read by :func:`ssdfast.checkpoint.load_model_file`; images are read by
+``--net`` and its labels), read by :func:`ssdfast.model_files.load_model_file`; images are read by
 :func:`ssdfast.io.load_image`, video by :mod:`ssdfast.io.video` (PyAV or OpenCV).
 """
 from __future__ import annotations
@@ -281,6 +281,8 @@ def _load_detector(args: argparse.Namespace, device: Any) -> Any:
     from ..detector import Detector
 
     loaded = load_model_arg(args.model, args, device, flag="MODEL")
+    if not args.quiet:
+        print(loaded.describe(), file=sys.stderr)
     try:
         return Detector(loaded.model, loaded.class_names, device, args.settings)
     except ValueError as exc:

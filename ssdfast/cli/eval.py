@@ -2,7 +2,7 @@
 
 pytorch-ssd's ``eval_ssd.py`` flags work as they are (``--net mb1-ssd --trained_model m.pth
 --dataset_type voc --dataset VOC2007TEST --label_file labels.txt``), in either spelling. The model file
-is read by :func:`ssdfast.checkpoint.load_model_file` (the loader every command shares): an ssdfast
+is read by :func:`ssdfast.model_files.load_model_file` (the loader every command shares): an ssdfast
 checkpoint carries its network, image size, normalization and class names, so ``--net`` and
 ``--label-file`` may be left out; a pytorch-ssd ``.pth`` (a bare state dict) takes its network from
 ``--net`` (else from its layers) and its class names from ``--label-file`` or a ``labels.txt`` beside
@@ -233,6 +233,8 @@ def _main(argv: list[str] | None) -> int:
     if not os.path.isfile(args.trained_model):
         raise UsageError(f"--trained-model {args.trained_model}: no such file")
     loaded = load_model_arg(args.trained_model, args, device, "--trained-model")
+    if not args.quiet:
+        print(loaded.describe(), file=sys.stderr)
     dataset = _build_dataset(args, loaded.class_names)
     metric = args.metric or ("coco" if args.dataset_type == "coco" else "voc")
     with planned_cpu(args.num_workers, device.type) as num_workers:  # the network gets the cores they leave

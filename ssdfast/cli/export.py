@@ -1,7 +1,7 @@
 """``ssdfast-export``: a model to ONNX for jetson-inference, ONNX Runtime or TensorRT.
 
 Takes an ssdfast checkpoint or a pytorch-ssd ``.pth`` (with its ``--net`` and labels), or a training
-folder (``--model-dir``, picking the latest run's model: :func:`ssdfast.export.pick_model_file`).
+folder (``--model-dir``, picking the latest run's model: :func:`ssdfast.model_files.pick_model_file`).
 pytorch-ssd's ``onnx_export.py`` flags work with their meaning (``--net``, ``--input``,
 ``--output``, ``--labels``, ``--width``, ``--height``, ``--batch-size``, ``--model-dir``), in either
 spelling, so jetson-inference's ``onnx_export.py --model-dir=models/fruit`` becomes
@@ -160,12 +160,9 @@ def _resolve_model_file(args: argparse.Namespace) -> tuple[Path, str]:
             raise UsageError(f"{flag}: model file {path} does not exist")
         return path, flag
     if model_dir is not None:
-        from ..export.model_dir import ModelDirError, pick_model_file
+        from ..model_files import pick_model_file
 
-        try:
-            choice = pick_model_file(model_dir)
-        except ModelDirError as exc:
-            raise UsageError(f"--model-dir: {exc}") from None
+        choice = pick_model_file(model_dir, flag="--model-dir")
         print(f"--model-dir {model_dir}: exporting {choice.path.name}: {choice.reason}")
         return choice.path, "--model-dir"
     raise UsageError("which checkpoint? give MODEL (an ssdfast checkpoint or a pytorch-ssd .pth), --input FILE "
@@ -203,18 +200,21 @@ def _output_path(args: argparse.Namespace, model_file: Path, net_given: str | No
 
 
 def _load(model_file: Path, args: argparse.Namespace, flag: str) -> Any:
-    """The model file read with the model-file flags. A pytorch-ssd file given without --net, whose
+    """The model file read (once) with the model-file flags. A pytorch-ssd file given without --net, whose
     network is not recognised from the file, is read as onnx_export.py's default, ssd-mobilenet (mb1-ssd)."""
+    from ..model_files import ModelFileError, read_model_file
+
+    read = read_model_file(model_file, flag=flag)
     try:
-        return load_model_arg(str(model_file), args, "cpu", flag)
-    except UsageError as exc:
-        if args.net is not None:
+        return load_model_arg(read, args, "cpu", flag)
+    except ModelFileError as exc:
+        if args.net is not None or read.kind == "ssdfast":
             raise
         first = exc
     fallback = argparse.Namespace(**{**vars(args), "net": ONNX_EXPORT_NET_ALIASES[ONNX_EXPORT_DEFAULT_NET]})
     try:
-        loaded = load_model_arg(str(model_file), fallback, "cpu", flag)
-    except UsageError:
+        loaded = load_model_arg(read, fallback, "cpu", flag)
+    except ModelFileError:
         raise first from None
     print(f"no --net: {model_file.name} read as onnx_export.py's default network, {ONNX_EXPORT_DEFAULT_NET} (mb1-ssd)")
     return loaded
@@ -239,19 +239,13 @@ def _check_labels_destination(labels: Path, loaded: Any) -> None:
                          "format than detectnet's (one a line, BACKGROUND first); give --output-labels FILE")
 
 
-def _describe(loaded: Any) -> str:
-    config = loaded.model.config
-    h, w = model_image_size(config)
-    source = f"labels from {loaded.label_file}" if loaded.label_file else "class names from the checkpoint"
-    return (f"{loaded.kind} model {loaded.path}: {config.name} {w}x{h}, {len(loaded.class_names)} classes "
-            f"({source})")
-
-
 def _print_usage_hint(result: Any, labels: Path | None) -> None:
+    from ..io.labels import class_count
+
     h, w = result.image_size
     batch = "dynamic" if result.batch_size is None else result.batch_size
     print(f"wrote {result.path} ({result.format}, opset {result.opset}, input {result.input_name} "
-          f"[{batch},3,{h},{w}] RGB in [-1, 1], {result.num_priors} priors, {result.num_classes} classes)")
+          f"[{batch},3,{h},{w}] RGB in [-1, 1], {result.num_priors} priors, {class_count(result.num_classes)})")
     if labels is not None:
         print(f"wrote {labels} ({result.num_classes} lines, BACKGROUND first)")
     if result.format == "jetson":
@@ -386,7 +380,7 @@ def _export(args: argparse.Namespace) -> int:
     _check_flags(args)
     loaded = _load(model_file, args, flag)
     _check_size(args, loaded)
-    print(_describe(loaded))
+    print(loaded.describe())
     output = _output_path(args, model_file, net_given)
     labels = Path(args.output_labels) if args.output_labels else output.parent / "labels.txt"
     _check_labels_destination(labels, loaded)

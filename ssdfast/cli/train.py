@@ -250,13 +250,12 @@ def _main(argv: list[str] | None) -> int:
         run_demo(args.output, device=str(resolve_device(args.device, args.use_cuda)), seed=args.seed)
         return 0
 
-    from ..checkpoint import CheckpointError
     from ..engine import ConfigError, NonFiniteLossError, TrainingInterrupted, train
     from ..io import FileError
 
     try:
         train(_config_from_given(given))
-    except (ConfigError, FileError, CheckpointError) as exc:
+    except (ConfigError, FileError) as exc:
         raise UsageError(_one_line(str(exc))) from None
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)

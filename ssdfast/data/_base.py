@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..io import BACKGROUND, FileError, ImageError, load_image, read_label_file
+from ..io import BACKGROUND, FileError, ImageError, class_count, load_image, read_label_file
 from ..io.images import strict_refusal
 
 __all__ = ["DataError", "DetectionDataset", "SkippedSample", "read_label_file", "BACKGROUND"]
@@ -327,7 +327,7 @@ class DetectionDataset(Dataset):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}({len(self)} images, {len(self.class_names) - 1} classes, "
+            f"{type(self).__name__}({len(self)} images, {class_count(len(self.class_names))}, "
             f"{self.stats['boxes']} boxes)"
         )
 

@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..io.errors import one_line
+from ..io.labels import class_count
 from .errors import ConfigError
-from .model_files import ResumeFile, read_weights_file
-from .settings import TrainConfig
+from .settings import JETSON_PRETRAINED, JETSON_PRETRAINED_URL, TrainConfig
 
-__all__ = ["resolve_device", "Data", "build_data", "RunLength", "run_length",
-           "check_weight_files", "build_criterion", "build_model", "variant_options", "wrap_for_training", "init_weights",
-           "check_compatible"]
+if TYPE_CHECKING:
+    from ..model_files import ModelFile
+
+__all__ = ["resolve_device", "Data", "build_data", "RunLength", "run_length", "StartFiles", "read_start_files",
+           "build_criterion", "build_model", "variant_options", "wrap_for_training", "init_weights",
+           "missing_default_warning", "check_compatible"]
 
 
 def resolve_device(device: str | None, use_cuda: bool | None = None) -> torch.device:
@@ -139,11 +145,27 @@ def run_length(config: TrainConfig, num_images: int, world_size: int) -> RunLeng
     return RunLength(steps, int(config.num_epochs), int(config.num_epochs) * steps, drop_last)  # type: ignore[arg-type]
 
 
-def check_weight_files(config: TrainConfig) -> None:
-    """``--base-net`` / ``--pretrained-ssd`` files torch cannot read as weights: a one-line ConfigError."""
-    for flag, path in (("--base-net", config.base_net), ("--pretrained-ssd", config.pretrained_file)):
-        if path:
-            read_weights_file(path, flag, mmap=True)
+@dataclass
+class StartFiles:
+    """The weight files a run starts from (None where not given), each read once: :func:`read_start_files`."""
+
+    resume: "ModelFile | None" = None
+    pretrained_ssd: "ModelFile | None" = None
+    base_net: "ModelFile | None" = None
+
+
+def read_start_files(config: TrainConfig) -> StartFiles:
+    """The weight files ``config`` starts from, read once each (:func:`~ssdfast.model_files.read_model_file`,
+    memory-mapped): ``--resume`` (kept by the config, :meth:`TrainConfig.resume_file`), else
+    ``--pretrained-ssd`` (or jetson-inference's default file) and ``--base-net``. A file that cannot be
+    used is a :class:`~ssdfast.model_files.ModelFileError` of one line naming its flag."""
+    from ..model_files import read_model_file
+
+    if config.resume:
+        return StartFiles(resume=config.resume_file())
+    pretrained, base = config.pretrained_file, config.base_net
+    return StartFiles(pretrained_ssd=read_model_file(pretrained, flag="--pretrained-ssd") if pretrained else None,
+                      base_net=read_model_file(base, flag="--base-net") if base else None)
 
 
 def build_criterion(model: nn.Module, device: torch.device) -> nn.Module:
@@ -154,47 +176,46 @@ def build_criterion(model: nn.Module, device: torch.device) -> nn.Module:
                         variances=tuple(model.config.variances))  # type: ignore[attr-defined]
 
 
-def build_model(config: TrainConfig, num_classes: int, resume: ResumeFile | None = None) -> nn.Module:
+def build_model(config: TrainConfig, num_classes: int, start: StartFiles | None = None) -> nn.Module:
     """The network of ``config`` for ``num_classes`` classes (background included), randomly initialised,
-    in the variant :func:`variant_options` gives."""
+    in the variant :func:`variant_options` gives (``start``: the files read; read here when not given)."""
     from ..models import canonical_name, create_model, list_models
 
     if canonical_name(config.net) not in list_models():
         raise ConfigError(f"--net {config.net!r} is not a known network; choose one of {', '.join(list_models())}")
     try:
         return create_model(config.net, num_classes, width_mult=config.mb2_width_mult, image_size=config.resolution,
-                            **variant_options(config, resume))
+                            **variant_options(config, start))
     except (ValueError, TypeError) as exc:  # e.g. a width multiplier for a network without one, a tiny resolution
         raise ConfigError(f"--net {config.net}: {exc}") from None
 
 
-def variant_options(config: TrainConfig, resume: ResumeFile | None = None) -> dict[str, str]:
+def variant_options(config: TrainConfig, start: StartFiles | None = None) -> dict[str, str]:
     """The network variant (``conv4_3_norm``, ``backbone``) to build: the flags given, else the variant
     of the file the run starts from (``--resume``, else ``--pretrained-ssd``) when it holds the same
-    network, else the network's default (pytorch-ssd's)."""
+    network, else the network's default (pytorch-ssd's). ``start``: the files read (read here when not
+    given)."""
     from ..models import model_options
 
     allowed = model_options(config.net)
-    found: dict[str, str] = {}
-    if resume is not None:
-        found = _file_variant(config.net, resume.checkpoint if resume.checkpoint is not None else resume.state_dict)
-    elif config.pretrained_file:
-        found = _file_variant(config.net, read_weights_file(config.pretrained_file, "--pretrained-ssd", mmap=True))
+    start = read_start_files(config) if start is None else start
+    source = start.resume or start.pretrained_ssd
+    found = _file_variant(config.net, source) if source is not None else {}
     given = {k: getattr(config, k) for k in ("conv4_3_norm", "backbone") if getattr(config, k) is not None}
     return {k: v for k, v in {**found, **given}.items() if k in allowed}
 
 
-def _file_variant(net: str, contents: Any) -> dict[str, str]:
+def _file_variant(net: str, model_file: "ModelFile") -> dict[str, str]:
     """The variant options of a weights file's network when it is ``net`` ({} otherwise, or unknown)."""
-    from ..checkpoint import FORMAT
     from ..models import SSDConfig, canonical_name, identify_pytorch_ssd
 
+    ckpt = model_file.checkpoint
     try:
-        if isinstance(contents, Mapping) and contents.get("format") == FORMAT:
-            if contents.get("net") != canonical_name(net):
+        if ckpt is not None:
+            if ckpt["net"] != canonical_name(net):
                 return {}
-            return dict(SSDConfig.from_dict(contents["config"]).options)
-        name, options = identify_pytorch_ssd(contents)
+            return dict(SSDConfig.from_dict(ckpt["config"]).options)
+        name, options = identify_pytorch_ssd(model_file.state_dict)
     except (ValueError, TypeError, KeyError):
         return {}
     if name != canonical_name(net):
@@ -215,71 +236,90 @@ def wrap_for_training(model: nn.Module, distributed: bool, device: torch.device,
     return wrapped
 
 
-def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], resume: ResumeFile | None) -> str | None:
-    """Load the weights a run starts from into ``model``; returns a line for the log (None: random init).
+def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], start: StartFiles | None = None, *,
+                 notes: Any = None, given: bool = False) -> str:
+    """Load the weights a run starts from into ``model``; returns the start-up line saying where they
+    come from (``Weights: ...``: the file and what loaded, or from scratch). ``start``: the files read
+    (read here when not given).
 
-    ``resume`` continuing a run: its weights (after checking that network, classes, width and size
-    match). ``resume`` of a weights-only file: all of its weights, heads included (they must fit the
-    classes), as pytorch-ssd's ``--resume``. Otherwise ``--base-net`` or ``--pretrained-ssd``.
+    ``--resume`` continuing a run: its weights (after checking that network, classes, width and size
+    match). ``--resume`` of a weights-only file: all of its weights, heads included (they must fit the
+    classes), as pytorch-ssd's ``--resume``. Otherwise ``--base-net`` or ``--pretrained-ssd``. ``given``:
+    the model was passed in (its own weights, unless a file is given). When jetson-inference's default
+    start applies (:attr:`TrainConfig.jetson_default`) and its file is missing, the run starts from
+    scratch with a warning through ``notes`` (a :class:`~ssdfast.engine.notes.RunNotes`: console,
+    ``train.log``, ``metrics.jsonl``; a Python warning without it). A file that does not fit is a
+    :class:`~ssdfast.model_files.ModelFileError` naming its flag.
     """
-    from ..models import load_base_net, load_pretrained_ssd
+    from ..model_files import load_weights
 
+    start = read_start_files(config) if start is None else start
+    resume = start.resume
     if resume is not None and resume.continues_run:
-        ckpt = resume.checkpoint
-        assert ckpt is not None
-        check_compatible(ckpt, model, class_names, config)
+        check_compatible(resume, model, class_names, config)
         try:
-            model.load_state_dict(ckpt["model"])
+            model.load_state_dict(resume.checkpoint["model"])  # type: ignore[index]
         except RuntimeError as exc:
-            raise ConfigError(f"--resume {resume.path}: its weights do not fit this network ({_one_line(exc)})") from None
-        return None
+            raise resume.error(f"its weights do not fit this network ({one_line(exc)})") from None
+        return f"Weights: --resume {resume.path}, with its training state (its run continues)"
     if resume is not None:
         if resume.checkpoint is not None:
-            check_compatible(resume.checkpoint, model, class_names, config)
-        try:
-            report = load_pretrained_ssd(model, resume.path)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise ConfigError(f"--resume {resume.path}: {_one_line(exc)}") from None
+            check_compatible(resume, model, class_names, config)
+        report = load_weights(model, resume)
         heads = [k for k in report.reinitialized + report.not_in_file if k.startswith(("classification_", "regression_"))]
         if heads:
-            raise ConfigError(
-                f"--resume {resume.path}: its prediction heads do not fit the {len(class_names)} classes of the "
-                f"dataset (background included); use --pretrained-ssd to start from its other weights")
-        what = "a pytorch-ssd model" if resume.kind == "pytorch-ssd" else "an ssdfast model"
-        return (f"--resume {resume.path}: {what} without training state: loaded all its weights "
+            raise resume.error(f"its prediction heads do not fit the dataset's {class_count(len(class_names))}; "
+                               "use --pretrained-ssd to start from its other weights")
+        what = "an ssdfast model" if resume.kind == "ssdfast" else "a pytorch-ssd model"
+        return (f"Weights: --resume {resume.path}: {what} without training state: loaded all its weights "
                 f"({len(report.loaded)} tensors); training starts at epoch 0")
-    for flag, path, load in (("--base-net", config.base_net, load_base_net),
-                             ("--pretrained-ssd", config.pretrained_file, load_pretrained_ssd)):
-        if path:
-            read_weights_file(path, flag, mmap=True)  # one line of our own for a file torch cannot read
-            try:
-                report = load(model, path)  # type: ignore[operator]
-            except (ValueError, OSError) as exc:  # another network's file, not a weight file...
-                raise ConfigError(f"{flag} {path}: {_one_line(exc)}") from None
-            return f"Init from {flag} {path}: " + " ".join(str(report).split("\n"))
-    return None
+    for model_file, base_net in ((start.base_net, True), (start.pretrained_ssd, False)):
+        if model_file is not None:
+            report = load_weights(model, model_file, base_net=base_net)
+            default = " (jetson-inference default)" if not base_net and config.pretrained_ssd is None else ""
+            return f"Weights: {model_file.flag} {model_file.path}{default}: {report.summary()}"
+    if given:
+        return "Weights: those of the model given (no --pretrained-ssd, --base-net or --resume)"
+    if config.jetson_default:  # and its file is missing, else pretrained_file would have named it
+        _warn(notes, missing_default_warning())
+        return f"Weights: from scratch ({JETSON_PRETRAINED} is missing)"
+    if config.pretrained_ssd is not None:
+        return f"Weights: from scratch (--pretrained-ssd {config.pretrained_ssd})"
+    return "Weights: from scratch (no --pretrained-ssd, --base-net or --resume given)"
 
 
-def check_compatible(ckpt: dict, model: nn.Module, class_names: list[str], config: TrainConfig) -> None:
-    """A resumed checkpoint must be of this network, classes, width and input size (ConfigError)."""
+def missing_default_warning() -> str:
+    """The warning of a run that starts from scratch because jetson-inference's default file is missing."""
+    where = os.path.abspath(JETSON_PRETRAINED)
+    return (f"{JETSON_PRETRAINED} not found ({where}): training starts from scratch, which needs far more epochs "
+            f"for a good model. jetson-inference's train_ssd.py starts mb1-ssd from this file; its \"Re-training "
+            f"SSD-Mobilenet\" tutorial downloads it with: wget {JETSON_PRETRAINED_URL} -O {JETSON_PRETRAINED} "
+            "(in the folder you train from). --pretrained-ssd FILE starts from another file; --pretrained-ssd none "
+            "from scratch, without this warning")
+
+
+def _warn(notes: Any, message: str) -> None:
+    if notes is not None:
+        notes.warn(message, "weights")
+    else:
+        warnings.warn(message, stacklevel=3)
+
+
+def check_compatible(resume: "ModelFile", model: nn.Module, class_names: list[str], config: TrainConfig) -> None:
+    """A resumed checkpoint must be of this network, classes, width and input size (ModelFileError
+    naming ``--resume``)."""
     from ..models import canonical_name
 
-    path = config.resume
+    ckpt = resume.ssdfast_checkpoint()
     if ckpt.get("net") != canonical_name(config.net):
-        raise ConfigError(f"--resume {path} is a {ckpt.get('net')} checkpoint but --net is {config.net}; "
-                          f"pass --net {ckpt.get('net')} or start a new run")
+        raise resume.error(f"a {ckpt.get('net')} checkpoint but --net is {config.net}; "
+                           f"pass --net {ckpt.get('net')} or start a new run")
     if list(ckpt.get("class_names", [])) != class_names:
-        raise ConfigError(f"--resume {path}: its classes {list(ckpt.get('class_names', []))[1:]} differ from the "
-                          f"dataset's {class_names[1:]}")
+        raise resume.error(f"its classes {list(ckpt.get('class_names', []))[1:]} differ from the "
+                           f"dataset's {class_names[1:]}")
     saved = ckpt.get("config") or {}
     mine = dataclasses.asdict(model.config) if dataclasses.is_dataclass(model.config) else {}  # type: ignore[attr-defined]
     for key, flag in (("width_mult", "--mb2-width-mult"), ("image_size", "--resolution")):
         if key in saved and key in mine and saved[key] != mine[key]:
-            raise ConfigError(f"--resume {path} was trained with {key}={saved[key]}, but this run has "
-                              f"{key}={mine[key]}; pass {flag} {saved[key]}")
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (torch's and the weight loaders' run over several)."""
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return (text[:400] + " ...") if len(text) > 400 else (text or type(exc).__name__)
+            raise resume.error(f"trained with {key}={saved[key]}, but this run has {key}={mine[key]}; "
+                               f"pass {flag} {saved[key]}")

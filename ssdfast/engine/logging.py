@@ -17,8 +17,9 @@ Records in ``metrics.jsonl`` are one JSON object per line with a ``kind``:
   annotation files...) and ``notes`` (the dataset's parse notes);
 - ``"warning"``: every warning the console shows, each once: ``source`` (``data``: a batch's note
   such as a truncated image used or an unreadable one skipped; ``dataset``: a parse note;
-  ``python``: a Python warning; ``log``: a warning logged by ``ssdfast.data``), ``message``,
-  ``epoch``, ``step``.
+  ``python``: a Python warning; ``log``: a warning logged by ``ssdfast.data``; ``weights``: the
+  weights the run was to start from are missing, e.g. jetson-inference's default pretrained file),
+  ``message``, ``epoch``, ``step``.
 
 Epochs count from 0 everywhere: the progress bar, ``train.log`` (``Epoch: 0``, as pytorch-ssd's log)
 and these records.

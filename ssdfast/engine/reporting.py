@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..io.labels import class_count
 from .hooks import StepOutput
 from .logging import MetricsLog, TensorBoardLog, plot_curves
 
@@ -75,7 +76,7 @@ class RunReport:
         world = f", {t.dist.world_size} processes" if t.dist.enabled else ""
         self.log.info(
             f"Training {cfg.net} ({n_params / 1e6:.2f}M parameters, {n_train / 1e6:.2f}M trainable) on "
-            f"{t.device}{world}: {len(t.class_names) - 1} classes, {len(t.train_set)} training images"  # type: ignore[arg-type]
+            f"{t.device}{world}: {class_count(len(t.class_names))}, {len(t.train_set)} training images"  # type: ignore[arg-type]
             + (f", {len(t.val_set)} validation images" if t.val_set is not None else "")  # type: ignore[arg-type]
         )
         self.log.info(f"Validation: {t.data.validation_source}")

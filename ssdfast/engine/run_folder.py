@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
-    from .model_files import ResumeFile
+    from ..model_files import ModelFile
     from .settings import TrainConfig
 
 __all__ = [
@@ -45,7 +45,7 @@ PREVIOUS_RUNS = "previous-runs"
 RUN_FILES = ("best.pth", "last.pth", "labels.txt", "metrics.jsonl", "curves.png", "train.log", "tensorboard")
 #: Files of pytorch-ssd runs and exports that belong to the run they came from.
 RUN_PATTERNS = ("*-Epoch-*-Loss-*.pth", "*.onnx", "*.engine", "*.engine.json", "*.engine.calib", "*.calib")
-# ssdfast.checkpoint writes NAME through a temporary file ".NAME.<random>.tmp" in the same folder
+# ssdfast.model_files.save_checkpoint writes NAME through a temporary file ".NAME.<random>.tmp" in the same folder
 _TEMP_FILE = re.compile(r"\..+\.pth\.[A-Za-z0-9_]+\.tmp")
 
 
@@ -111,7 +111,7 @@ def move_previous_run(folder: str | os.PathLike, keep: Iterable[str | os.PathLik
     return destination, moved
 
 
-def prepare_run_folder(folder: Path, config: "TrainConfig", resume: "ResumeFile | None") -> list[tuple[int, str]]:
+def prepare_run_folder(folder: Path, config: "TrainConfig", resume: "ModelFile | None") -> list[tuple[int, str]]:
     """Get ``folder`` ready for a run: create it, remove temporary files of killed saves, and move
     another run's files away unless this run continues the one whose files are there. Returns the
     ``(logging level, line)`` to log (the logger is opened after, as ``train.log`` may have moved)."""
@@ -130,11 +130,10 @@ def prepare_run_folder(folder: Path, config: "TrainConfig", resume: "ResumeFile 
     return lines
 
 
-def _continues_folder(folder: Path, resume: "ResumeFile | None") -> bool:
+def _continues_folder(folder: Path, resume: "ModelFile | None") -> bool:
     """True when the run resumed from ``resume`` is the one whose files are in ``folder``: the file is
     in the folder, or the folder's ``last.pth`` has its run id (or the folder holds no checkpoint)."""
-    from .errors import ConfigError
-    from .model_files import read_resume_file
+    from ..model_files import ModelFileError, read_model_file
 
     if resume is None or not resume.continues_run:
         return False
@@ -144,8 +143,8 @@ def _continues_folder(folder: Path, resume: "ResumeFile | None") -> bool:
     if not last.is_file():
         return not any(folder.glob("*.pth"))
     try:
-        folder_run = read_resume_file(last).run_id
-    except ConfigError:
+        folder_run = read_model_file(last).run_id  # memory-mapped: its tensors are not read
+    except ModelFileError:
         return False
     return folder_run is not None and folder_run == resume.run_id
 

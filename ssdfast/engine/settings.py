@@ -14,10 +14,13 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..data import DATASET_TYPES
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..model_files import ModelFile
 
 __all__ = [
     "Flag",
@@ -28,8 +31,8 @@ __all__ = [
     "LOG_LEVELS",
     "GROUPS",
     "flag_of",
-    "read_saved_settings",
     "JETSON_PRETRAINED",
+    "JETSON_PRETRAINED_URL",
 ]
 
 SCHEDULERS = ("multi-step", "cosine", "constant")
@@ -42,6 +45,8 @@ GROUPS = ("data", "network", "optimisation (SGD)", "running")
 NO_VALIDATION = ("none", "off")
 #: jetson-inference's ``train_ssd.py`` starts mb1-ssd from this file (its tutorials download it there).
 JETSON_PRETRAINED = "models/mobilenet-v1-ssd-mp-0_675.pth"
+#: Where jetson-inference's "Re-training SSD-Mobilenet" tutorial downloads :data:`JETSON_PRETRAINED` from.
+JETSON_PRETRAINED_URL = "https://nvidia.box.com/shared/static/djf5w54rjvpqocsiztzaandq1m3avr7c.pth"
 
 
 @dataclass(frozen=True)
@@ -295,15 +300,21 @@ class TrainConfig:
     @property
     def pretrained_file(self) -> str | None:
         """The ``--pretrained-ssd`` file the run starts from: the one given (``none``: no file); when none
-        is given, jetson-inference's default :data:`JETSON_PRETRAINED` for ``mb1-ssd`` if that file exists
-        and neither ``--base-net`` nor ``--resume`` is given; else None."""
+        is given, jetson-inference's default :data:`JETSON_PRETRAINED` if :attr:`jetson_default`
+        and that file exists; else None."""
         if self.pretrained_ssd is not None:
             return None if str(self.pretrained_ssd).lower() in NO_VALIDATION else str(self.pretrained_ssd)
+        return JETSON_PRETRAINED if self.jetson_default and Path(JETSON_PRETRAINED).is_file() else None
+
+    @property
+    def jetson_default(self) -> bool:
+        """Whether jetson-inference's default start applies: ``mb1-ssd`` and no ``--pretrained-ssd``,
+        ``--base-net`` or ``--resume`` given (the run then starts from :data:`JETSON_PRETRAINED`, or from
+        scratch with a warning when that file is missing)."""
         from ..models import canonical_name  # models import torchvision: not at import time
 
-        if self.base_net or self.resume or canonical_name(self.net) != "mb1-ssd":
-            return None
-        return JETSON_PRETRAINED if Path(JETSON_PRETRAINED).is_file() else None
+        return (self.pretrained_ssd is None and not self.base_net and not self.resume
+                and canonical_name(self.net) == "mb1-ssd")
 
     @property
     def validation_off(self) -> bool:
@@ -365,14 +376,32 @@ class TrainConfig:
         A file without training settings (a pytorch-ssd ``.pth``, an ssdfast model without training
         state) gives only ``given``: such a resume loads the weights and trains from epoch 0.
 
-        Raises :class:`ConfigError` naming ``--resume`` when the file is missing or unreadable.
+        Raises :class:`~ssdfast.model_files.ModelFileError` naming ``--resume`` when the file is missing
+        or unreadable. The file is read once: the config hands it to the run (:meth:`resume_file`).
         """
-        saved = read_saved_settings(path)
+        from ..model_files import read_model_file
+
+        resume = read_model_file(path, flag="--resume", mmap=False)  # whole: the run keeps its optimizer state
+        saved = resume.saved_settings
         inherited = {f.name: saved[f.name] for f in dataclasses.fields(cls)
                      if f.name in saved and flag_of_field(f).inherit}
         config = cls(**{**inherited, **given, "resume": os.fspath(path)})
         config._settings_resumed_from = os.fspath(path)  # type: ignore[attr-defined]
+        config._resume_file = resume  # type: ignore[attr-defined]
         return config
+
+    def resume_file(self) -> "ModelFile | None":
+        """The ``--resume`` file, read whole (:func:`~ssdfast.model_files.read_model_file`); None without
+        ``resume``. The file :meth:`resumed_from` read for the settings is handed over, once (the run's
+        start and its settings share one read; the config does not keep it for the run's length)."""
+        if not self.resume:
+            return None
+        kept = self.__dict__.pop("_resume_file", None)
+        if kept is not None and kept.path == os.fspath(self.resume):
+            return kept
+        from ..model_files import read_model_file
+
+        return read_model_file(self.resume, flag="--resume", mmap=False)
 
     def inherit_resumed(self) -> "TrainConfig":
         """This config with the resumed run's settings where this one has the default (Python API rule:
@@ -398,11 +427,3 @@ def flag_of(name: str) -> str:
             return flag_of_field(f).name or "--" + name.replace("_", "-")
     raise KeyError(name)
 
-
-def read_saved_settings(path: str | os.PathLike) -> dict[str, Any]:
-    """The training settings stored in checkpoint ``path`` (``train_state["args"]``); ``{}`` for a file
-    that has none (a pytorch-ssd ``.pth``). :class:`ConfigError` naming ``--resume`` when the file is
-    missing or is not a weights file."""
-    from .model_files import read_resume_file
-
-    return read_resume_file(path).saved_settings

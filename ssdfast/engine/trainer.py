@@ -28,20 +28,19 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as dist_utils
-from .build import (build_criterion, build_data, build_model, check_weight_files, init_weights, resolve_device, run_length,
+from .build import (build_criterion, build_data, build_model, init_weights, read_start_files, resolve_device, run_length,
                     wrap_for_training)
 from .errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hook, StepOutput
 from .interrupt import StopRequest, interrupted_message, resume_command, stopped_message
 from .logging import close_logger, setup_logger
-from .model_files import ResumeFile, read_resume_file
 from .notes import RunNotes
 from .optim import LrSchedule, build_optimization, build_param_groups, make_sgd
 from .reporting import RunningMeans, RunReport
@@ -50,6 +49,9 @@ from .sampling import (EpochSampler, SeededSamples, batches, collate_batch, deri
                        seed_everything, set_rng_state, worker_init)
 from .settings import TrainConfig
 from .validation import validation_loss, validation_metrics
+
+if TYPE_CHECKING:
+    from ..model_files import ModelFile
 
 __all__ = ["Trainer", "train", "TrainConfig", "Hook", "StepOutput", "ConfigError", "NonFiniteLossError",
            "TrainingInterrupted", "LrSchedule", "EpochSampler", "SeededSamples", "build_param_groups", "make_sgd",
@@ -77,9 +79,8 @@ class Trainer:
         self.dist, self.device = dist_utils.init_distributed(resolve_device(config.device, config.use_cuda))
         self.is_main = self.dist.is_main
         self.folder = Path(config.checkpoint_folder)
-        resume = read_resume_file(config.resume, mmap=False) if config.resume else None
-        if resume is None:
-            check_weight_files(config)  # a file torch refuses: one line, before anything is written
+        start = read_start_files(config)  # each file read once; one refused stops here, before any is written
+        resume = start.resume
         self.resumed = resume is not None and resume.continues_run
         self.run_id = (resume.run_id if self.resumed and resume is not None else None) or new_run_id()
         folder_lines = prepare_run_folder(self.folder, config, resume) if self.is_main else []
@@ -101,11 +102,10 @@ class Trainer:
         self.steps_per_epoch, self.num_epochs, self.max_steps = length.steps_per_epoch, length.num_epochs, length.max_steps
         self.drop_last = length.drop_last
 
-        model = model if model is not None else build_model(config, len(self.class_names), resume)
+        given = model is not None
+        model = model if given else build_model(config, len(self.class_names), start)
         self.data.set_transforms(model.config, config.zoom_out_max)  # type: ignore[attr-defined]
-        init_line = init_weights(model, config, self.class_names, resume)
-        if init_line:
-            self.log.info(init_line)
+        self.log.info(init_weights(model, config, self.class_names, start, notes=self.notes, given=given))
         model.to(self.device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -149,7 +149,7 @@ class Trainer:
                 "rng": get_rng_state(), "metrics": {"history": list(self.history), "best_map": best},
                 "args": self.config.to_dict(), "run_id": self.run_id}
 
-    def _restore(self, resume: ResumeFile) -> None:
+    def _restore(self, resume: "ModelFile") -> None:
         state = resume.train_state
         assert state is not None
         self.optimization.load_state_dict(state, step=int(state["step"]), where=resume.path)
@@ -169,7 +169,7 @@ class Trainer:
         """Write a checkpoint (weights + :meth:`train_state`) in the checkpoint folder (rank 0 only)."""
         if not self.is_main:
             return None
-        from ..checkpoint import save_checkpoint
+        from ..model_files import save_checkpoint
 
         path = self.folder / name
         save_checkpoint(path, self.model, self.class_names, category_ids=self.category_ids, train_state=self.train_state())

@@ -25,9 +25,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoint import unwrap_model
+from ..model_files import unwrap_model
 from ..detector import Detections, Detector, prepare_image
-from ..io import FileError, ImageError, load_image
+from ..io import FileError, ImageError, class_count, load_image
 from ..io.errors import first_line
 from ..io.images import strict_refusal
 from ..ops.settings import EVALUATION, PostprocessSettings
@@ -101,8 +101,8 @@ def _class_names(core: nn.Module, dataset: Any) -> list[str]:
     names = list(getattr(dataset, "class_names", None) or [])
     if names and len(names) != num_classes:
         raise ValueError(
-            f"the model predicts {num_classes} classes (background included) but the dataset has "
-            f"{len(names)}: {names[:6]}{' ...' if len(names) > 6 else ''}"
+            f"the model predicts {class_count(num_classes)} but the dataset has "
+            f"{class_count(len(names))}: {names[:6]}{' ...' if len(names) > 6 else ''}"
         )
     return names or ["BACKGROUND"] + [str(i) for i in range(1, num_classes)]
 

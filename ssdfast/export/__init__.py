@@ -14,7 +14,6 @@ By concern:
   file in onnxruntime with the PyTorch model it came from.
 - :mod:`~ssdfast.export.tensorrt`: :func:`build_engine` / :func:`trtexec_command` make a TensorRT
   engine; its sidecar JSON carries the checkpoint's sha256 and :func:`check_engine` refuses a stale one.
-- :mod:`~ssdfast.export.model_dir`: :func:`pick_model_file`, the file ``--model-dir`` exports.
 - :mod:`~ssdfast.export.deps`: :func:`require` gives one line naming a missing package.
 
 The command line is ``ssdfast-export`` (:mod:`ssdfast.cli.export`). The names below are imported
@@ -32,7 +31,6 @@ _PROVIDERS = {
     "check": ("CheckReport", "CheckError", "check_export"),
     "graph_checks": ("validate_efficient_nms",),
     "inputs": ("load_images", "sample_images"),
-    "model_dir": ("ModelChoice", "ModelDirError", "pick_model_file"),
     "deps": ("MissingPackageError", "require"),
     "tensorrt": ("EngineInfo", "StaleEngineError", "build_engine", "check_engine", "file_sha256", "read_sidecar",
                  "sidecar_path", "tensorrt_available", "trtexec_command", "write_sidecar"),

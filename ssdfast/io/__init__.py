@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .errors import FileError
 from .images import IMAGE_EXTENSIONS, ImageError, ImageWarning, LoadedImage, image_size, load_image, read_image
-from .labels import BACKGROUND, read_label_file, write_label_file
+from .labels import BACKGROUND, class_count, read_label_file, write_label_file
 from .video import VIDEO_EXTENSIONS, VideoError, create_video_writer, is_video, open_camera, open_video
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "read_image",
     "image_size",
     "BACKGROUND",
+    "class_count",
     "read_label_file",
     "write_label_file",
     "VIDEO_EXTENSIONS",

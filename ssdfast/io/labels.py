@@ -8,6 +8,10 @@ Read (:func:`read_label_file`):
 - one comma-separated line: qfgaohao's pytorch-ssd (``voc-model-labels.txt``).
 
 Written (:func:`write_label_file`): one name per line, ``BACKGROUND`` first.
+
+Every message that counts a model's or a data set's classes says it as :func:`class_count` does:
+``14 classes + background`` (a count with the background in it reads as one class too many to a user
+who listed 14).
 """
 from __future__ import annotations
 
@@ -17,9 +21,16 @@ from typing import Sequence
 
 from .errors import FileError
 
-__all__ = ["BACKGROUND", "read_label_file", "write_label_file"]
+__all__ = ["BACKGROUND", "class_count", "read_label_file", "write_label_file"]
 
 BACKGROUND = "BACKGROUND"
+
+
+def class_count(num_classes: int) -> str:
+    """``15`` -> ``"14 classes + background"``: a class count, background included (as models and
+    label files count), as every message says it."""
+    n = int(num_classes) - 1
+    return f"{n} class{'' if n == 1 else 'es'} + background"
 
 
 def read_label_file(path: str | os.PathLike) -> list[str]:

@@ -36,6 +36,7 @@ from ..priors import MOBILENET_SSD300_SPEC, PriorSpec
 from .ssd import BACKBONES, SSD, SeparableConv2d, SourceLayer, assemble_ssd, ssd_head, ssdlite_head
 
 __all__ = [
+    "make_divisible",
     "mobilenet_v1_base",
     "mobilenet_v2_features",
     "mobilenet_v3_features",
@@ -174,7 +175,7 @@ def _check_backbone(name: str, backbone: str) -> None:
         raise ValueError(f"{name}: backbone should be one of {', '.join(BACKBONES)}, got {backbone!r}")
 
 
-def _make_divisible(value: float, divisor: int = 8) -> int:
+def make_divisible(value: float, divisor: int = 8) -> int:
     """torchvision's channel rounding: the nearest multiple of ``divisor`` (>= divisor), never more
     than 10% below ``value``."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
@@ -340,7 +341,7 @@ def mobilenet_v3_features(arch: str, width_mult: float = 1.0, backbone: str = "p
         factory = mobilenet_v3_large if arch == "large" else mobilenet_v3_small
         return factory(weights=None, width_mult=width_mult).features
     blocks, last, _ = _V3_ARCHS[arch]
-    width = lambda c: _make_divisible(c * width_mult)  # noqa: E731
+    width = lambda c: make_divisible(c * width_mult)  # noqa: E731
     channels = width(16)
     layers: list[nn.Module] = [nn.Conv2d(3, channels, kernel_size=3, stride=2, padding=1, bias=False),
                                nn.BatchNorm2d(channels), nn.Hardswish()]

@@ -1,7 +1,9 @@
-"""Loading weight files into SSD networks: ImageNet backbones and whole pretrained detectors.
+"""Loading weights into SSD networks: ImageNet backbones and whole pretrained detectors.
 
-Both loaders read with ``torch.load(weights_only=True)``, check every key and shape before copying
-anything, and raise ValueError listing the mismatched keys when a file does not fit the network.
+Both loaders take state dicts (a weight file's contents, read by :mod:`ssdfast.model_files`; wrappers
+unwrapped by :func:`~ssdfast.models.state_dicts.state_dict_of`), check every key and shape before
+copying anything, and raise ValueError listing the mismatched keys when the weights do not fit the
+network.
 
 Base nets (:func:`load_base_net`), in either layout:
 
@@ -26,21 +28,20 @@ it is not, the error says which variant the file holds.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import torch
 from torch import Tensor, nn
 from torchvision.models.mobilenetv2 import InvertedResidual as InvertedResidualV2
 
+from .identify import base_net_hint, pretrained_ssd_hint
 from .ssd import SSD, init_xavier
+from .state_dicts import state_dict_of
 
 __all__ = ["LoadReport", "load_base_net", "load_pretrained_ssd"]
 
 _HEADS = ("classification_headers.", "regression_headers.")
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 _SHOWN = 12  # keys listed per category in messages
 
 
@@ -66,16 +67,25 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
+        lines = self._lines()
+        lines[0] += f" from {self.source}"
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        """The report on one line, without its source: ``loaded 130 of 142 tensors; re-initialised
+        (shape differs): classification_headers.0, ... (12 tensors)``."""
+        return "; ".join(self._lines())
+
+    def _lines(self) -> list[str]:
         total = len(self.loaded) + len(self.reinitialized) + len(self.not_in_file)
-        lines = [f"loaded {len(self.loaded)} of {total} tensors from {self.source}"]
+        lines = [f"loaded {len(self.loaded)} of {total} tensors"]
         if self.reinitialized:
             lines.append(f"re-initialised (shape differs): {_modules(self.reinitialized)}")
         if self.not_in_file:
             lines.append(f"not in the file, left as initialised: {_modules(self.not_in_file)}")
         if self.ignored:
             lines.append(f"ignored from the file: {_listing(self.ignored)}")
-        lines += self.notes
-        return "\n".join(lines)
+        return lines + self.notes
 
 
 def _listing(keys: list[str]) -> str:
@@ -89,48 +99,10 @@ def _modules(keys: list[str]) -> str:
     return f"{_listing(mods)} ({len(keys)} tensors)"
 
 
-def _describe(path: Any) -> str:
-    return "a state dict" if isinstance(path, Mapping) else os.fspath(path)
-
-
-def _read(path: str | os.PathLike | Mapping[str, Any], what: str) -> tuple[dict[str, Tensor], Mapping[str, Any] | None]:
-    """The state dict in ``path`` (wrappers such as ``{"state_dict": ...}`` and ssdfast checkpoints
-    unwrapped, ``module.`` prefixes dropped) and the ssdfast checkpoint it came from, if any."""
-    if isinstance(path, Mapping):
-        obj: Any = path
-    else:
-        p = os.fspath(path)
-        if not os.path.isfile(p):
-            raise ValueError(f"{what} file {p} does not exist")
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # corrupt file, or pickled objects weights_only refuses
-            raise ValueError(f"cannot read {what} file {p}: {type(exc).__name__}: {exc}") from exc
-    checkpoint = None
-    if isinstance(obj, Mapping) and obj.get("format") == "ssdfast-checkpoint":
-        checkpoint = obj
-        obj = obj.get("model")
-    elif isinstance(obj, Mapping):
-        for key in ("state_dict", "model", "model_state_dict", "net"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not any(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{_describe(path)} holds no state dict (a mapping of names to tensors) for the {what}")
-    sd: dict[str, Tensor] = {}
-    for k, v in obj.items():
-        if not isinstance(v, Tensor):
-            continue
-        for prefix in _WRAPPER_PREFIXES:
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        sd[k] = v
-    return sd, checkpoint
-
-
 def _mismatch_error(source: str, target: str, missing: list[str], unexpected: list[str],
                     mismatched: list[tuple[str, tuple, tuple]], hint: str = "") -> ValueError:
-    parts = [f"{source} does not fit {target}:"]
+    # the hint on the first line: a quote of the message on one line, cut short, keeps it
+    parts = [f"{source} does not fit {target}{' ' + hint if hint else ''}:"]
     if missing:
         parts.append(f"  {len(missing)} keys missing from the file: {_listing(missing)}")
     if unexpected:
@@ -138,8 +110,6 @@ def _mismatch_error(source: str, target: str, missing: list[str], unexpected: li
     if mismatched:
         shown = [f"{k} (file {list(a)}, model {list(b)})" for k, a, b in mismatched]
         parts.append(f"  {len(mismatched)} keys with another shape: {_listing(shown)}")
-    if hint:
-        parts.append(hint)
     return ValueError("\n".join(parts))
 
 
@@ -238,19 +208,19 @@ def _rekey_mobilenet_v3(sd: dict[str, Tensor], layers: int, report: LoadReport) 
     return out
 
 
-def load_base_net(model: SSD, path: str | os.PathLike | Mapping[str, Any]) -> LoadReport:
+def load_base_net(model: SSD, weights: Mapping[str, Any], *, source: str = "a state dict") -> LoadReport:
     """Load ImageNet backbone weights into ``model.base_net`` (``--base-net``); the rest is untouched.
 
     Args:
         model: a network from :func:`ssdfast.models.create_model`.
-        path: a weight file in torchvision's or pytorch-ssd's layout (see the module doc), or the
-            state dict itself.
+        weights: a state dict in torchvision's or pytorch-ssd's layout (see the module doc), e.g. a
+            weight file's contents.
+        source: what ``weights`` are, for the report and messages (e.g. their file).
 
     Returns:
-        a :class:`LoadReport`. Raises ValueError (listing the keys) when the file does not fit.
+        a :class:`LoadReport`. Raises ValueError (listing the keys) when the weights do not fit.
     """
-    source = _describe(path)
-    sd, _ = _read(path, "base net")
+    sd = state_dict_of(weights)
     report = LoadReport(source=source)
     mapped = _base_net_keys(model, sd, report)
     target = model.base_net.state_dict()
@@ -262,8 +232,6 @@ def load_base_net(model: SSD, path: str | os.PathLike | Mapping[str, Any]) -> Lo
     mismatched = [(k, tuple(v.shape), tuple(target[k].shape)) for k, v in mapped.items()
                   if k in target and v.shape != target[k].shape]
     if missing or unexpected or mismatched:
-        from .pytorch_ssd import base_net_hint
-
         raise _mismatch_error(source, f"the base net of {model.config.name}", missing, unexpected, mismatched,
                               base_net_hint(model, mapped))
     model.base_net.load_state_dict(mapped, strict=False)
@@ -272,22 +240,24 @@ def load_base_net(model: SSD, path: str | os.PathLike | Mapping[str, Any]) -> Lo
     return report
 
 
-def load_pretrained_ssd(model: SSD, path: str | os.PathLike | Mapping[str, Any]) -> LoadReport:
+def load_pretrained_ssd(model: SSD, weights: Mapping[str, Any], *, source: str = "a state dict",
+                        checkpoint: Mapping[str, Any] | None = None) -> LoadReport:
     """Load a whole pretrained detector (``--pretrained-ssd``), of any class count.
 
     Args:
         model: a network from :func:`ssdfast.models.create_model`.
-        path: a pytorch-ssd SSD checkpoint of the same network (state dict with ``base_net.*``,
-            ``extras.*``, ``classification_headers.*``...), an ssdfast checkpoint, or a state dict.
+        weights: the state dict of a pytorch-ssd SSD of the same network (``base_net.*``, ``extras.*``,
+            ``classification_headers.*``...) or of an ssdfast one (a checkpoint's contents do too).
+        source: what ``weights`` are, for the report and messages (e.g. their file).
+        checkpoint: the ssdfast checkpoint they come from, if any: its network is named when they
+            do not fit.
 
     Returns:
         a :class:`LoadReport`: heads whose shapes differ (another class count) are re-initialised
         and listed. Any other missing, unexpected or differently shaped key raises ValueError
         listing them; nothing is copied then.
     """
-    source = _describe(path)
-    sd, checkpoint = _read(path, "pretrained SSD")
-    sd = {k: v for k, v in sd.items() if k != "priors"}
+    sd = {k: v for k, v in state_dict_of(weights).items() if k != "priors"}
     blocks = _inverted_residuals(model.base_net, "base_net.") | _inverted_residuals(model.extras, "extras.")
     if blocks:
         sd = _remap_pytorch_ssd_inverted_residuals(sd, blocks)
@@ -304,8 +274,6 @@ def load_pretrained_ssd(model: SSD, path: str | os.PathLike | Mapping[str, Any])
             (reinit if k.startswith(_HEADS) else mismatched).append(k)
     unexpected = [k for k in sd if k not in target]
     if missing or unexpected or mismatched:
-        from .pytorch_ssd import pretrained_ssd_hint
-
         if checkpoint is not None and checkpoint.get("net") != model.config.name:
             hint = (
                 f"(the file is an ssdfast checkpoint of {checkpoint.get('net')!r}, "

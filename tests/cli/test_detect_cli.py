@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssdfast.checkpoint import save_checkpoint
+from ssdfast.model_files import save_checkpoint
 from ssdfast.cli.detect import main
 from ssdfast.data import build_dataset
 from ssdfast.data.synthetic import generate
@@ -255,7 +255,7 @@ def test_pytorch_ssd_model_file(setup, capsys):
     odd = setup["root"] / "odd.pth"
     torch.save({"backbone.weight": torch.zeros(3, 3)}, odd)  # a state dict of no pytorch-ssd network
     code, records, err = _run([str(odd), image], capsys)
-    assert code == 2 and err.startswith("error: MODEL: ") and "--net" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and err.startswith(f"error: MODEL {odd}: ") and "--net" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -269,7 +269,7 @@ def test_pytorch_ssd_model_file(setup, capsys):
         (["{ckpt}", "{image}", "--threshold", "1.5"], "--threshold"),
         (["{ckpt}", "{image}", "--top-k", "0"], "--top-k"),
         (["{ckpt}", "{image}", "{gif}", "--output", "{root}/x.jpg"], "file exists"),
-        (["{image}", "{image}"], "cannot read"),
+        (["{image}", "{image}"], "not a torch weights file"),
         (["{root}/model.onnx", "{image}"], "ONNX"),
     ],
 )

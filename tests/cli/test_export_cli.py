@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from ssdfast.cli.export import main
-from ssdfast.checkpoint import save_checkpoint
+from ssdfast.model_files import save_checkpoint
 from ssdfast.export.tensorrt import file_sha256, sidecar_path, tensorrt_available
 from ssdfast.models import create_model
 from tests.export._export_models import CLASS_NAMES, make_model
@@ -118,7 +118,7 @@ def test_model_dir(checkpoint, tmp_path, capsys):
         (["{ckpt}", "--input", "{tmp}/other.pth"], "not both"),
         (["--model-dir", "{tmp}/nowhere"], "not a folder"),
         (["--model-dir", "{tmp}/empty"], "no model file"),
-        (["{tmp}/not-a-checkpoint.pth"], "cannot read model file"),
+        (["{tmp}/not-a-checkpoint.pth"], "not-a-checkpoint.pth: not a torch weights file"),
     ],
 )
 def test_usage_errors(checkpoint, tmp_path, capsys, args, message):

@@ -12,12 +12,16 @@ lines of labels.txt) and ``boxes [1, P, 4]`` (normalized corners, multiplied by 
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from ssdfast.checkpoint import load_model_file
+from ssdfast.model_files import load_model_file
+from ssdfast.cli.detect import main as detect_main
+from ssdfast.cli.eval import main as eval_main
 from ssdfast.cli.export import main as export_main
 from ssdfast.cli.train import main as train_main
 from ssdfast.data.synthetic import generate
@@ -41,7 +45,7 @@ def test_tutorial_commands(tmp_path, monkeypatch, capsys):
 
     assert train_main(["--dataset-type=voc", "--data=data/fruit", "--model-dir=models/fruit", *SMALL]) == 0
     log = (tmp_path / "models/fruit/train.log").read_text()
-    assert "Training mb1-ssd" in log and "Init from --pretrained-ssd models/mobilenet-v1-ssd-mp-0_675.pth" in log
+    assert "Training mb1-ssd" in log and "Weights: --pretrained-ssd models/mobilenet-v1-ssd-mp-0_675.pth (jetson-inference default)" in log
     assert "Validation: the training data's test split" in log
     capsys.readouterr()
     assert export_main(["--model-dir=models/fruit"]) == 0
@@ -71,3 +75,15 @@ def test_tutorial_commands(tmp_path, monkeypatch, capsys):
                           + [np.random.default_rng(0).integers(0, 256, (96, 80, 3), dtype=np.uint8)])
     assert report.passed, report.summary()
     assert max(report.max_abs_diff.values()) < 1e-4
+
+    # One class count in every command's messages (the label file lists 3 classes and BACKGROUND).
+    model_flag = f"--model=models/fruit/{chosen}"
+    assert eval_main(["--trained-model", f"models/fruit/{chosen}", "--dataset", "data/fruit", "--device", "cpu",
+                      "--num-workers", "0"]) == 0
+    eval_err = capsys.readouterr().err
+    image = sorted((tmp_path / "data/fruit/JPEGImages").iterdir())[0]
+    assert detect_main([model_flag, str(image), "--device", "cpu"]) == 0
+    detect_err = capsys.readouterr().err
+    for command, text in (("train", log), ("export", out), ("eval", eval_err), ("detect", detect_err)):
+        counts = re.findall(r"\b\d+ class(?:es)?\b(?: \+ background)?", text)
+        assert counts and set(counts) == {"3 classes + background"}, (command, counts)

@@ -162,7 +162,7 @@ def test_resume_from_another_network(data, tmp_path, capsys):
     rc = main(["--datasets", str(data / "voc"), "--model-dir", str(tmp_path / "second"), *TINY,
                "--net", "mb3-small-ssd-lite", "--resume", str(first / "last.pth")])
     assert rc == 2
-    assert "is a mb2-ssd-lite checkpoint but --net is mb3-small-ssd-lite" in _one_line_error(capsys)
+    assert f"--resume {first / 'last.pth'}: a mb2-ssd-lite checkpoint but --net is mb3-small-ssd-lite" in _one_line_error(capsys)
 
 
 def test_resume_alone_continues_the_run(data, tmp_path, capsys):

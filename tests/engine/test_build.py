@@ -1,5 +1,5 @@
-"""Building a run: validation on the training data's test split, weight files read with one-line
-errors, ``--resume`` of a weights-only file (pytorch-ssd's meaning)."""
+"""Building a run: validation on the training data's test split, weight files read once each with
+one-line errors, ``--resume`` of a weights-only file (pytorch-ssd's meaning)."""
 from __future__ import annotations
 
 import shutil
@@ -7,9 +7,10 @@ import shutil
 import pytest
 import torch
 
-from ssdfast.engine import ConfigError, Trainer
 from ssdfast.data import find_test_split
+from ssdfast.engine import Trainer
 from ssdfast.engine.logging import read_metrics
+from ssdfast.model_files import ModelFileError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,15 +67,20 @@ def _pickled_objects_file(path):
 def test_files_torch_refuses_are_one_line_errors_of_our_own(voc_data, tmp_path, tiny_config, flag):
     path = _pickled_objects_file(tmp_path / "model.pth")
     option = "--" + flag.replace("_", "-")
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ModelFileError) as info:
         Trainer(tiny_config(voc_data, tmp_path / "run", **{flag: str(path)}))
     message = str(info.value)
     assert message.startswith(f"{option} {path}: not a plain weights file") and "\n" not in message
     assert "Weights only load failed" not in message and "weights_only" not in message.replace("weights_only=True", "")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"\x80\x02 not a torch file at all")
-    with pytest.raises(ConfigError, match=f"^{option} {garbage}: not a torch weights file"):
+    with pytest.raises(ModelFileError, match=f"^{option} {garbage}: not a torch weights file"):
         Trainer(tiny_config(voc_data, tmp_path / "run", **{flag: str(garbage)}))
+    no_weights = tmp_path / "settings.pth"
+    torch.save({"epoch": 3, "lr": 0.1}, no_weights)
+    with pytest.raises(ModelFileError, match=f"^{option} {no_weights}: neither an ssdfast checkpoint nor a state dict"):
+        Trainer(tiny_config(voc_data, tmp_path / "run", **{flag: str(no_weights)}))
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_resume_of_a_pytorch_ssd_state_dict_loads_every_weight_and_starts_at_epoch_0(voc_data, tmp_path, tiny_config):
@@ -97,17 +103,17 @@ def test_resume_of_a_pytorch_ssd_state_dict_loads_every_weight_and_starts_at_epo
 
     other = tmp_path / "other.pth"
     torch.save(create_model("mb2-ssd-lite", 7, width_mult=0.25, image_size=96).state_dict(), other)
-    with pytest.raises(ConfigError, match="prediction heads do not fit the 4 classes.*--pretrained-ssd"):
+    heads = r"its prediction heads do not fit the dataset's 3 classes \+ background.*--pretrained-ssd"
+    with pytest.raises(ModelFileError, match=rf"^--resume {other}: {heads}"):
         Trainer(tiny_config(voc_data, tmp_path / "run2", resume=str(other)))
 
 
 def test_the_variant_comes_from_the_flags_else_the_starting_file(tmp_path):
     """conv4_3_norm / backbone: a flag wins; else the --pretrained-ssd (or --resume) file's variant when it
     holds the same network; else pytorch-ssd's, the network's default."""
-    from ssdfast.checkpoint import save_checkpoint
     from ssdfast.engine import TrainConfig
-    from ssdfast.engine.build import build_model, variant_options
-    from ssdfast.engine.model_files import read_resume_file
+    from ssdfast.engine.build import StartFiles, build_model, variant_options
+    from ssdfast.model_files import read_model_file, save_checkpoint
     from ssdfast.models import create_model
 
     tv = create_model("mb3-small-ssd-lite", 3, backbone="torchvision", image_size=96)
@@ -120,7 +126,7 @@ def test_the_variant_comes_from_the_flags_else_the_starting_file(tmp_path):
     assert variant_options(TrainConfig(**base)) == {}  # pytorch-ssd's MobileNetV3
     assert variant_options(TrainConfig(**base, pretrained_ssd=str(bare))) == {"backbone": "torchvision"}
     assert variant_options(TrainConfig(**base, pretrained_ssd=str(ckpt))) == {"backbone": "torchvision"}
-    assert variant_options(TrainConfig(**base), read_resume_file(ckpt)) == {"backbone": "torchvision"}
+    assert variant_options(TrainConfig(**base), StartFiles(resume=read_model_file(ckpt))) == {"backbone": "torchvision"}
     given = TrainConfig(**base, pretrained_ssd=str(ckpt), backbone="pytorch-ssd")
     assert variant_options(given) == {"backbone": "pytorch-ssd"}  # the flag wins
     other = TrainConfig(net="mb1-ssd", datasets=["."], pretrained_ssd=str(ckpt))

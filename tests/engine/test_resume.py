@@ -10,7 +10,8 @@ import torch
 
 from ssdfast.engine import TrainingInterrupted
 from ssdfast.engine.logging import read_metrics
-from ssdfast.engine.trainer import ConfigError, Hook, TrainConfig, Trainer
+from ssdfast.engine.trainer import Hook, TrainConfig, Trainer
+from ssdfast.model_files import ModelFileError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,9 +92,10 @@ def test_resume_mid_epoch_with_workers(voc_data, straight, tmp_path, resume_conf
 def test_resume_refuses_another_network(voc_data, tmp_path, resume_config):
     folder = tmp_path / "a"
     Trainer(resume_config(voc_data, folder, num_epochs=1)).fit()
-    with pytest.raises(ConfigError, match="mb2-ssd-lite checkpoint but --net is mb3-small-ssd-lite"):
-        Trainer(resume_config(voc_data, tmp_path / "b", net="mb3-small-ssd-lite", resume=str(folder / "last.pth")))
-    with pytest.raises(ConfigError, match="width_mult"):
+    last = folder / "last.pth"
+    with pytest.raises(ModelFileError, match=f"^--resume {last}: a mb2-ssd-lite checkpoint but --net is mb3-small-ssd-lite"):
+        Trainer(resume_config(voc_data, tmp_path / "b", net="mb3-small-ssd-lite", resume=str(last)))
+    with pytest.raises(ModelFileError, match="width_mult"):
         Trainer(resume_config(voc_data, tmp_path / "b", mb2_width_mult=0.5, resume=str(folder / "last.pth")))
 
 
@@ -139,7 +141,7 @@ def test_resumed_settings_precedence_in_python(straight):
     forced = TrainConfig.resumed_from(last, scheduler="multi-step", warmup=0)  # defaults given explicitly win too
     assert (forced.scheduler, forced.warmup, forced.seed) == ("multi-step", 0, 3)
     assert forced.inherit_resumed() is forced
-    with pytest.raises(ConfigError, match="^--resume .*nowhere.pth: no such file$"):
+    with pytest.raises(ModelFileError, match="^--resume .*nowhere.pth: no such file$"):
         TrainConfig.resumed_from(straight[1] / "nowhere.pth")
 
 

@@ -56,7 +56,7 @@ def test_a_new_run_moves_the_previous_runs_files_aside(voc_data, tmp_path, tiny_
     assert second_id != first_id
     log = (folder / "train.log").read_text()
     assert f"held another run's files: moved" in log and str(previous) in log and "ssd-mobilenet.onnx" in log
-    assert "Init from --pretrained-ssd" in log
+    assert "Weights: --pretrained-ssd" in log
 
 
 def test_move_previous_run_never_overwrites(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssdfast.checkpoint import save_checkpoint
+from ssdfast.model_files import load_weights, read_model_file, save_checkpoint
 from ssdfast.models import (
     create_model,
     identify_pytorch_ssd,
@@ -78,8 +78,10 @@ def test_pytorch_ssd_file_loads_with_the_same_outputs(name, ref_options, options
     path = tmp_path / f"{name}-Epoch-99-Loss-1.5.pth"
     torch.save(source.state_dict(), path)  # what pytorch-ssd's net.save() writes
 
-    assert identify_pytorch_ssd(path) == (name, options)
-    model, report = model_from_pytorch_ssd(path)  # network, variant, width and classes from the file
+    weights = read_model_file(path).state_dict
+    assert identify_pytorch_ssd(weights) == (name, options)
+    model, report = model_from_pytorch_ssd(weights, source=str(path))  # network, variant, width and classes from the file
+    assert report.source == str(path)
     assert report.loaded and not report.reinitialized and not report.not_in_file
     assert model.config.name == name and model.config.num_classes == classes
     assert {"width_mult": model.config.width_mult, **model.config.options}.items() >= options.items()
@@ -94,7 +96,7 @@ def test_pytorch_ssd_file_loads_with_the_same_outputs(name, ref_options, options
         assert diff < TOL, f"max abs diff {diff:.3g}"
 
     # the same with the network named (pytorch-ssd's --net; the width given where there is one)
-    named, _ = model_from_pytorch_ssd(path, name, classes, width_mult=options.get("width_mult"))
+    named, _ = model_from_pytorch_ssd(weights, name, classes, width_mult=options.get("width_mult"))
     assert named.config == model.config
     assert all(torch.equal(a, b) for a, b in zip(named.state_dict().values(), model.state_dict().values()))
 
@@ -155,7 +157,7 @@ def test_named_network_and_file_must_agree(tmp_path):
         model_from_pytorch_ssd(sd, "mb3-large-ssd-lite")
     with pytest.raises(ValueError, match="at width multiplier 0.5; it is mb3-small-ssd-lite"):
         model_from_pytorch_ssd(sd, "mb3-small-ssd-lite", width_mult=0.5)
-    with pytest.raises(ValueError, match="prediction heads do not fit 5 classes"):
+    with pytest.raises(ValueError, match=r"prediction heads do not fit 4 classes \+ background"):
         model_from_pytorch_ssd(sd, "mb3-small-ssd-lite", 5)
 
 
@@ -197,8 +199,8 @@ def test_pretrained_ssdfast_checkpoint_of_another_variant(tmp_path):
     save_checkpoint(path, create_model("mb3-small-ssd-lite", 3, image_size=64, backbone="torchvision"),
                     ["BACKGROUND", "a", "b"])
     with pytest.raises(ValueError, match=r"ssdfast checkpoint of mb3-small-ssd-lite \(backbone='torchvision'\)"):
-        load_pretrained_ssd(create_model("mb3-small-ssd-lite", 3, image_size=64), path)
-    assert load_pretrained_ssd(create_model("mb3-small-ssd-lite", 5, image_size=64, backbone="torchvision"), path).loaded
+        load_weights(create_model("mb3-small-ssd-lite", 3, image_size=64), path)
+    assert load_weights(create_model("mb3-small-ssd-lite", 5, image_size=64, backbone="torchvision"), path).loaded
 
 
 # ----------------------------------------------------------------------------- --base-net

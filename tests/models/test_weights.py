@@ -12,7 +12,7 @@ from torch import nn
 
 import pytest
 
-from ssdfast.checkpoint import save_checkpoint
+from ssdfast.model_files import load_weights, save_checkpoint
 from ssdfast.models import create_model, load_base_net, load_pretrained_ssd
 
 from . import pytorch_ssd_reference as ref
@@ -112,7 +112,7 @@ def test_mobilenet_v1_pytorch_ssd_layout(tmp_path):
     torch.save(ps.state_dict(), path)
     for name in ("mb1-ssd", "mb1-ssd-lite"):
         model = create_model(name, 3, image_size=64).eval()
-        report = load_base_net(model, path)
+        report = load_weights(model, path, base_net=True)  # the file read by ssdfast.model_files
         assert report.source == str(path) and not report.not_in_file
         x = torch.randn(1, 3, 64, 64)
         with torch.no_grad():
@@ -143,7 +143,7 @@ def test_torchvision_mobilenet_layouts(name, factory, tmp_path):
     # torchvision's ImageNet MobileNetV3 fits the torchvision-backbone variant (pytorch-ssd's mb3 is another
     # network); for mb2-ssd-lite at width 1 both backbones are the same network
     model = create_model(name, 3, image_size=64, backbone="torchvision").eval()
-    report = load_base_net(model, path)
+    report = load_base_net(model, torch.load(path, weights_only=True), source=str(path))
     assert all(k.startswith("classifier.") for k in report.ignored) and report.ignored
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -166,18 +166,11 @@ def test_mismatched_base_net_lists_keys():
         load_base_net(create_model("mb2-ssd-lite", 3, image_size=64), narrow)
 
 
-def test_unreadable_files(tmp_path):
+def test_contents_without_a_state_dict():
     model = create_model("mb1-ssd", 3, image_size=64)
-    with pytest.raises(ValueError, match="does not exist"):
-        load_base_net(model, tmp_path / "nope.pth")
-    bad = tmp_path / "bad.pth"
-    bad.write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match=f"cannot read base net file {bad}"):
-        load_base_net(model, bad)
-    empty = tmp_path / "empty.pth"
-    torch.save({"epoch": 3}, empty)
-    with pytest.raises(ValueError, match="holds no state dict"):
-        load_pretrained_ssd(model, empty)
+    for load in (load_base_net, load_pretrained_ssd):
+        with pytest.raises(ValueError, match="holds no state dict"):
+            load(model, {"epoch": 3})
 
 
 # ----------------------------------------------------------------------------- whole detectors
@@ -208,7 +201,7 @@ def test_pytorch_ssd_mb2_checkpoint_with_other_classes(tmp_path):
     path = tmp_path / "mb2-ssd-lite-mp-0_686.pth"
     torch.save(sd, path)
     model = create_model("mb2-ssd-lite", 4, image_size=96).eval()
-    report = load_pretrained_ssd(model, path)
+    report = load_weights(model, path)
     # the classification heads' last convs depend on the class count: re-initialised
     assert sorted({k.rsplit(".", 1)[0] for k in report.reinitialized}) == [
         "classification_headers.0.3", "classification_headers.1.3", "classification_headers.2.3",
@@ -241,11 +234,15 @@ def test_ssdfast_checkpoint_as_pretrained(tmp_path):
     path = tmp_path / "mb1.pth"
     save_checkpoint(path, source, ["BACKGROUND", "a", "b"])
     model = create_model("mb1-ssd-lite", 6, image_size=64)
-    report = load_pretrained_ssd(model, path)
+    report = load_weights(model, path)
     assert report.reinitialized and all(k.startswith("classification_headers.") for k in report.reinitialized)
     assert torch.equal(model.base_net[3][0].weight, source.base_net[3][0].weight)
-    with pytest.raises(ValueError, match="ssdfast checkpoint of 'mb1-ssd-lite', the model is 'mb1-ssd'"):
-        load_pretrained_ssd(create_model("mb1-ssd", 6, image_size=64), path)
+    assert "ssdfast checkpoint of 'mb1-ssd-lite'" in report.notes
+    with pytest.raises(ValueError, match=f"^--pretrained-ssd {path}: .*ssdfast checkpoint of 'mb1-ssd-lite', the model is 'mb1-ssd'"):
+        load_weights(create_model("mb1-ssd", 6, image_size=64), path, flag="--pretrained-ssd")
+    # the contents alone (no checkpoint said): its network is still named, from its keys
+    with pytest.raises(ValueError, match=r"the file is a pytorch-ssd mb1-ssd-lite; the model is mb1-ssd"):
+        load_pretrained_ssd(create_model("mb1-ssd", 6, image_size=64), torch.load(path, weights_only=True))
 
 
 def test_base_net_from_a_whole_detector():

@@ -1,4 +1,4 @@
-"""Which model file ``ssdfast-export --model-dir DIR`` exports, and why.
+"""Which model file of a training folder to use (``ssdfast-export --model-dir DIR``), and why.
 
 A training folder holds either ssdfast's checkpoints or pytorch-ssd's, sometimes both when a folder
 is reused; the file picked must be the latest run's model, never a stale one:
@@ -24,16 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from .errors import ModelFileError, model_file_error
+from .read import read_model_file
 
-__all__ = ["ModelChoice", "ModelDirError", "pick_model_file", "pytorch_ssd_loss"]
+__all__ = ["ModelChoice", "pick_model_file", "pytorch_ssd_loss"]
 
 #: onnx_export.py starts its search from this loss: a file named with a larger one is never picked.
 _PYTORCH_SSD_MAX_LOSS = 10000.0
-
-
-class ModelDirError(ValueError):
-    """A training folder with no model file to export (the message names the folder)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ def _pytorch_ssd_choice(folder: Path) -> tuple[ModelChoice, float] | None:
 
 
 def _train_state(path: Path) -> dict[str, Any]:
-    state = load_checkpoint(path, mmap=True).get("train_state")  # its tensors are not needed
+    state = read_model_file(path).ssdfast_checkpoint().get("train_state")  # memory-mapped: no weight is read
     return state if isinstance(state, dict) else {}
 
 
@@ -114,7 +111,7 @@ def _same_run(best: dict[str, Any], last: dict[str, Any]) -> tuple[bool, str]:
                    "records are not the start of last.pth's): the latest run's model")
 
 
-def _ssdfast_choice(folder: Path) -> tuple[ModelChoice, float] | None:
+def _ssdfast_choice(folder: Path, flag: str | None) -> tuple[ModelChoice, float] | None:
     best, last = folder / "best.pth", folder / "last.pth"
     have_best, have_last = best.is_file(), last.is_file()
     if not (have_best or have_last):
@@ -126,27 +123,28 @@ def _ssdfast_choice(folder: Path) -> tuple[ModelChoice, float] | None:
         return ModelChoice(best, "ssdfast", "best.pth (no last.pth beside it)"), newest
     try:
         last_state = _train_state(last)
-    except CheckpointError as exc:
-        raise ModelDirError(f"{folder}: cannot tell whether best.pth is of the latest run: {exc}") from None
+    except ModelFileError as exc:
+        raise model_file_error(folder, f"cannot tell whether best.pth is of the latest run: {exc}", flag) from None
     try:
         best_state = _train_state(best)
-    except CheckpointError:
+    except ModelFileError:
         return ModelChoice(last, "ssdfast", "last.pth (best.pth does not read as an ssdfast checkpoint)"), newest
     same, why = _same_run(best_state, last_state)
     return ModelChoice(best if same else last, "ssdfast", f"{'best' if same else 'last'}.pth: {why}"), newest
 
 
-def pick_model_file(folder: str | os.PathLike) -> ModelChoice:
+def pick_model_file(folder: str | os.PathLike, *, flag: str | None = None) -> ModelChoice:
     """The model file to export from a training folder (rules in the module docstring).
 
     Raises:
-        ModelDirError: ``folder`` is not a folder, holds no ``.pth`` file, or its ``last.pth``
-            cannot be read to tell which run ``best.pth`` belongs to.
+        ModelFileError (naming the folder, and ``flag`` when given): ``folder`` is not a folder,
+            holds no ``.pth`` file, or its ``last.pth`` cannot be read to tell which run ``best.pth``
+            belongs to.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ModelDirError(f"{folder} is not a folder")
-    ssdfast = _ssdfast_choice(folder)
+        raise model_file_error(folder, "not a folder", flag)
+    ssdfast = _ssdfast_choice(folder, flag)
     pytorch_ssd = _pytorch_ssd_choice(folder)
     if ssdfast and pytorch_ssd:
         (s_choice, s_time), (p_choice, p_time) = ssdfast, pytorch_ssd
@@ -161,5 +159,5 @@ def pick_model_file(folder: str | os.PathLike) -> ModelChoice:
     if others:
         return ModelChoice(others[-1], "other", "the most recently modified .pth here (no best.pth / last.pth, "
                                                 "no pytorch-ssd NET-Epoch-N-Loss-L.pth)")
-    raise ModelDirError(f"{folder} has no model file: no best.pth / last.pth (ssdfast-train), no "
-                        "NET-Epoch-N-Loss-L.pth (pytorch-ssd's train_ssd.py), no other .pth")
+    raise model_file_error(folder, "no model file in it: no best.pth / last.pth (ssdfast-train), no "
+                           "NET-Epoch-N-Loss-L.pth (pytorch-ssd's train_ssd.py), no other .pth", flag)

@@ -11,20 +11,12 @@ import os
 import pytest
 import torch
 
-from ssdfast.checkpoint import save_checkpoint
-from ssdfast.export import ModelDirError, pick_model_file
-from ssdfast.export.model_dir import pytorch_ssd_loss
-from ssdfast.models import create_model
+from ssdfast.model_files import ModelFileError, pick_model_file, pytorch_ssd_loss, save_checkpoint
 
 # Small networks gain nothing from a second thread and lose a lot on a busy 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAMES = ["BACKGROUND", "cat", "dog"]
-
-
-@pytest.fixture(scope="module")
-def model():
-    return create_model("mb2-ssd-lite", 3, width_mult=0.25, image_size=96)
 
 
 def _epoch(epoch: int, loss: float) -> dict:
@@ -112,7 +104,7 @@ def test_lone_files_and_unreadable_best(tmp_path, model):
 def test_unreadable_last_is_an_error(tmp_path, model):
     _save(tmp_path / "best.pth", model, run_id="r")
     (tmp_path / "last.pth").write_bytes(b"garbage")
-    with pytest.raises(ModelDirError, match="cannot tell whether best.pth is of the latest run"):
+    with pytest.raises(ModelFileError, match="cannot tell whether best.pth is of the latest run"):
         pick_model_file(tmp_path)
 
 
@@ -135,7 +127,7 @@ def test_other_files_and_empty_folders(tmp_path):
     assert choice.path == tmp_path / "a.pth" and choice.kind == "other"
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ModelDirError, match="no model file"):
-        pick_model_file(empty)
-    with pytest.raises(ModelDirError, match="not a folder"):
+    with pytest.raises(ModelFileError, match=f"^--model-dir {empty}: no model file in it"):
+        pick_model_file(empty, flag="--model-dir")
+    with pytest.raises(ModelFileError, match="not a folder"):
         pick_model_file(tmp_path / "a.pth")

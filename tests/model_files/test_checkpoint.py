@@ -1,4 +1,5 @@
-"""Checkpoints: the agreed format, exact round trips, atomic writes and clear errors."""
+"""Checkpoints: the agreed format, exact round trips, atomic writes and clear errors; load_model_file,
+every command's loader."""
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import ssdfast.checkpoint as checkpoint_module
-from ssdfast.checkpoint import (
-    CheckpointError,
+import ssdfast.model_files.checkpoint as checkpoint_module
+from ssdfast.io import FileError
+from ssdfast.model_files import (
+    ModelFileError,
     load_checkpoint,
     load_model_file,
     model_from_checkpoint,
@@ -20,12 +22,6 @@ from ssdfast.checkpoint import (
 from ssdfast.models import create_model
 
 CLASSES = ["BACKGROUND", "cat", "dog"]
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return create_model("mb2-ssd-lite", 3, width_mult=0.25, image_size=64).eval()
 
 
 def test_round_trip(model, tmp_path):
@@ -93,26 +89,32 @@ def test_atomic_write_leaves_no_partial_file(model, tmp_path, monkeypatch):
 
 def test_errors_name_the_file(model, tmp_path):
     missing = tmp_path / "missing.pth"
-    with pytest.raises(CheckpointError, match=f"checkpoint {missing} does not exist"):
+    with pytest.raises(ModelFileError, match=f"^{missing}: no such file$"):
         load_checkpoint(missing)
     corrupt = tmp_path / "corrupt.pth"
     save_checkpoint(corrupt, model, CLASSES)
     corrupt.write_bytes(corrupt.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=f"cannot read checkpoint {corrupt}"):
-        load_checkpoint(corrupt)
+    with pytest.raises(ValueError, match=f"^--checkpoint {corrupt}: not a torch weights file"):
+        load_checkpoint(corrupt, flag="--checkpoint")
     foreign = tmp_path / "mb2-ssd-lite-mp-0_686.pth"
     torch.save(model.state_dict(), foreign)  # a pytorch-ssd style bare state dict
-    with pytest.raises(ValueError, match=f"{foreign} is not an ssdfast checkpoint.*--net and --label-file"):
+    with pytest.raises(ValueError, match=f"{foreign}: not an ssdfast checkpoint.*--net and --label-file"):
         model_from_checkpoint(foreign)
     future = tmp_path / "future.pth"
     torch.save({"format": "ssdfast-checkpoint", "version": 99}, future)
-    with pytest.raises(CheckpointError, match="version 99"):
+    with pytest.raises(ModelFileError, match="version 99"):
         load_checkpoint(future)
-    with pytest.raises(ValueError, match="2 class names for a model of 3 classes"):
+    damaged = tmp_path / "damaged.pth"
+    torch.save({"format": "ssdfast-checkpoint", "version": 1, "net": "mb2-ssd-lite", "config": {}, "class_names": []},
+               damaged)
+    with pytest.raises(ModelFileError, match=f"{damaged}: a damaged checkpoint: 'model' should be a dict, got "):
+        load_checkpoint(damaged)
+    with pytest.raises(ValueError, match=r"class names of 1 class \+ background for a model of 2 classes \+ "):
         save_checkpoint(tmp_path / "x.pth", model, CLASSES[:2])
-    with pytest.raises(CheckpointError, match=r"train_state\['args'\]\['f'\]"):
+    with pytest.raises(TypeError, match=r"train_state\['args'\]\['f'\]"):
         save_checkpoint(tmp_path / "x.pth", model, CLASSES, train_state={"args": {"f": object()}})
-    assert issubclass(CheckpointError, ValueError)
+    # one error type for a model file, which the command lines print as one line (a FileError), and a ValueError
+    assert issubclass(ModelFileError, FileError) and issubclass(ModelFileError, ValueError)
 
 
 # ------------------------------------------------------------------ load_model_file: every command's loader
@@ -133,13 +135,16 @@ def test_load_model_file_reads_an_ssdfast_checkpoint(tmp_path, model):
     labels = tmp_path / "names.txt"
     labels.write_text("kitten,puppy\n", encoding="utf-8")
     assert load_model_file(path, net="MB2_SSD_Lite", label_file=labels).class_names == ["BACKGROUND", "kitten", "puppy"]
-    with pytest.raises(CheckpointError, match="holds a mb2-ssd-lite network, not vgg16-ssd"):
-        load_model_file(path, net="vgg16-ssd")
+    with pytest.raises(ModelFileError, match=f"^--model {path}: holds a mb2-ssd-lite network, not vgg16-ssd"):
+        load_model_file(path, net="vgg16-ssd", flag="--model")
     labels.write_text("a\nb\nc\n", encoding="utf-8")
-    with pytest.raises(CheckpointError, match=f"label file {labels} has 4 classes .* predicts 3"):
+    with pytest.raises(ModelFileError, match=rf"predicts 2 classes \+ background \(cat, dog\) but label file {labels} "
+                                             r"has 3 classes \+ background"):
         load_model_file(path, label_file=labels)
-    with pytest.raises(CheckpointError, match="takes 64x64 images, not resolution 512"):
+    with pytest.raises(ModelFileError, match="takes 64x64 images, not resolution 512"):
         load_model_file(path, resolution=512)
+    with pytest.raises(FileError, match="cannot read label file"):  # the label file's own error, naming it
+        load_model_file(path, label_file=tmp_path / "no-labels.txt")
 
 
 def test_load_model_file_reads_a_pytorch_ssd_state_dict(tmp_path, model):
@@ -147,9 +152,9 @@ def test_load_model_file_reads_a_pytorch_ssd_state_dict(tmp_path, model):
     folder.mkdir(parents=True)
     path = folder / "mb2-ssd-lite-Epoch-9-Loss-2.1.pth"
     torch.save(model.state_dict(), path)  # what pytorch-ssd's net.save() writes: a bare state dict
-    with pytest.raises(CheckpointError, match="--net"):
+    with pytest.raises(ModelFileError, match="--net"):
         load_model_file(path)
-    with pytest.raises(CheckpointError, match="--label-file"):
+    with pytest.raises(ModelFileError, match="--label-file"):
         load_model_file(path, net="mb2-ssd-lite", width_mult=0.25, resolution=64)
     (folder / "labels.txt").write_text("cat\ndog\n", encoding="utf-8")  # dusty-nv's: no BACKGROUND
     loaded = load_model_file(path, net="mb2-ssd-lite", width_mult=0.25, resolution=64)
@@ -161,9 +166,9 @@ def test_load_model_file_reads_a_pytorch_ssd_state_dict(tmp_path, model):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     other = tmp_path / "voc-model-labels.txt"
     other.write_text("BACKGROUND,a,b,c,d\n", encoding="utf-8")
-    with pytest.raises(CheckpointError, match="5 classes of .*voc-model-labels.txt"):
+    with pytest.raises(ModelFileError, match=r"4 classes \+ background of .*voc-model-labels.txt"):
         load_model_file(path, net="mb2-ssd-lite", width_mult=0.25, resolution=64, label_file=other)
-    with pytest.raises(CheckpointError, match="does not load as a pytorch-ssd mb1-ssd"):
+    with pytest.raises(ModelFileError, match="does not load as a pytorch-ssd mb1-ssd"):
         load_model_file(path, net="mb1-ssd", resolution=64)
 
 
@@ -175,7 +180,7 @@ def test_load_model_file_identifies_a_pytorch_ssd_file_without_net(tmp_path):
     source = randomize(ref.create("mb3-small-ssd-lite", 3), seed=2)
     path = tmp_path / "mb3-small-ssd-lite.pth"
     torch.save(source.state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"a pytorch-ssd mb3-small-ssd-lite \(--net mb3-small-ssd-lite\), .*--label-file"):
+    with pytest.raises(ModelFileError, match=r"a pytorch-ssd mb3-small-ssd-lite \(--net mb3-small-ssd-lite\), .*--label-file"):
         load_model_file(path)
     (tmp_path / "labels.txt").write_text("cat\ndog\n", encoding="utf-8")
     loaded = load_model_file(path)
@@ -185,11 +190,11 @@ def test_load_model_file_identifies_a_pytorch_ssd_file_without_net(tmp_path):
     with torch.no_grad():
         for a, b in zip(loaded.model(x), source(x)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    with pytest.raises(CheckpointError, match=r"is a pytorch-ssd mb3-small-ssd-lite, not at width multiplier 0.5"):
+    with pytest.raises(ModelFileError, match=r"a pytorch-ssd mb3-small-ssd-lite, not at width multiplier 0.5"):
         load_model_file(path, width_mult=0.5)
     junk = tmp_path / "junk.pth"
     torch.save({"base_net.0.weight": torch.zeros(4, 3, 3, 3)}, junk)
-    with pytest.raises(CheckpointError, match="give its network with --net .*none of pytorch-ssd's networks"):
+    with pytest.raises(ModelFileError, match="give its network with --net .*none of pytorch-ssd's networks"):
         load_model_file(junk)
 
 
