@@ -205,7 +205,7 @@ def test_from_file_reads_checkpoints_and_pytorch_ssd_files(model, tmp_path):
     """Detector.from_file: an ssdfast checkpoint as from_checkpoint reads it, and a pytorch-ssd state
     dict (mb2-ssd-lite's keys are pytorch-ssd's) with --net-style options, class names from a label
     file or labels.txt beside it; the pytorch-ssd model is fed OpenCV-style resizes."""
-    from ssdfast.model_files import ModelFileError
+    from ssdfast.errors import ModelFileError
 
     image = np.random.default_rng(2).integers(0, 255, (70, 90, 3), dtype=np.uint8)
     ckpt = tmp_path / "model.pth"

@@ -1,5 +1,5 @@
-"""Helpers shared by the command lines: both flag spellings, clean user errors, devices, the
-post-processing flags."""
+"""Helpers shared by the command lines: both flag spellings, user errors printed as one line, the
+model-file and post-processing flags."""
 from __future__ import annotations
 
 import argparse
@@ -7,19 +7,16 @@ import dataclasses
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from ..errors import SettingsError, UserError, one_line
 from ..ops.settings import PostprocessSettings, check_fraction
 
 if TYPE_CHECKING:
-    import torch
-
     from ..model_files import LoadedModel, ModelFile
 
 __all__ = [
-    "UsageError",
     "make_parser",
     "add_argument",
     "run_main",
-    "resolve_device",
     "str2bool",
     "positive_int",
     "non_negative_int",
@@ -29,10 +26,6 @@ __all__ = [
     "add_model_file_arguments",
     "load_model_arg",
 ]
-
-
-class UsageError(Exception):
-    """A mistake the user can fix (a missing file, an unknown network): printed as one line."""
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -110,37 +103,19 @@ def add_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *fla
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a command's body, turning user mistakes into ``error: ...`` on stderr and exit code 2.
-
-    A user's file that cannot be used (:class:`ssdfast.io.FileError` and its subclasses, whose message
-    names the file) is a user mistake too. ``KeyboardInterrupt`` exits 130 with one line. Anything
-    else is a bug and keeps its traceback.
+    """Run a command's body; a problem the user can fix (:class:`ssdfast.errors.UserError`: a data or
+    model file, a setting, a missing package) is printed once, as ``error: <one line>`` on stderr, and
+    exits 2. ``KeyboardInterrupt`` exits 130 with one line. Anything else is a bug and keeps its
+    traceback.
     """
     try:
         return int(main(argv) or 0)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:
+        print(f"error: {one_line(exc, limit=None)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        # Looked up, not imported: a FileError can only have come from an imported ssdfast.io.
-        errors = sys.modules.get("ssdfast.io.errors")
-        if errors is None or not isinstance(exc, errors.FileError):
-            raise
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-
-
-def resolve_device(device: str | None, use_cuda: bool | None = None) -> "torch.device":
-    """:func:`ssdfast.device.resolve_device`, its mistakes as :class:`UsageError` (one line)."""
-    from ..device import resolve_device as resolve
-
-    try:
-        return resolve(device, use_cuda)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def add_model_file_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -164,7 +139,7 @@ def load_model_arg(source: "str | ModelFile", args: argparse.Namespace, device: 
                    flag: str = "--trained-model") -> "LoadedModel":
     """The model file ``source`` (given with ``flag``; a path or the file already read) read with the flags
     of :func:`add_model_file_arguments`. A file that does not load raises
-    :class:`~ssdfast.model_files.ModelFileError` naming ``flag`` and the file (:func:`run_main` prints it)."""
+    :class:`~ssdfast.errors.ModelFileError` naming ``flag`` and the file (:func:`run_main` prints it)."""
     from ..model_files import load_model_file
 
     return load_model_file(source, flag=flag, net=getattr(args, "net", None), label_file=getattr(args, "label_file", None),
@@ -204,7 +179,7 @@ def add_postprocess_arguments(parser: argparse.ArgumentParser | argparse._Argume
 
 def postprocess_settings(args: argparse.Namespace) -> PostprocessSettings:
     """The :class:`~ssdfast.ops.PostprocessSettings` of the flags :func:`add_postprocess_arguments`
-    declared; a value out of range is a :class:`UsageError` naming its flag."""
+    declared; a value out of range is a :class:`~ssdfast.errors.SettingsError` naming its flag."""
     shown: dict[str, str] = getattr(args, _FLAGS_DEST)
     settings = PostprocessSettings()
     for field, flag in shown.items():  # one at a time, so that an error names its flag
@@ -213,5 +188,5 @@ def postprocess_settings(args: argparse.Namespace) -> PostprocessSettings:
         except ValueError as exc:
             message = str(exc)  # "<field> should be ...": said of the flag instead
             said = flag + message[len(field):] if message.startswith(field) else f"{flag}: {message}"
-            raise UsageError(said) from None
+            raise SettingsError(said) from None
     return settings

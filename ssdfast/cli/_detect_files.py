@@ -8,9 +8,9 @@ import os
 import re
 from typing import Any, Sequence
 
+from ..errors import DataError, SettingsError
 from ..io import IMAGE_EXTENSIONS
 from ..io.video import VIDEO_EXTENSIONS, is_video, output_extension
-from ._common import UsageError
 
 __all__ = ["expand_inputs", "camera_index", "is_stream", "Outputs", "detection_record"]
 
@@ -20,9 +20,9 @@ _CAMERA = re.compile(r"^(?:v4l2://)?/dev/video(\d+)$")
 def camera_index(item: str) -> int | None:
     """``/dev/video1`` or ``v4l2:///dev/video1`` (detectnet's spellings) -> 1; else None.
 
-    A Jetson CSI camera (``csi://0``) needs GStreamer's nvarguscamerasrc: a UsageError saying so."""
+    A Jetson CSI camera (``csi://0``) needs GStreamer's nvarguscamerasrc: a SettingsError saying so."""
     if item.startswith("csi://"):
-        raise UsageError(f"{item}: CSI cameras need jetson-inference's GStreamer input (detectnet); "
+        raise SettingsError(f"{item}: CSI cameras need jetson-inference's GStreamer input (detectnet); "
                          "ssdfast-detect reads V4L2 / USB cameras: /dev/videoN or --camera N")
     match = _CAMERA.match(item)
     return int(match.group(1)) if match else None
@@ -35,7 +35,7 @@ def is_stream(item: str) -> bool:
 
 def expand_inputs(inputs: Sequence[str], recursive: bool) -> list[str]:
     """Files, folders (their images and videos) and glob patterns -> file list, in order, without
-    duplicates; stream URLs are kept as given. A UsageError names an input that gives nothing."""
+    duplicates; stream URLs are kept as given. A DataError names an input that gives nothing."""
     wanted = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
     files: list[str] = []
     for item in inputs:
@@ -46,17 +46,18 @@ def expand_inputs(inputs: Sequence[str], recursive: bool) -> list[str]:
                 found = [os.path.join(item, n) for n in os.listdir(item)]
             found = sorted(p for p in found if os.path.isfile(p) and os.path.splitext(p)[1].lower() in wanted)
             if not found:
-                raise UsageError(f"{item}: no images or videos in this folder{'' if recursive else ' (try --recursive)'}")
+                hint = "" if recursive else " (try --recursive)"
+                raise DataError(f"{item}: no images or videos in this folder{hint}")
             files += found
         elif os.path.isfile(item) or is_stream(item):
             files.append(item)
         elif glob.has_magic(item):
             found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
             if not found:
-                raise UsageError(f"{item}: no file matches this pattern")
+                raise DataError(f"{item}: no file matches this pattern")
             files += found
         else:
-            raise UsageError(f"{item}: no such file or folder")
+            raise DataError(f"{item}: no such file or folder")
     return list(dict.fromkeys(files))
 
 
@@ -91,14 +92,14 @@ class Outputs:
             source_is_video = camera or is_stream(files[0]) or is_video(files[0])
             if source_is_video != (ext in VIDEO_EXTENSIONS):
                 kind = "a video" if source_is_video else "an image"
-                raise UsageError(f"--output {output}: the input is {kind}; give a matching file name or a folder")
+                raise SettingsError(f"--output {output}: the input is {kind}; give a matching file name or a folder")
             self.single = output
             parent = os.path.dirname(output)
             if parent:
                 os.makedirs(parent, exist_ok=True)
         else:
             if os.path.isfile(output):
-                raise UsageError(f"--output {output}: a file exists there; give a folder for several inputs")
+                raise SettingsError(f"--output {output}: a file exists there; give a folder for several inputs")
             os.makedirs(output, exist_ok=True)
 
     def path_for(self, source: str, video: bool = False) -> str | None:

@@ -14,7 +14,8 @@ import os
 import sys
 import time
 
-from ._common import UsageError, add_argument, make_parser, run_main
+from ..errors import DataError, SettingsError
+from ._common import add_argument, make_parser, run_main
 
 __all__ = ["main"]
 
@@ -67,23 +68,23 @@ def _parser():
 
 
 def _synthetic(args) -> int:
-    from ..data.synthetic import generate
+    from ..data.synthetic import SHAPES, generate
     from ..io.labels import class_count
 
     if args.num_images < 1:
-        raise UsageError(f"--num-images should be at least 1, got {args.num_images}")
+        raise SettingsError(f"--num-images should be at least 1, got {args.num_images}")
     if args.image_size < 32:
-        raise UsageError(f"--image-size should be at least 32, got {args.image_size}")
+        raise SettingsError(f"--image-size should be at least 32, got {args.image_size}")
+    if not 1 <= args.num_classes <= len(SHAPES):
+        raise SettingsError(f"--num-classes should be between 1 and {len(SHAPES)}, got {args.num_classes}")
     try:
         start = time.perf_counter()
         out = generate(
             args.out, format=args.format, num_images=args.num_images, image_size=args.image_size,
             seed=args.seed, num_classes=args.num_classes, workers=args.workers,
         )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    except OSError as exc:
-        raise UsageError(f"{args.out}: {exc.strerror or exc}") from None
+    except OSError as exc:  # the output folder cannot be written
+        raise DataError.about(args.out, exc.strerror or str(exc), "--out") from None
     print(f"wrote {args.num_images} {args.format} images ({args.image_size} px, {class_count(args.num_classes + 1)}) to {out} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
@@ -93,11 +94,11 @@ def _validate(args) -> int:
     from ..data.validate import validate_dataset
 
     if args.label_file is not None and not os.path.isfile(args.label_file):
-        raise UsageError(f"--label-file {args.label_file}: no such file")
+        raise DataError(f"--label-file {args.label_file}: no such file")
     total = 0
     for d in args.dirs:
         if not os.path.isdir(d):
-            raise UsageError(f"{d}: no such directory")
+            raise DataError(f"{d}: no such directory")
         report = validate_dataset(  # a folder that is no dataset: DataError, one line (run_main)
             d, dataset_type=args.dataset_type, label_file=args.label_file, workers=args.workers,
             progress=not args.no_progress and sys.stderr.isatty(), strict=args.strict,

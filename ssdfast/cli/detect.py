@@ -19,9 +19,11 @@ import sys
 import time
 from typing import Any
 
+from ..device import resolve_device
+from ..errors import DataError, MissingPackageError, ModelFileError, SettingsError
 from ..ops.settings import DISPLAY
-from ._common import (UsageError, add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg,
-                      make_parser, postprocess_settings, resolve_device, run_main, str2bool)
+from ._common import (add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg, make_parser,
+                      postprocess_settings, run_main, str2bool)
 from ._detect_files import Outputs, camera_index, detection_record, expand_inputs, is_stream
 
 __all__ = ["main", "build_parser"]
@@ -96,7 +98,7 @@ def _split_positionals(args: argparse.Namespace) -> None:
     first = positionals[0] if positionals else None
     if first is not None and not os.path.exists(first) and canonical_name(first) in list_models() and len(positionals) > 1:
         if args.net is not None and canonical_name(args.net) != canonical_name(first):
-            raise UsageError(f"--net {args.net} and the network {first} given before the model file disagree")
+            raise SettingsError(f"--net {args.net} and the network {first} given before the model file disagree")
         args.net = first
         positionals = positionals[1:]
         if len(positionals) > 1 and positionals[1].lower().endswith(".txt") and os.path.isfile(positionals[1]):
@@ -111,25 +113,26 @@ def _check_args(args: argparse.Namespace) -> None:
 
     args.settings = postprocess_settings(args)
     if args.batch_size < 1:
-        raise UsageError(f"--batch-size should be at least 1, got {args.batch_size}")
+        raise SettingsError(f"--batch-size should be at least 1, got {args.batch_size}")
     if args.num_workers is not None and args.num_workers < 0:
-        raise UsageError(f"--num-workers should be >= 0, got {args.num_workers}")
+        raise SettingsError(f"--num-workers should be >= 0, got {args.num_workers}")
     if args.max_frames is not None and args.max_frames < 1:
-        raise UsageError(f"--max-frames should be at least 1, got {args.max_frames}")
+        raise SettingsError(f"--max-frames should be at least 1, got {args.max_frames}")
     if args.model is None:
-        raise UsageError("give the model file (an ssdfast checkpoint or a pytorch-ssd .pth) and the inputs")
+        raise SettingsError("give the model file (an ssdfast checkpoint or a pytorch-ssd .pth) and the inputs")
     if not args.inputs and args.camera is None:
-        raise UsageError("give images, folders, globs or videos to detect in, or --camera INDEX")
+        raise SettingsError("give images, folders, globs or videos to detect in, or --camera INDEX")
     cameras = [i for i in (camera_index(x) for x in args.inputs) if i is not None]
     if (args.camera is not None or cameras) and "opencv" not in available_backends():
-        raise UsageError("--camera needs OpenCV: pip install opencv-python-headless (opencv-python for --show windows)")
+        raise MissingPackageError("--camera needs OpenCV: pip install opencv-python-headless (opencv-python for --show "
+                                  "windows)")
     if args.video_backend != "auto" and args.video_backend not in available_backends():
         package = "av" if args.video_backend == "pyav" else "opencv-python-headless"
-        raise UsageError(f"--video-backend {args.video_backend}: not installed (pip install {package})")
+        raise MissingPackageError(f"--video-backend {args.video_backend}: not installed (pip install {package})")
     if not os.path.isfile(args.model):
-        raise UsageError(f"{args.model}: no such checkpoint file")
+        raise ModelFileError(f"{args.model}: no such checkpoint file")
     if args.model.lower().endswith(".onnx"):
-        raise UsageError(f"{args.model}: an ONNX export; ssdfast-detect runs the .pth it was exported from "
+        raise ModelFileError(f"{args.model}: an ONNX export; ssdfast-detect runs the .pth it was exported from "
                          "(run the .onnx with jetson-inference's detectnet or onnxruntime)")
 
 
@@ -209,7 +212,7 @@ class _Run:
 
     # ---------------------------------------------------------------- video and camera
     def video(self, source: str, reader: Any) -> None:
-        from ..io.video import VideoError, create_video_writer
+        from ..io.video import create_video_writer
 
         writer = None
         out = self.outputs.path_for(source, video=True)
@@ -245,7 +248,7 @@ class _Run:
                         self.show(source, drawn)
                     index += 1
                 sys.stdout.flush()
-        except VideoError as exc:
+        except DataError as exc:  # a damaged stream, a frame that cannot be written: the next input
             self.warn(str(exc), source)
             self.failed.append(source)
         finally:
@@ -267,12 +270,12 @@ class _ImageFiles:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from ..io import FileError, load_image
+        from ..io import load_image
 
         path = self.paths[i]
         try:
             loaded = load_image(path)
-        except FileError as exc:  # one line naming the file
+        except DataError as exc:  # one line naming the file
             return path, None, None, str(exc)
         return path, loaded.pixels, loaded.warning, None
 
@@ -283,14 +286,11 @@ def _load_detector(args: argparse.Namespace, device: Any) -> Any:
     loaded = load_model_arg(args.model, args, device, flag="MODEL")
     if not args.quiet:
         print(loaded.describe(), file=sys.stderr)
-    try:
-        return Detector(loaded.model, loaded.class_names, device, args.settings)
-    except ValueError as exc:
-        raise UsageError(f"MODEL {args.model}: {exc}") from None
+    return Detector(loaded.model, loaded.class_names, device, args.settings)
 
 
 def _main(argv: list[str] | None) -> int:
-    from ..io.video import VideoError, is_video, open_camera, open_video, resolve_backend
+    from ..io.video import is_video, open_camera, open_video, resolve_backend
 
     args = build_parser().parse_args(argv)
     _split_positionals(args)
@@ -304,20 +304,14 @@ def _main(argv: list[str] | None) -> int:
         elif camera is None:
             camera = index
         else:
-            raise UsageError(f"{item}: one camera at a time (already reading camera {camera})")
+            raise SettingsError(f"{item}: one camera at a time (already reading camera {camera})")
     files = expand_inputs(sources, args.recursive)
     videos = [f for f in files if is_stream(f) or is_video(f)]
-    try:  # fail early on a format no installed library reads or writes
-        for v in videos:
-            resolve_backend(args.video_backend, v)
-    except VideoError as exc:
-        raise UsageError(str(exc)) from None
+    for v in videos:  # fail early on a format no installed library reads or writes
+        resolve_backend(args.video_backend, v)
     outputs = Outputs(args.output, files, camera is not None)
     if outputs.single is not None and (videos or camera is not None):
-        try:
-            resolve_backend(args.video_backend, outputs.single, writing=True)
-        except VideoError as exc:
-            raise UsageError(f"--output {exc}") from None
+        resolve_backend(args.video_backend, outputs.single, writing=True, flag="--output")
     device = resolve_device(args.device, args.use_cuda)
 
     from ..threads import planned_cpu
@@ -338,16 +332,13 @@ def _main(argv: list[str] | None) -> int:
                 break
             try:
                 reader = open_video(path, args.video_backend)
-            except VideoError as exc:
+            except DataError as exc:
                 run.warn(f"skipping {exc}", path)
                 run.failed.append(path)
                 continue
             run.video(path, reader)
         if camera is not None and not run.stop:
-            try:
-                reader = open_camera(camera)
-            except VideoError as exc:
-                raise UsageError(f"--camera {camera}: {exc}") from None
+            reader = open_camera(camera)
             if not args.quiet:
                 print(f"camera {camera}: {reader.width}x{reader.height}; Ctrl-C{' or q' if args.show else ''} stops",
                       file=sys.stderr)

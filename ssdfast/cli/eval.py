@@ -27,10 +27,10 @@ import tempfile
 from typing import Any
 
 from ..data import DATASET_TYPES
-from ..io.errors import first_line
+from ..device import resolve_device
+from ..errors import DataError, ModelFileError
 from ..ops.settings import EVALUATION
 from ._common import (
-    UsageError,
     add_argument,
     add_model_file_arguments,
     add_postprocess_arguments,
@@ -40,7 +40,6 @@ from ._common import (
     non_negative_int,
     positive_int,
     postprocess_settings,
-    resolve_device,
     run_main,
     str2bool,
 )
@@ -100,25 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _build_dataset(args: argparse.Namespace, class_names: list[str]) -> Any:
-    from ..data import DataError, build_dataset
+    from ..data import build_dataset
 
     for path in args.dataset:
         if not os.path.exists(path):
-            raise UsageError(f"--dataset {path}: no such folder")
+            raise DataError(f"--dataset {path}: no such folder")
     with tempfile.TemporaryDirectory() as tmp:
         label_file = args.label_file
         if label_file is None:  # read the dataset with the model's classes, in the model's order
             label_file = os.path.join(tmp, "labels.txt")
             with open(label_file, "w", encoding="utf-8") as f:
                 f.write("\n".join(class_names) + "\n")
-        try:
-            dataset = build_dataset(args.dataset_type, args.dataset, split=args.split, label_file=label_file)
-        except (DataError, ValueError) as exc:
-            raise UsageError(first_line(exc)) from None
+        dataset = build_dataset(args.dataset_type, args.dataset, split=args.split, label_file=label_file)
     if list(dataset.class_names) != list(class_names):
-        raise UsageError(f"the dataset's classes {dataset.class_names} differ from the model's {class_names}")
+        raise DataError(f"the dataset's classes {dataset.class_names} differ from the model's {class_names}")
     if len(dataset) == 0:
-        raise UsageError(f"--dataset {' '.join(args.dataset)}: no images in split {args.split!r}")
+        raise DataError(f"--dataset {' '.join(args.dataset)}: no images in split {args.split!r}")
     return dataset
 
 
@@ -224,28 +220,24 @@ def _write_eval_dir(eval_dir: str, result: dict[str, Any], class_names: list[str
 
 def _main(argv: list[str] | None) -> int:
     from ..evaluation import evaluate
-    from ..io import ImageError
     from ..threads import planned_cpu
 
     args = build_parser().parse_args(argv)
     settings = postprocess_settings(args)
     device = resolve_device(args.device, args.use_cuda)
     if not os.path.isfile(args.trained_model):
-        raise UsageError(f"--trained-model {args.trained_model}: no such file")
+        raise ModelFileError.about(args.trained_model, "no such file", "--trained-model")
     loaded = load_model_arg(args.trained_model, args, device, "--trained-model")
     if not args.quiet:
         print(loaded.describe(), file=sys.stderr)
     dataset = _build_dataset(args, loaded.class_names)
     metric = args.metric or ("coco" if args.dataset_type == "coco" else "voc")
     with planned_cpu(args.num_workers, device.type) as num_workers:  # the network gets the cores they leave
-        try:
-            result = evaluate(
-                loaded.model, dataset, batch_size=args.batch_size, device=device, metric=metric, settings=settings,
-                match_iou=args.match_iou, use_2007_metric=args.use_2007_metric, num_workers=num_workers,
-                progress=not args.quiet, strict=args.strict,
-            )
-        except ImageError as exc:  # --strict: a test image that cannot be used
-            raise UsageError(f"{first_line(exc)} [--strict]") from None
+        result = evaluate(
+            loaded.model, dataset, batch_size=args.batch_size, device=device, metric=metric, settings=settings,
+            match_iou=args.match_iou, use_2007_metric=args.use_2007_metric, num_workers=num_workers,
+            progress=not args.quiet, strict=args.strict,
+        )
     _print_report(result)
     if args.eval_dir:
         written = _write_eval_dir(args.eval_dir, result, loaded.class_names, args, loaded.kind)

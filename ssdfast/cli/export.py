@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..export.deps import MissingPackageError, require
+from ..errors import DataError, ModelFileError, SettingsError
+from ..export.deps import require
 from ..export.formats import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET, model_image_size
 from ..ops.settings import DISPLAY
-from ._common import (UsageError, add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg,
-                      make_parser, positive_int, postprocess_settings, run_main)
+from ._common import (add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg, make_parser,
+                      positive_int, postprocess_settings, run_main)
 
 __all__ = ["main", "build_parser"]
 
@@ -147,17 +148,17 @@ def _resolve_model_file(args: argparse.Namespace) -> tuple[Path, str]:
     """The model file to export and the flag it came from (for messages); prints why when picked."""
     given = [v for v in (args.checkpoint, args.input) if v]
     if len(given) == 2 and Path(given[0]) != Path(given[1]):
-        raise UsageError("give the model file once: MODEL or --input, not both")
+        raise SettingsError("give the model file once: MODEL or --input, not both")
     model_dir = args.model_dir
     if model_dir is not None and not model_dir.is_dir():
-        raise UsageError(f"--model-dir {model_dir} is not a folder")
+        raise ModelFileError(f"--model-dir {model_dir} is not a folder")
     flag = "--input" if args.input else "MODEL"
     if given:
         path = Path(given[0]).expanduser()
         if not path.is_file() and model_dir is not None and (model_dir / path).is_file():
             path = model_dir / path  # onnx_export.py: a name inside --model-dir
         if not path.is_file():
-            raise UsageError(f"{flag}: model file {path} does not exist")
+            raise ModelFileError(f"{flag}: model file {path} does not exist")
         return path, flag
     if model_dir is not None:
         from ..model_files import pick_model_file
@@ -165,7 +166,7 @@ def _resolve_model_file(args: argparse.Namespace) -> tuple[Path, str]:
         choice = pick_model_file(model_dir, flag="--model-dir")
         print(f"--model-dir {model_dir}: exporting {choice.path.name}: {choice.reason}")
         return choice.path, "--model-dir"
-    raise UsageError("which checkpoint? give MODEL (an ssdfast checkpoint or a pytorch-ssd .pth), --input FILE "
+    raise SettingsError("which checkpoint? give MODEL (an ssdfast checkpoint or a pytorch-ssd .pth), --input FILE "
                      "or --model-dir DIR")
 
 
@@ -190,9 +191,9 @@ def _output_path(args: argparse.Namespace, model_file: Path, net_given: str | No
         suffix = "" if args.format == "jetson" else f"-{args.format}"
         output = folder / f"{model_file.stem}{suffix}.onnx"
     if output.suffix.lower() != ".onnx":
-        raise UsageError(f"--output should be a .onnx file, got {output}")
+        raise SettingsError(f"--output should be a .onnx file, got {output}")
     if output.is_dir():
-        raise UsageError(f"--output {output} is a folder")
+        raise SettingsError(f"--output {output} is a folder")
     return output
 
 
@@ -202,7 +203,7 @@ def _output_path(args: argparse.Namespace, model_file: Path, net_given: str | No
 def _load(model_file: Path, args: argparse.Namespace, flag: str) -> Any:
     """The model file read (once) with the model-file flags. A pytorch-ssd file given without --net, whose
     network is not recognised from the file, is read as onnx_export.py's default, ssd-mobilenet (mb1-ssd)."""
-    from ..model_files import ModelFileError, read_model_file
+    from ..model_files import read_model_file
 
     read = read_model_file(model_file, flag=flag)
     try:
@@ -226,7 +227,7 @@ def _check_size(args: argparse.Namespace, loaded: Any) -> None:
         if given is not None and given != actual:
             hint = ("give --resolution to build the pytorch-ssd network at another size" if loaded.kind == "pytorch-ssd"
                     else "the export uses the size the model was trained at")
-            raise UsageError(f"{flag} {given} but the model's network takes {w}x{h} images ({hint})")
+            raise SettingsError(f"{flag} {given} but the model's network takes {w}x{h} images ({hint})")
 
 
 def _check_labels_destination(labels: Path, loaded: Any) -> None:
@@ -235,7 +236,7 @@ def _check_labels_destination(labels: Path, loaded: Any) -> None:
         return
     lines = [line.strip() for line in labels.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if lines != list(loaded.class_names):
-        raise UsageError(f"--output-labels: {labels} is the label file the class names were read from, in another "
+        raise SettingsError(f"--output-labels: {labels} is the label file the class names were read from, in another "
                          "format than detectnet's (one a line, BACKGROUND first); give --output-labels FILE")
 
 
@@ -261,14 +262,10 @@ def _print_usage_hint(result: Any, labels: Path | None) -> None:
 
 def _read_images(paths: list[str], limit: int, flag: str) -> list[Any]:
     from ..export.inputs import load_images
-    from ..io import FileError
 
-    try:
-        loaded = load_images(paths, limit=limit)
-    except (FileNotFoundError, FileError) as exc:
-        raise UsageError(f"{flag}: {exc}") from None
+    loaded = load_images(paths, limit=limit, flag=flag)
     if not loaded:
-        raise UsageError(f"{flag} {' '.join(paths)}: no images found")
+        raise DataError(f"{flag} {' '.join(paths)}: no images found")
     for image in loaded:
         if image.warning:
             print(f"note: {image.warning}")
@@ -279,14 +276,14 @@ def _calibration_batches(args: argparse.Namespace, model: Any, batch: int) -> li
     from ..export.inputs import prepare_inputs
 
     if not args.calib_dir:
-        raise UsageError("--int8 needs --calib-dir DIR (images like the ones the model will see)")
+        raise SettingsError("--int8 needs --calib-dir DIR (images like the ones the model will see)")
     images = _read_images([args.calib_dir], args.calib_count, "--calib-dir")
     batches = []
     for start in range(0, len(images) - batch + 1, batch):
         _, x, _ = prepare_inputs(images[start:start + batch], model.config)
         batches.append(x.numpy())
     if not batches:
-        raise UsageError(f"--calib-dir has {len(images)} images, fewer than one batch of {batch}")
+        raise DataError(f"--calib-dir has {len(images)} images, fewer than one batch of {batch}")
     return batches
 
 
@@ -344,15 +341,15 @@ def _tensorrt(args: argparse.Namespace, result: Any, model: Any, checkpoint_sha:
 
 def _check_flags(args: argparse.Namespace) -> None:
     if not (MIN_OPSET <= args.opset <= MAX_OPSET):
-        raise UsageError(f"--opset should be between {MIN_OPSET} and {MAX_OPSET}, got {args.opset}")
+        raise SettingsError(f"--opset should be between {MIN_OPSET} and {MAX_OPSET}, got {args.opset}")
     if args.int8 and args.tensorrt is None:
-        raise UsageError("--int8 applies to the TensorRT engine: add --tensorrt ENGINE")
+        raise SettingsError("--int8 applies to the TensorRT engine: add --tensorrt ENGINE")
     if args.fp16 and args.tensorrt is None:
-        raise UsageError("--fp16 applies to the TensorRT engine: add --tensorrt ENGINE")
+        raise SettingsError("--fp16 applies to the TensorRT engine: add --tensorrt ENGINE")
     if args.calib_dir is not None and not Path(args.calib_dir).is_dir():
-        raise UsageError(f"--calib-dir {args.calib_dir} is not a folder")
+        raise DataError(f"--calib-dir {args.calib_dir} is not a folder")
     if not args.tolerance > 0:
-        raise UsageError(f"--tolerance should be positive, got {args.tolerance}")
+        raise SettingsError(f"--tolerance should be positive, got {args.tolerance}")
     if args.check:  # before anything is written: say what to install
         require("onnxruntime", "--check")
 
@@ -365,13 +362,13 @@ def _export(args: argparse.Namespace) -> int:
     model_file, flag = _resolve_model_file(args)
     _resolve_label_file(args)
 
-    from ..export.tensorrt import StaleEngineError, check_engine, file_sha256
+    from ..export.tensorrt import check_engine, file_sha256
 
     checkpoint_sha = file_sha256(model_file)
     if args.verify_engine:
         try:
             info = check_engine(args.verify_engine, checkpoint_sha256=checkpoint_sha)
-        except StaleEngineError as exc:
+        except ModelFileError as exc:  # an answer, not a mistake: exit 1 (a failed check), as --check
             print(f"stale: {exc}", file=sys.stderr)
             return 1
         print(f"{args.verify_engine} is up to date: built from {model_file} ({info.export_format}, {info.precision})")
@@ -389,14 +386,11 @@ def _export(args: argparse.Namespace) -> int:
     from ..export import check_export, export_onnx, sample_images
 
     model = loaded.model
-    try:
-        result = export_onnx(
-            model, output, format=args.format, opset=args.opset, batch_size=args.batch_size, settings=settings,
-            class_names=loaded.class_names, labels_path=labels,
-            metadata={"ssdfast.checkpoint_sha256": checkpoint_sha, "ssdfast.checkpoint": model_file.name},
-        )
-    except ValueError as exc:  # e.g. class names not starting with BACKGROUND
-        raise UsageError(str(exc)) from None
+    result = export_onnx(
+        model, output, format=args.format, opset=args.opset, batch_size=args.batch_size, settings=settings,
+        class_names=loaded.class_names, labels_path=labels,
+        metadata={"ssdfast.checkpoint_sha256": checkpoint_sha, "ssdfast.checkpoint": model_file.name},
+    )
     _print_usage_hint(result, result.labels_path)
 
     if args.check:
@@ -414,11 +408,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _export(args)
-    except MissingPackageError as exc:
-        raise UsageError(str(exc)) from None
+    return _export(build_parser().parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import UsageError, add_argument, make_parser, positive_int, resolve_device, run_main, str2bool
+from ..errors import SettingsError
+from ._common import add_argument, make_parser, positive_int, run_main, str2bool
 
 if TYPE_CHECKING:
     from ..engine import TrainConfig
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _raise_usage(message: str) -> None:
-    raise UsageError(message)
+    raise SettingsError(message)
 
 
 def _flag_to_action(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -136,28 +137,29 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict[str, An
 
     file = Path(path)
     if not file.is_file():
-        raise UsageError(f"--config {path}: no such file")
+        raise SettingsError(f"--config {path}: no such file")
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UsageError(f"--config {path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise SettingsError(f"--config {path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UsageError(f"--config {path}: expected a mapping of flag names to values, got a {type(data).__name__}")
+        raise SettingsError(f"--config {path}: expected a mapping of flag names to values, got a {type(data).__name__}")
     actions = _flag_to_action(parser)
     defaults: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).lstrip("-").replace("-", "_")
         action = actions.get(name)
         if action is None or name in ("config", "help"):
-            raise UsageError(f"--config {path}: unknown setting {key!r} (settings are flag names such as net, lr, batch_size)")
+            raise SettingsError(f"--config {path}: unknown setting {key!r} (settings are flag names such as net, lr, "
+                                "batch_size)")
         try:
             defaults[action.dest] = _config_value(action, value)
         except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-            raise UsageError(f"--config {path}: {key}: {exc}") from None
+            raise SettingsError(f"--config {path}: {key}: {exc}") from None
     return defaults
 
 
@@ -208,7 +210,7 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line (and ``--config`` file) -> namespace of every setting (defaults where not given).
-    Mistakes raise :class:`UsageError`. A resumed run's saved settings are not in it:
+    Mistakes raise :class:`SettingsError`. A resumed run's saved settings are not in it:
     :func:`config_from_args` adds them."""
     return _parse(argv)[0]
 
@@ -216,8 +218,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def config_from_args(argv: list[str] | None = None) -> "TrainConfig":
     """The training settings of a command line: flags given > ``--config`` file > the resumed run's
     settings (``--resume``, through :meth:`~ssdfast.engine.TrainConfig.resumed_from`, as the Python API
-    does) > defaults. Mistakes raise :class:`UsageError`; a missing or unreadable ``--resume`` file the
-    engine's ``ConfigError``."""
+    does) > defaults. Mistakes raise :class:`~ssdfast.errors.SettingsError`; a missing or unreadable
+    ``--resume`` file a :class:`~ssdfast.errors.ModelFileError`."""
     return _config_from_given(_given(argv))
 
 
@@ -231,32 +233,19 @@ def _config_from_given(given: dict[str, Any]) -> "TrainConfig":
     return TrainConfig(**settings)
 
 
-def _one_line(text: str) -> str:
-    """A message on one line: a DataLoader worker's re-raised error keeps only its own last line."""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    if not lines:
-        return str(text)
-    if len(lines) > 1 and any("Traceback" in line for line in lines):
-        last = lines[-1]
-        return last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
-    return " ".join(lines)
-
-
 def _main(argv: list[str] | None) -> int:
     args, given = _parse(argv)
     if args.demo:
         from ..demo import run_demo
+        from ..device import resolve_device
 
         run_demo(args.output, device=str(resolve_device(args.device, args.use_cuda)), seed=args.seed)
         return 0
 
-    from ..engine import ConfigError, NonFiniteLossError, TrainingInterrupted, train
-    from ..io import FileError
+    from ..engine import NonFiniteLossError, TrainingInterrupted, train
 
     try:
         train(_config_from_given(given))
-    except (ConfigError, FileError) as exc:
-        raise UsageError(_one_line(str(exc))) from None
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

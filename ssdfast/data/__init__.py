@@ -16,14 +16,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from ._base import BACKGROUND, DataError, DetectionDataset, SkippedSample, log, read_label_file
+from ..errors import DataError
+from ._base import BACKGROUND, DetectionDataset, SkippedSample, log, read_label_file
 from .coco import COCODataset, annotations_of_image_folder
 from .open_images import OpenImagesDataset
 from .voc import VOCDataset
 
 __all__ = [
     "BACKGROUND",
-    "DataError",
     "DetectionDataset",
     "VOCDataset",
     "COCODataset",
@@ -115,7 +115,7 @@ def build_dataset(
         label_file: class names, one a line (``BACKGROUND`` first optional).
         balance: Open Images only: oversample rare classes (pytorch-ssd's ``--balance-data``).
         keep_difficult: keep VOC ``difficult`` / COCO crowd boxes in ``dataset[i]``.
-        strict: raise :class:`DataError` (naming the file) on a broken image or annotation instead
+        strict: raise :class:`~ssdfast.errors.DataError` (naming the file) on a broken image or annotation instead
             of warning and skipping it.
 
     Returns a :class:`DetectionDataset` with ``class_names`` (``BACKGROUND`` first),

@@ -14,7 +14,8 @@ the transform and returns ``(image, target)``. What the console should hear abou
 sample, so it reaches the main process from DataLoader workers: a truncated image that decodes is
 used and its warning put in ``target["notes"]``; an unreadable image gives a :class:`SkippedSample`
 (``strict=False``; :func:`ssdfast.data.collate_detection` drops it, counts it and keeps its note) or
-raises :class:`DataError` naming the path (``strict=True``, which also refuses truncated images).
+raises :class:`~ssdfast.errors.DataError` naming the path (``strict=True``, which also refuses truncated
+images).
 """
 from __future__ import annotations
 
@@ -28,18 +29,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..io import BACKGROUND, FileError, ImageError, class_count, load_image, read_label_file
+from ..errors import DataError, one_line
+from ..io import BACKGROUND, class_count, load_image, read_label_file
 from ..io.images import strict_refusal
 
-__all__ = ["DataError", "DetectionDataset", "SkippedSample", "read_label_file", "BACKGROUND"]
+__all__ = ["DetectionDataset", "SkippedSample", "read_label_file", "BACKGROUND"]
 
 log = logging.getLogger("ssdfast.data")
 
 Transform = Callable[[Tensor, Tensor, Tensor], "tuple[Tensor, Tensor, Tensor]"]
-
-
-class DataError(FileError):
-    """A data file (image, annotation, list) that cannot be used; the message names the file."""
 
 
 @dataclass
@@ -290,10 +288,8 @@ class DetectionDataset(Dataset):
         path = self._paths[r]
         try:
             loaded = load_image(path)
-        except ImageError as exc:  # corrupt, truncated past use, missing: never crash a worker
+        except DataError as exc:  # corrupt, truncated past use, missing: never crash a worker
             return self._unreadable(index, path, str(exc))
-        except Exception as exc:  # anything else a decoder may throw
-            return self._unreadable(index, path, f"{path}: unreadable image ({_one_line(exc)})")
         if loaded.warning is not None and self.strict:
             raise DataError(strict_refusal(loaded.warning))
         image = loaded.pixels
@@ -318,8 +314,8 @@ class DetectionDataset(Dataset):
                 boxes_t = boxes_t / torch.tensor([width, height, width, height], dtype=torch.float32)
         except Exception as exc:
             if self.strict:
-                raise DataError(f"{path}: transform failed ({_one_line(exc)})") from exc
-            return self._unreadable(index, path, f"{path}: transform failed ({_one_line(exc)})", exc_info=True)
+                raise DataError(f"{path}: transform failed ({one_line(exc)})") from exc
+            return self._unreadable(index, path, f"{path}: transform failed ({one_line(exc)})", exc_info=True)
         target = {"boxes": boxes_t.to(torch.float32), "labels": labels_t.to(torch.int64), "index": index}
         if notes:
             target["notes"] = notes
@@ -330,15 +326,6 @@ class DetectionDataset(Dataset):
             f"{type(self).__name__}({len(self)} images, {class_count(len(self.class_names))}, "
             f"{self.stats['boxes']} boxes)"
         )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[-1] if text else type(exc).__name__
-    # torchvision prefixes its C++ location: "decode_jpeg, /path/decode_jpeg.cpp:171, Image is ..."
-    if ".cpp:" in msg and ", " in msg:
-        msg = msg.split(", ")[-1]
-    return msg
 
 
 def discover_names(names: Sequence[str]) -> list[str]:

@@ -26,7 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._base import BACKGROUND, DataError, DetectionDataset, Transform, _Record, log, read_label_file
+from ..errors import DataError
+from ._base import BACKGROUND, DetectionDataset, Transform, _Record, log, read_label_file
 
 __all__ = ["COCODataset", "find_coco_split", "annotations_of_image_folder"]
 

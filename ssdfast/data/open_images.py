@@ -26,8 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..io import ImageError, image_size
-from ._base import BACKGROUND, DataError, DetectionDataset, Transform, _Record, log, read_label_file
+from ..errors import DataError
+from ..io import image_size
+from ._base import BACKGROUND, DetectionDataset, Transform, _Record, log, read_label_file
 
 __all__ = ["OpenImagesDataset", "balanced_order"]
 
@@ -158,9 +159,9 @@ class OpenImagesDataset(DetectionDataset):
         if r not in self._size_cache:
             try:
                 self._size_cache[r] = image_size(self._paths[r])
-            except ImageError as exc:
+            except DataError as exc:
                 if self.strict:
-                    raise DataError(str(exc)) from None
+                    raise
                 log.warning("%s", exc)
                 return 0, 0
         return self._size_cache[r]

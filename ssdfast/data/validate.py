@@ -19,9 +19,10 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from ..io import FileError, load_image
+from ..errors import DataError
+from ..io import load_image
 from ..threads import available_cores
-from ._base import BACKGROUND, DataError, read_label_file
+from ._base import BACKGROUND, read_label_file
 from .coco import annotations_of_image_folder
 from .open_images import CSV_COLUMNS
 from .voc import voc_image_path
@@ -85,7 +86,7 @@ def inspect_image(path: str, expected_size: tuple[int, int] | None = None) -> tu
         return ["image file is missing"], []
     try:
         loaded = load_image(path)
-    except FileError as exc:
+    except DataError as exc:
         return [_without_path(str(exc), path)], []
     warnings = [] if loaded.warning is None else [_without_path(loaded.warning, path)]
     size = (int(loaded.pixels.shape[-1]), int(loaded.pixels.shape[-2]))
@@ -189,7 +190,7 @@ def _voc_jobs(root: str, label_file: str | None, report: ValidationReport) -> li
     if label_file is not None:
         try:
             classes = frozenset(n.lower() for n in read_label_file(label_file) if n != BACKGROUND)
-        except FileError as exc:  # the label file's own problem (ssdfast.io)
+        except DataError as exc:  # the label file's own problem (ssdfast.io)
             report.problems.append(Problem(label_file, str(exc).split(": ", 1)[-1]))
     else:
         report.notes.append("no labels.txt: class names not checked")

@@ -16,8 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import DataError
 from ..threads import available_cores
-from ._base import DataError, DetectionDataset, Transform, _Record, discover_names, log, read_label_file
+from ._base import DetectionDataset, Transform, _Record, discover_names, log, read_label_file
 
 __all__ = ["VOCDataset", "parse_voc_xml", "voc_split_file", "voc_image_path"]
 
@@ -113,7 +114,7 @@ class VOCDataset(DetectionDataset):
         transform: ``(uint8 image [3,H,W], boxes px xyxy [G,4], labels [G]) -> (image, boxes normalized, labels)``.
         label_file: class names file; default ``<root>/labels.txt`` when present.
         keep_difficult: keep ``difficult`` objects in ``dataset[i]`` (they are always in ``get_annotation``).
-        strict: raise :class:`DataError` on a broken annotation or image instead of skipping it.
+        strict: raise :class:`~ssdfast.errors.DataError` on a broken annotation or image instead of skipping it.
     """
 
     def __init__(

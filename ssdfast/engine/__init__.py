@@ -3,11 +3,11 @@
 >>> from ssdfast.engine import TrainConfig, Trainer
 >>> Trainer(TrainConfig(dataset_type="voc", datasets=["data/fruit"], net="mb1-ssd")).fit()
 """
-from .errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hook, StepOutput
 from .optim import LrSchedule, build_param_groups, make_sgd
 from .sampling import EpochSampler, SeededSamples
 from .settings import TrainConfig
+from .stopping import NonFiniteLossError, TrainingInterrupted
 from .trainer import Trainer, train
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "EpochSampler",
     "SeededSamples",
     "build_param_groups",
-    "ConfigError",
     "NonFiniteLossError",
     "TrainingInterrupted",
 ]

@@ -19,27 +19,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..io.errors import one_line
+from ..errors import DataError, SettingsError, one_line
 from ..io.labels import class_count
-from .errors import ConfigError
 from .settings import JETSON_PRETRAINED, JETSON_PRETRAINED_URL, TrainConfig
 
 if TYPE_CHECKING:
     from ..model_files import ModelFile
 
-__all__ = ["resolve_device", "Data", "build_data", "RunLength", "run_length", "StartFiles", "read_start_files",
+__all__ = ["Data", "build_data", "RunLength", "run_length", "StartFiles", "read_start_files",
            "build_criterion", "build_model", "variant_options", "wrap_for_training", "init_weights",
            "missing_default_warning", "check_compatible"]
-
-
-def resolve_device(device: str | None, use_cuda: bool | None = None) -> torch.device:
-    """:func:`ssdfast.device.resolve_device`, its mistakes as :class:`ConfigError`."""
-    from ..device import resolve_device as resolve
-
-    try:
-        return resolve(device, use_cuda)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 class _DeferredTransform:
@@ -91,10 +80,10 @@ def build_data(config: TrainConfig, *, train_dataset: Dataset | None = None,
         if val_dataset is None:
             val_dataset, source = _validation_set(config, val_transform)
     if len(train_dataset) == 0:  # type: ignore[arg-type]
-        raise ConfigError(f"--datasets {' '.join(config.datasets)}: no training images found")
+        raise DataError(f"--datasets {' '.join(config.datasets)}: no training images found")
     class_names = list(train_dataset.class_names)  # type: ignore[attr-defined]
     if val_dataset is not None and list(val_dataset.class_names) != class_names:  # type: ignore[attr-defined]
-        raise ConfigError(
+        raise DataError(
             f"--validation-dataset {config.validation_dataset or source}: its classes "
             f"{list(val_dataset.class_names)[1:]} differ from the training classes {class_names[1:]}"  # type: ignore[attr-defined]
         )
@@ -158,7 +147,7 @@ def read_start_files(config: TrainConfig) -> StartFiles:
     """The weight files ``config`` starts from, read once each (:func:`~ssdfast.model_files.read_model_file`,
     memory-mapped): ``--resume`` (kept by the config, :meth:`TrainConfig.resume_file`), else
     ``--pretrained-ssd`` (or jetson-inference's default file) and ``--base-net``. A file that cannot be
-    used is a :class:`~ssdfast.model_files.ModelFileError` of one line naming its flag."""
+    used is a :class:`~ssdfast.errors.ModelFileError` of one line naming its flag."""
     from ..model_files import read_model_file
 
     if config.resume:
@@ -182,12 +171,12 @@ def build_model(config: TrainConfig, num_classes: int, start: StartFiles | None 
     from ..models import canonical_name, create_model, list_models
 
     if canonical_name(config.net) not in list_models():
-        raise ConfigError(f"--net {config.net!r} is not a known network; choose one of {', '.join(list_models())}")
+        raise SettingsError(f"--net {config.net!r} is not a known network; choose one of {', '.join(list_models())}")
     try:
         return create_model(config.net, num_classes, width_mult=config.mb2_width_mult, image_size=config.resolution,
                             **variant_options(config, start))
     except (ValueError, TypeError) as exc:  # e.g. a width multiplier for a network without one, a tiny resolution
-        raise ConfigError(f"--net {config.net}: {exc}") from None
+        raise SettingsError(f"--net {config.net}: {exc}") from None
 
 
 def variant_options(config: TrainConfig, start: StartFiles | None = None) -> dict[str, str]:
@@ -249,7 +238,7 @@ def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], 
     start applies (:attr:`TrainConfig.jetson_default`) and its file is missing, the run starts from
     scratch with a warning through ``notes`` (a :class:`~ssdfast.engine.notes.RunNotes`: console,
     ``train.log``, ``metrics.jsonl``; a Python warning without it). A file that does not fit is a
-    :class:`~ssdfast.model_files.ModelFileError` naming its flag.
+    :class:`~ssdfast.errors.ModelFileError` naming its flag.
     """
     from ..model_files import load_weights
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from ..errors import SettingsError
 from .settings import TrainConfig
 
 __all__ = ["LrSchedule", "build_param_groups", "make_sgd", "Optimization", "build_optimization"]
@@ -57,7 +57,7 @@ def build_param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     base = getattr(model, "base_net", None)
     if config.freeze_base_net or config.freeze_net:
         if base is None:
-            raise ConfigError(f"--freeze-base-net: {config.net} has no base_net to freeze")
+            raise SettingsError(f"--freeze-base-net: {config.net} has no base_net to freeze")
         base.requires_grad_(False)
     head_ids = {id(p) for h in heads for p in h.parameters()}
     if config.freeze_net:
@@ -130,8 +130,8 @@ class Optimization:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError as exc:  # other parameter groups: different --freeze-* flags
-            raise ConfigError(f"--resume {where}: its optimizer state does not fit this run ({exc}); "
-                              "pass the --freeze-base-net / --freeze-net flags of the interrupted run") from None
+            raise SettingsError(f"--resume {where}: its optimizer state does not fit this run ({exc}); "
+                                "pass the --freeze-base-net / --freeze-net flags of the interrupted run") from None
         wanted = dict(vars(self.schedule))
         self.scheduler.load_state_dict(state["scheduler"])
         # load_state_dict copied the saved schedule's attributes into ours: put this run's back

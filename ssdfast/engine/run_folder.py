@@ -133,7 +133,8 @@ def prepare_run_folder(folder: Path, config: "TrainConfig", resume: "ModelFile |
 def _continues_folder(folder: Path, resume: "ModelFile | None") -> bool:
     """True when the run resumed from ``resume`` is the one whose files are in ``folder``: the file is
     in the folder, or the folder's ``last.pth`` has its run id (or the folder holds no checkpoint)."""
-    from ..model_files import ModelFileError, read_model_file
+    from ..errors import ModelFileError
+    from ..model_files import read_model_file
 
     if resume is None or not resume.continues_run:
         return False

@@ -69,7 +69,7 @@ class SampleError:
 
 
 class GuardedSamples(Dataset):
-    """``dataset`` whose :class:`~ssdfast.io.FileError` (a strict dataset's bad image) comes back as a
+    """``dataset`` whose :class:`~ssdfast.errors.DataError` (a strict dataset's bad image) comes back as a
     :class:`SampleError` for :func:`batches` to raise in the main process."""
 
     def __init__(self, dataset: Dataset) -> None:
@@ -79,11 +79,11 @@ class GuardedSamples(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> Any:
-        from ..io import FileError
+        from ..errors import DataError
 
         try:
             return self.dataset[index]
-        except FileError as exc:
+        except DataError as exc:
             return SampleError(index, str(exc))
 
 
@@ -91,7 +91,7 @@ class SeededSamples(GuardedSamples):
     """Wraps a dataset so ``self[(index, seed)]`` loads ``dataset[index]`` under RNGs seeded with ``seed``.
 
     This makes a sample's augmentation independent of which worker loads it and of what was loaded
-    before. A :class:`~ssdfast.io.FileError` (e.g. ``DataError`` of a strict dataset) comes back as a
+    before. A :class:`~ssdfast.errors.DataError` (of a strict dataset) comes back as a
     :class:`SampleError` for :func:`collate_batch` to raise in the main process, as in
     :class:`GuardedSamples`.
     """
@@ -116,7 +116,7 @@ def collate_batch(batch: Sequence[Any]) -> Any:
 def batches(loader: Iterable[Any]) -> Iterator[Any]:
     """The :class:`~ssdfast.data.DetectionBatch` es of a loader whose ``collate_fn`` is
     :func:`collate_batch`; a :class:`SampleError` is raised here as the one-line ``DataError`` it is."""
-    from ..data import DataError
+    from ..errors import DataError
 
     for batch in loader:
         if isinstance(batch, SampleError):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..data import DATASET_TYPES
-from .errors import ConfigError
+from ..errors import SettingsError
 
 if TYPE_CHECKING:
     from ..model_files import ModelFile
@@ -100,7 +100,7 @@ class TrainConfig:
 
     ``num_epochs`` or ``iterations`` sets the length. With ``iterations``, ``milestones``, ``t_max``
     count iterations; otherwise they count epochs (as in pytorch-ssd). ``warmup`` counts iterations.
-    ``check()`` raises :class:`ConfigError` (naming the flag) for settings that cannot work.
+    ``check()`` raises :class:`SettingsError` (naming the flag) for settings that cannot work.
     """
 
     # ------------------------------------------------------------------------------------ data
@@ -252,49 +252,51 @@ class TrainConfig:
 
     # ------------------------------------------------------------------------------- checking
     def check(self) -> None:
-        """Raise :class:`ConfigError` naming the flag for settings that cannot work."""
+        """Raise :class:`SettingsError` naming the flag for settings that cannot work."""
         if self.dataset_type not in DATASET_TYPES:
-            raise ConfigError(f"--dataset-type should be one of {', '.join(DATASET_TYPES)}, got {self.dataset_type!r}")
+            raise SettingsError(f"--dataset-type should be one of {', '.join(DATASET_TYPES)}, "
+                                f"got {self.dataset_type!r}")
         if not self.datasets:
-            raise ConfigError("--datasets: give at least one dataset folder (or file)")
+            raise SettingsError("--datasets: give at least one dataset folder (or file)")
         for path in self.datasets:
             if not Path(path).exists():
-                raise ConfigError(f"--datasets: {path} does not exist")
+                raise SettingsError(f"--datasets: {path} does not exist")
         if self.validation_dataset is not None and not self.validation_off and not Path(self.validation_dataset).exists():
-            raise ConfigError(f"--validation-dataset: {self.validation_dataset} does not exist (or 'none': no validation)")
+            raise SettingsError(f"--validation-dataset: {self.validation_dataset} does not exist "
+                                "(or 'none': no validation)")
         pretrained = None if self.pretrained_ssd is None else self.pretrained_file
         for flag, path in (("--label-file", self.label_file), ("--base-net", self.base_net),
                            ("--pretrained-ssd", pretrained), ("--resume", self.resume)):
             if path is not None and not Path(path).is_file():
-                raise ConfigError(f"{flag}: {path} is not a file")
+                raise SettingsError(f"{flag}: {path} is not a file")
         for name, allowed in (("scheduler", SCHEDULERS), ("metric", METRICS), ("log_level", LOG_LEVELS)):
             value = getattr(self, name)
             if value not in allowed:
-                raise ConfigError(f"{flag_of(name)} should be one of {', '.join(allowed)}, got {value!r}")
+                raise SettingsError(f"{flag_of(name)} should be one of {', '.join(allowed)}, got {value!r}")
         if self.amp is not None and self.amp not in AMP_MODES:
-            raise ConfigError(f"--amp should be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+            raise SettingsError(f"--amp should be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         for name in ("batch_size", "validation_epochs", "debug_steps", "max_nonfinite_steps"):
             value = getattr(self, name)
             if value is None or value < 1:
-                raise ConfigError(f"{flag_of(name)} should be at least 1, got {value}")
+                raise SettingsError(f"{flag_of(name)} should be at least 1, got {value}")
         if self.iterations is None and (self.num_epochs is None or self.num_epochs < 1):
-            raise ConfigError(f"--num-epochs should be at least 1, got {self.num_epochs}")
+            raise SettingsError(f"--num-epochs should be at least 1, got {self.num_epochs}")
         if self.iterations is not None and self.iterations < 1:
-            raise ConfigError(f"--iterations should be at least 1, got {self.iterations}")
+            raise SettingsError(f"--iterations should be at least 1, got {self.iterations}")
         if self.lr <= 0:
-            raise ConfigError(f"--lr should be positive, got {self.lr}")
+            raise SettingsError(f"--lr should be positive, got {self.lr}")
         for name in ("num_workers", "seed", "warmup"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ConfigError(f"{flag_of(name)} should be 0 or more, got {value}")
+                raise SettingsError(f"{flag_of(name)} should be 0 or more, got {value}")
         for name in ("t_max", "grad_clip"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ConfigError(f"{flag_of(name)} should be positive, got {value}")
+                raise SettingsError(f"{flag_of(name)} should be positive, got {value}")
         if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
-            raise ConfigError(f"--checkpoint-every-steps should be at least 1, got {self.checkpoint_every_steps}")
+            raise SettingsError(f"--checkpoint-every-steps should be at least 1, got {self.checkpoint_every_steps}")
         if self.zoom_out_max < 1:
-            raise ConfigError(f"--zoom-out-max should be at least 1 (no zoom-out), got {self.zoom_out_max}")
+            raise SettingsError(f"--zoom-out-max should be at least 1 (no zoom-out), got {self.zoom_out_max}")
         self.milestone_list()  # raises on a malformed list
 
     @property
@@ -335,9 +337,10 @@ class TrainConfig:
         try:
             out = sorted(int(p) for p in parts)
         except (TypeError, ValueError):
-            raise ConfigError(f"--milestones should be comma-separated integers such as 80,100, got {value!r}") from None
+            raise SettingsError(f"--milestones should be comma-separated integers such as 80,100, "
+                                f"got {value!r}") from None
         if any(m < 0 for m in out):
-            raise ConfigError(f"--milestones should not be negative, got {value!r}")
+            raise SettingsError(f"--milestones should not be negative, got {value!r}")
         return out
 
     # ---------------------------------------------------------------------------- conversions
@@ -376,7 +379,7 @@ class TrainConfig:
         A file without training settings (a pytorch-ssd ``.pth``, an ssdfast model without training
         state) gives only ``given``: such a resume loads the weights and trains from epoch 0.
 
-        Raises :class:`~ssdfast.model_files.ModelFileError` naming ``--resume`` when the file is missing
+        Raises :class:`~ssdfast.errors.ModelFileError` naming ``--resume`` when the file is missing
         or unreadable. The file is read once: the config hands it to the run (:meth:`resume_file`).
         """
         from ..model_files import read_model_file

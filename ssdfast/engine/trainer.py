@@ -34,12 +34,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..device import resolve_device
 from . import distributed as dist_utils
-from .build import (build_criterion, build_data, build_model, init_weights, read_start_files, resolve_device, run_length,
+from .build import (build_criterion, build_data, build_model, init_weights, read_start_files, run_length,
                     wrap_for_training)
-from .errors import ConfigError, NonFiniteLossError, TrainingInterrupted
 from .hooks import Hook, StepOutput
-from .interrupt import StopRequest, interrupted_message, resume_command, stopped_message
 from .logging import close_logger, setup_logger
 from .notes import RunNotes
 from .optim import LrSchedule, build_optimization, build_param_groups, make_sgd
@@ -48,12 +47,14 @@ from .run_folder import new_run_id, prepare_run_folder
 from .sampling import (EpochSampler, SeededSamples, batches, collate_batch, derive_seed, get_rng_state,
                        seed_everything, set_rng_state, worker_init)
 from .settings import TrainConfig
+from .stopping import (NonFiniteLossError, StopRequest, TrainingInterrupted, interrupted_message, resume_command,
+                       stopped_message)
 from .validation import validation_loss, validation_metrics
 
 if TYPE_CHECKING:
     from ..model_files import ModelFile
 
-__all__ = ["Trainer", "train", "TrainConfig", "Hook", "StepOutput", "ConfigError", "NonFiniteLossError",
+__all__ = ["Trainer", "train", "TrainConfig", "Hook", "StepOutput", "NonFiniteLossError",
            "TrainingInterrupted", "LrSchedule", "EpochSampler", "SeededSamples", "build_param_groups", "make_sgd",
            "get_rng_state", "set_rng_state"]
 

@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..model_files import unwrap_model
 from ..detector import Detections, Detector, prepare_image
-from ..io import FileError, ImageError, class_count, load_image
-from ..io.errors import first_line
+from ..errors import DataError
+from ..io import class_count, load_image
 from ..io.images import strict_refusal
 from ..ops.settings import EVALUATION, PostprocessSettings
 
@@ -71,10 +71,8 @@ class _Prepared(Dataset):
         path = str(self.dataset.image_path(index))
         try:
             loaded = load_image(path)
-        except FileError as exc:
+        except DataError as exc:  # one line naming the file
             return _Item(index, path, None, None, str(exc), None)
-        except Exception as exc:  # a decoder's own error type: still one line naming the file
-            return _Item(index, path, None, None, f"{path}: unreadable image ({first_line(exc)})", None)
         if loaded.warning is not None and self.strict:
             return _Item(index, path, None, None, None, loaded.warning)
         pixels = loaded.pixels
@@ -138,7 +136,7 @@ def run_inference(
             given back in the mode it came in.
         dataset: an ssdfast dataset (``image_path(i)``, ``get_annotation(i)``, ``class_names``).
         progress: a tqdm bar on stderr when stderr is a terminal (never ``\\r`` lines in a log file).
-        strict: an unreadable or truncated image raises :class:`ssdfast.io.ImageError` (naming it)
+        strict: an unreadable or truncated image raises :class:`ssdfast.errors.DataError` (naming it)
             instead of being reported.
 
     Returns:
@@ -184,7 +182,8 @@ def run_inference(
         for batch in loader:
             for item in batch.problems:
                 if strict:
-                    refused = item.error or strict_refusal(str(item.warning))
+                    refused = (f"{item.error} (strict: not scored as missed)" if item.error is not None
+                               else strict_refusal(str(item.warning)))
                     break
                 if item.error is not None:
                     unreadable.append((item.index, item.path))
@@ -209,7 +208,7 @@ def run_inference(
         if bar is not None:
             bar.close()
     if refused is not None:
-        raise ImageError(refused)
+        raise DataError(refused)
     seconds = time.perf_counter() - start
     num_read = sum(d is not None for d in detections)
     if unreadable:

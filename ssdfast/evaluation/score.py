@@ -57,7 +57,7 @@ def evaluate(
         progress: a tqdm bar on stderr when stderr is a terminal; ``False`` never.
         coco_backend: see :func:`ssdfast.evaluation.coco.evaluate_coco`.
         fused: the Detector's inference copy of the network (see :class:`~ssdfast.detector.Detector`).
-        strict: an unreadable or truncated test image raises :class:`ssdfast.io.ImageError` instead
+        strict: an unreadable or truncated test image raises :class:`ssdfast.errors.DataError` instead
             of being scored as missed / used with a warning.
 
     Returns a dict:

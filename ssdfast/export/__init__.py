@@ -31,8 +31,8 @@ _PROVIDERS = {
     "check": ("CheckReport", "CheckError", "check_export"),
     "graph_checks": ("validate_efficient_nms",),
     "inputs": ("load_images", "sample_images"),
-    "deps": ("MissingPackageError", "require"),
-    "tensorrt": ("EngineInfo", "StaleEngineError", "build_engine", "check_engine", "file_sha256", "read_sidecar",
+    "deps": ("require",),
+    "tensorrt": ("EngineInfo", "build_engine", "check_engine", "file_sha256", "read_sidecar",
                  "sidecar_path", "tensorrt_available", "trtexec_command", "write_sidecar"),
 }
 _LAZY = {name: module for module, names in _PROVIDERS.items() for name in names}

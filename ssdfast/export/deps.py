@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["MissingPackageError", "require"]
+from ..errors import MissingPackageError
+
+__all__ = ["require"]
 
 #: module -> (what to install, why ssdfast wants it)
 PACKAGES = {
@@ -22,12 +24,9 @@ PACKAGES = {
 }
 
 
-class MissingPackageError(ImportError):
-    """A package an export step needs is not installed; the message is one line saying what to install."""
-
-
 def require(module: str, purpose: str | None = None) -> ModuleType:
-    """``import module``, or :class:`MissingPackageError` naming the package and how to install it.
+    """``import module``, or :class:`~ssdfast.errors.MissingPackageError` naming the package and how to
+    install it.
 
     ``purpose`` overrides the default reason in the message (e.g. ``"--check"``).
     """

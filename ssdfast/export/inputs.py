@@ -15,20 +15,22 @@ import torch
 from torch import Tensor
 
 from ..detector import preprocess
+from ..errors import DataError
 from ..io import IMAGE_EXTENSIONS, LoadedImage, load_image
 
 __all__ = ["load_images", "sample_images", "prepare_inputs"]
 
 
-def load_images(paths: Iterable[str | os.PathLike], limit: int | None = None) -> list[LoadedImage]:
+def load_images(paths: Iterable[str | os.PathLike], limit: int | None = None,
+                flag: str | None = None) -> list[LoadedImage]:
     """Read image files, or folders searched (recursively, in name order) for image files.
 
     Returns :class:`ssdfast.io.LoadedImage` s: ``pixels`` uint8 RGB ``[3, H, W]``, and ``warning``
     (a line naming the file) when a truncated file was used as decoded.
 
     Raises:
-        FileNotFoundError: a path that does not exist.
-        ssdfast.io.ImageError: a file that cannot be decoded (the message names it).
+        ssdfast.errors.DataError: a path that does not exist (the message names ``flag`` too), or a
+            file that cannot be decoded (the message names it).
     """
     files: list[Path] = []
     for p in paths:
@@ -38,7 +40,7 @@ def load_images(paths: Iterable[str | os.PathLike], limit: int | None = None) ->
         elif p.is_file():
             files.append(p)
         else:
-            raise FileNotFoundError(f"no such image or folder: {p}")
+            raise DataError.about(p, "no such image or folder", flag)
     if limit is not None:
         files = files[:limit]
     return [load_image(f) for f in files]

@@ -16,7 +16,7 @@ def onnxruntime_session(proto_or_path: Any, threads: int = 4) -> Any:
     """An onnxruntime CPU ``InferenceSession`` of a ModelProto or an ``.onnx`` file.
 
     At most ``threads`` intra-op threads; idle threads sleep instead of spinning (a check shares
-    the machine with PyTorch and others). Needs onnxruntime (:class:`~ssdfast.export.deps.MissingPackageError`).
+    the machine with PyTorch and others). Needs onnxruntime (:class:`~ssdfast.errors.MissingPackageError`).
     """
     ort = require("onnxruntime")
     options = ort.SessionOptions()

@@ -6,8 +6,8 @@ equivalent ``trtexec`` command line to run on the Jetson.
 
 Either way a sidecar ``<engine>.json`` records the sha256 of the checkpoint (and of the ONNX file,
 and of the engine once built). :func:`check_engine` compares it with the checkpoint at hand and
-raises :class:`StaleEngineError` when the engine was built from another checkpoint, another ONNX
-export, or was replaced since: a stale engine is never loaded silently.
+raises :class:`~ssdfast.errors.ModelFileError` when the engine was built from another checkpoint, another
+ONNX export, or was replaced since: a stale engine is never loaded silently.
 """
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import ModelFileError
 from .deps import require
 
 __all__ = [
     "EngineInfo",
-    "StaleEngineError",
     "file_sha256",
     "sidecar_path",
     "tensorrt_available",
@@ -37,10 +37,6 @@ __all__ = [
 ]
 
 SIDECAR_FORMAT = "ssdfast-engine"
-
-
-class StaleEngineError(RuntimeError):
-    """The engine does not belong to this checkpoint (or cannot be shown to)."""
 
 
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -102,58 +98,58 @@ def write_sidecar(engine_path: str | os.PathLike, info: EngineInfo) -> Path:
 
 
 def read_sidecar(engine_path: str | os.PathLike) -> EngineInfo:
-    """Read ``<engine>.json``; :class:`StaleEngineError` when it is missing or not ssdfast's."""
+    """Read ``<engine>.json``; :class:`~ssdfast.errors.ModelFileError` when it is missing or not ssdfast's."""
     path = sidecar_path(engine_path)
     if not path.is_file():
-        raise StaleEngineError(f"{engine_path}: no {path.name} beside it, so the checkpoint it was built from "
-                               "is unknown; rebuild it with `ssdfast-export CHECKPOINT --tensorrt ENGINE`")
+        raise ModelFileError(f"{engine_path}: no {path.name} beside it, so the checkpoint it was built from "
+                             "is unknown; rebuild it with `ssdfast-export CHECKPOINT --tensorrt ENGINE`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise StaleEngineError(f"{path}: unreadable engine sidecar ({exc})") from None
+        raise ModelFileError(f"{path}: unreadable engine sidecar ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        raise StaleEngineError(f"{path}: not an ssdfast engine sidecar")
+        raise ModelFileError(f"{path}: not an ssdfast engine sidecar")
     fields = {k: v for k, v in data.items() if k in EngineInfo.__dataclass_fields__}
     if fields.get("image_size") is not None:
         fields["image_size"] = tuple(fields["image_size"])
     try:
         return EngineInfo(**fields)
     except TypeError as exc:
-        raise StaleEngineError(f"{path}: incomplete engine sidecar ({exc})") from None
+        raise ModelFileError(f"{path}: incomplete engine sidecar ({exc})") from None
 
 
 def check_engine(engine_path: str | os.PathLike, checkpoint: str | os.PathLike | None = None, *,
                  checkpoint_sha256: str | None = None, onnx_path: str | os.PathLike | None = None) -> EngineInfo:
     """Verify that an engine belongs to a checkpoint; return its sidecar.
 
-    Raises :class:`StaleEngineError` when: the engine or its sidecar is missing; the sidecar names
-    another checkpoint (sha256); ``onnx_path`` is given and differs from the ONNX file the engine was
+    Raises :class:`~ssdfast.errors.ModelFileError` when: the engine or its sidecar is missing; the sidecar
+    names another checkpoint (sha256); ``onnx_path`` is given and differs from the ONNX file the engine was
     built from; the engine file changed since it was built (when its hash was recorded); or the
     installed TensorRT differs from the one that built it (engines are not portable across versions).
     """
     engine_path = Path(engine_path)
     if not engine_path.is_file():
-        raise StaleEngineError(f"{engine_path}: no such engine file")
+        raise ModelFileError(f"{engine_path}: no such engine file")
     info = read_sidecar(engine_path)
     if checkpoint_sha256 is None and checkpoint is not None:
         checkpoint_sha256 = file_sha256(checkpoint)
     if checkpoint_sha256 is not None and info.checkpoint_sha256 != checkpoint_sha256:
-        raise StaleEngineError(
+        raise ModelFileError(
             f"{engine_path} is stale: built from checkpoint sha256 {info.checkpoint_sha256[:12]}…, "
             f"this checkpoint is {checkpoint_sha256[:12]}…; rebuild it"
         )
     if onnx_path is not None:
         onnx_sha = file_sha256(onnx_path)
         if onnx_sha != info.onnx_sha256:
-            raise StaleEngineError(f"{engine_path} is stale: built from another export than {onnx_path}; rebuild it")
+            raise ModelFileError(f"{engine_path} is stale: built from another export than {onnx_path}; rebuild it")
     if info.engine_sha256 is not None and file_sha256(engine_path) != info.engine_sha256:
-        raise StaleEngineError(f"{engine_path} changed after it was built (sha256 differs from its sidecar)")
+        raise ModelFileError(f"{engine_path} changed after it was built (sha256 differs from its sidecar)")
     if info.tensorrt_version is not None and tensorrt_available():
         import tensorrt as trt
 
         if trt.__version__ != info.tensorrt_version:
-            raise StaleEngineError(f"{engine_path} was built with TensorRT {info.tensorrt_version}, "
-                                   f"this is TensorRT {trt.__version__}; rebuild it")
+            raise ModelFileError(f"{engine_path} was built with TensorRT {info.tensorrt_version}, "
+                                 f"this is TensorRT {trt.__version__}; rebuild it")
     return info
 
 

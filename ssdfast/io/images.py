@@ -8,8 +8,9 @@ same image everywhere.
   16-bit images converted; an animated file gives its first frame.
 - A truncated file whose pixels are (mostly) there — a JPEG short by a few bytes, which OpenCV, PIL
   with truncated loading, browsers and pytorch-ssd all read — is used, with a warning naming it.
-  A file that cannot be decoded, or whose pixels are mostly missing, raises :class:`ImageError`
-  naming the file, in one line of our own (never a decoder's internals).
+  A file that cannot be decoded, or whose pixels are mostly missing, raises
+  :class:`~ssdfast.errors.DataError` naming the file, in one line of our own (never a decoder's
+  internals).
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import FileError
+from ..errors import DataError, first_line
 
-__all__ = ["ImageError", "ImageWarning", "LoadedImage", "load_image", "read_image", "image_size", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageWarning", "LoadedImage", "load_image", "read_image", "image_size", "IMAGE_EXTENSIONS"]
 
 #: File extensions treated as images when a folder is listed (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pbm")
@@ -33,10 +34,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", "
 MAX_MISSING_FRACTION = 0.5
 
 _PIL_LOCK = threading.Lock()  # PIL's truncated-loading switch is a module global
-
-
-class ImageError(FileError):
-    """An image file that cannot be used (missing, empty, not an image, or its pixels mostly missing)."""
 
 
 class ImageWarning(UserWarning):
@@ -133,8 +130,7 @@ def _missing_fraction(pixels: Tensor) -> float:
 
 def _short(exc: BaseException) -> str:
     """A decoder's message without its source locations (``decode_jpeg.cpp:171``) and second lines."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    parts = [p.strip() for p in text.split(",") if ".cpp:" not in p and "/csrc/" not in p]
+    parts = [p.strip() for p in first_line(exc).split(",") if ".cpp:" not in p and "/csrc/" not in p]
     return ", ".join(p for p in parts if p) or type(exc).__name__
 
 
@@ -142,7 +138,7 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     """Read and fully decode an image file (see the module docstring for what is accepted).
 
     Raises:
-        ImageError naming the file when it is missing, empty, not an image in a format we read, or
+        DataError naming the file when it is missing, empty, not an image in a format we read, or
         truncated with most of its pixels missing.
     """
     p = os.fspath(path)
@@ -150,13 +146,13 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
         with open(p, "rb") as f:
             raw = f.read()
     except OSError as exc:
-        raise ImageError(f"{p}: cannot read image file ({exc.strerror or exc})") from None
+        raise DataError(f"{p}: cannot read image file ({exc.strerror or exc})") from None
     if not raw:
-        raise ImageError(f"{p}: empty file")
+        raise DataError(f"{p}: empty file")
     try:
         pixels = _torchvision_decode(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
         return LoadedImage(_to_rgb8(pixels))
-    except (RuntimeError, ValueError) as exc:
+    except Exception as exc:  # torchvision's decoders raise RuntimeError, ValueError... for bad data
         first_error = _short(exc)
     try:  # formats torchvision does not read (BMP, TIFF...), and files its decoders reject
         return LoadedImage(_to_rgb8(_pil_decode(raw, truncated_ok=False)))
@@ -168,12 +164,12 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
         pixels = None
     if pixels is None or pixels.shape[1] == 0 or pixels.shape[2] == 0:
         if "truncated" in (first_error + pil_error).lower():
-            raise ImageError(f"{p}: truncated image, too little of it to decode")
+            raise DataError(f"{p}: truncated image, too little of it to decode")
         reason = pil_error if "cannot identify" not in pil_error else "not an image file, or a format not supported"
-        raise ImageError(f"{p}: unreadable image ({reason})")
+        raise DataError(f"{p}: unreadable image ({reason})")
     missing = _missing_fraction(pixels)
     if missing > MAX_MISSING_FRACTION:
-        raise ImageError(f"{p}: truncated image, {missing:.0%} of its rows are missing ({first_error})")
+        raise DataError(f"{p}: truncated image, {missing:.0%} of its rows are missing ({first_error})")
     detail = f"{missing:.0%} of its rows missing" if missing > 0 else "its last pixels may be missing"
     return LoadedImage(pixels, f"{p}: truncated image ({detail}); used as decoded")
 
@@ -185,11 +181,11 @@ def strict_refusal(warning: str) -> str:
 
 def read_image(path: str | os.PathLike, *, strict: bool = False) -> Tensor:
     """:func:`load_image`'s pixels; a file that is used but not whole issues an :class:`ImageWarning`
-    (``strict=True``: raises :class:`ImageError` instead)."""
+    (``strict=True``: raises :class:`~ssdfast.errors.DataError` instead)."""
     loaded = load_image(path)
     if loaded.warning is not None:
         if strict:
-            raise ImageError(strict_refusal(loaded.warning))
+            raise DataError(strict_refusal(loaded.warning))
         warnings.warn(ImageWarning(loaded.warning), stacklevel=2)
     return loaded.pixels
 
@@ -198,7 +194,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` of an image file as :func:`load_image` gives it (EXIF orientation
     applied), read from its header without decoding the pixels.
 
-    Raises :class:`ImageError` naming the file when it cannot be opened as an image.
+    Raises :class:`~ssdfast.errors.DataError` naming the file when it cannot be opened as an image.
     """
     from PIL import Image
 
@@ -209,7 +205,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             orientation = im.getexif().get(0x0112, 1)
     except OSError as exc:
         reason = exc.strerror or "not an image file, or a format not supported"
-        raise ImageError(f"{p}: unreadable image ({reason})") from None
+        raise DataError(f"{p}: unreadable image ({reason})") from None
     except Exception as exc:  # PIL raises SyntaxError, ValueError... for bad headers
-        raise ImageError(f"{p}: unreadable image ({_short(exc)})") from None
+        raise DataError(f"{p}: unreadable image ({_short(exc)})") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)

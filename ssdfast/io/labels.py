@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .errors import FileError
+from ..errors import DataError
 
 __all__ = ["BACKGROUND", "class_count", "read_label_file", "write_label_file"]
 
@@ -36,28 +36,28 @@ def class_count(num_classes: int) -> str:
 def read_label_file(path: str | os.PathLike) -> list[str]:
     """Class names from a label file, ``BACKGROUND`` first (added when the file does not start with it).
 
-    Blank lines and surrounding spaces are ignored. Raises :class:`FileError` naming the file when
+    Blank lines and surrounding spaces are ignored. Raises :class:`~ssdfast.errors.DataError` naming the file when
     it cannot be read, is empty or repeats a name.
     """
     try:
         with open(path, encoding="utf-8-sig") as f:
             text = f.read()
     except OSError as exc:
-        raise FileError(f"{os.fspath(path)}: cannot read label file ({exc.strerror or exc})") from None
+        raise DataError(f"{os.fspath(path)}: cannot read label file ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
-        raise FileError(f"{os.fspath(path)}: not a text file (label files are UTF-8 text)") from None
+        raise DataError(f"{os.fspath(path)}: not a text file (label files are UTF-8 text)") from None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) == 1 and "," in lines[0]:
         lines = [name.strip() for name in lines[0].split(",") if name.strip()]
     if not lines:
-        raise FileError(f"{os.fspath(path)}: label file is empty")
+        raise DataError(f"{os.fspath(path)}: label file is empty")
     if lines[0].upper() != BACKGROUND:
         lines.insert(0, BACKGROUND)
     else:
         lines[0] = BACKGROUND
     if len(set(lines)) != len(lines):
         dup = sorted({n for n in lines if lines.count(n) > 1})
-        raise FileError(f"{os.fspath(path)}: duplicate class names {dup}")
+        raise DataError(f"{os.fspath(path)}: duplicate class names {dup}")
     return lines
 
 

@@ -8,7 +8,8 @@
 - Animated GIF: Pillow (always installed), with each frame's own duration.
 
 ``backend="auto"`` takes PyAV when installed (exact timestamps, H.264 output), else OpenCV; a video
-that needs a library when neither is installed raises :class:`VideoError` saying what to install.
+that needs a library when neither is installed raises :class:`~ssdfast.errors.MissingPackageError`
+saying what to install; a file that cannot be read or written, :class:`~ssdfast.errors.DataError`.
 The libraries are imported when first needed, so ssdfast works without them.
 
 A reader yields :class:`Frame` ``(pixels uint8 [H, W, 3] RGB, time in seconds from the first
@@ -26,13 +27,12 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from .errors import FileError, first_line
+from ..errors import DataError, MissingPackageError, first_line
 
 __all__ = [
     "VIDEO_EXTENSIONS",
     "BACKENDS",
     "INSTALL_HINT",
-    "VideoError",
     "Frame",
     "VideoReader",
     "VideoWriter",
@@ -58,11 +58,6 @@ _WRITABLE = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm")
 _DEFAULT_FPS = 25.0
 
 
-class VideoError(FileError):
-    """A video or camera that cannot be opened, read or written; the message names it and, where a
-    library is missing, the package to install."""
-
-
 class Frame(NamedTuple):
     """A decoded frame: ``pixels`` uint8 ``[H, W, 3]`` RGB; ``time`` in seconds from the first frame."""
 
@@ -86,11 +81,12 @@ def available_backends() -> list[str]:
     return [b for b in BACKENDS if _library(b) is not None]
 
 
-def resolve_backend(backend: str, path: str, *, writing: bool = False) -> str:
+def resolve_backend(backend: str, path: str, *, writing: bool = False, flag: str | None = None) -> str:
     """The library that reads (or writes) video ``path``: ``"pyav"``, ``"opencv"`` or ``"pillow"`` (GIF).
 
-    ``backend``: ``auto``, ``pyav`` or ``opencv``. Raises :class:`VideoError` naming ``path`` and
-    the package to install when the library needed is missing.
+    ``backend``: ``auto``, ``pyav`` or ``opencv``. Raises :class:`~ssdfast.errors.MissingPackageError`
+    naming ``path`` (and ``flag``, the option that gave it) and the package to install when the library
+    needed is missing.
     """
     if backend not in ("auto",) + BACKENDS:
         raise ValueError(f"backend should be auto, pyav or opencv, got {backend!r}")
@@ -100,12 +96,13 @@ def resolve_backend(backend: str, path: str, *, writing: bool = False) -> str:
     if backend != "auto":
         _module, name, install = _PACKAGES[backend]
         if _library(backend) is None:
-            raise VideoError(f"{path}: {name} is not installed ({install})")
+            raise MissingPackageError.about(path, f"{name} is not installed ({install})", flag)
         return backend
     found = available_backends()
     if not found:
         verb = "writing" if writing else "reading"
-        raise VideoError(f"{path}: {verb} {ext or 'this'} video needs PyAV or OpenCV: {INSTALL_HINT}")
+        what = f"{verb} {ext or 'this'} video needs PyAV or OpenCV: {INSTALL_HINT}"
+        raise MissingPackageError.about(path, what, flag)
     return found[0]
 
 
@@ -176,10 +173,10 @@ class _PyAVReader(VideoReader):
         try:
             self._container = av.open(path)
         except Exception as exc:  # av.error.* for missing, unreadable or unknown files
-            raise VideoError(f"{path}: cannot open video ({first_line(exc)})") from None
+            raise DataError(f"{path}: cannot open video ({first_line(exc)})") from None
         if not self._container.streams.video:
             self._container.close()
-            raise VideoError(f"{path}: no video stream in this file")
+            raise DataError(f"{path}: no video stream in this file")
         self._stream = stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
@@ -190,7 +187,7 @@ class _PyAVReader(VideoReader):
             self._first: Frame | None = next(self._frames)
         except StopIteration:
             self._first = None
-        except VideoError:
+        except DataError:
             self._container.close()
             raise
         if self._first is not None:
@@ -215,7 +212,7 @@ class _PyAVReader(VideoReader):
                 index += 1
                 yield Frame(pixels, float(t))
         except Exception as exc:  # av.error.InvalidDataError on a damaged stream
-            raise VideoError(f"{self.path}: cannot decode frame {index} ({first_line(exc)})") from None
+            raise DataError(f"{self.path}: cannot decode frame {index} ({first_line(exc)})") from None
 
     def __iter__(self) -> Iterator[Frame]:
         if self._first is not None:
@@ -238,7 +235,7 @@ class _OpenCVReader(VideoReader):
         self._cap = cv2.VideoCapture(source)
         if not self._cap.isOpened():
             what = f"camera {source}" if isinstance(source, int) else f"{source}: cannot open video"
-            raise VideoError(f"{what} (OpenCV could not open it)")
+            raise DataError(f"{what} (OpenCV could not open it)")
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0) or _DEFAULT_FPS
         count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 and not self._live else None
@@ -281,7 +278,7 @@ class _GifReader(VideoReader):
         try:
             self._image = Image.open(path)
         except Exception as exc:
-            raise VideoError(f"{path}: cannot open ({first_line(exc)})") from None
+            raise DataError(f"{path}: cannot open ({first_line(exc)})") from None
         self.width, self.height = self._image.size
         self.frame_count = int(getattr(self._image, "n_frames", 1))
         self.fps = 1000.0 / (self._image.info.get("duration") or 100)
@@ -301,23 +298,25 @@ class _GifReader(VideoReader):
 def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoReader:
     """A :class:`VideoReader` of the video file (or stream URL) ``path``; see :func:`resolve_backend`.
 
-    Raises :class:`VideoError` naming the file when it cannot be opened or no library reads it.
+    Raises :class:`~ssdfast.errors.DataError` naming the file when it cannot be opened
+    (:class:`~ssdfast.errors.MissingPackageError` when no library reads it).
     """
     path = os.fspath(path)
     chosen = resolve_backend(backend, path)
     if chosen == "pillow":
         return _GifReader(path)
     if "://" not in path and not os.path.exists(path):
-        raise VideoError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file")
     return _PyAVReader(path) if chosen == "pyav" else _OpenCVReader(path)
 
 
 def open_camera(index: int) -> VideoReader:
     """Frames of camera ``index`` (``/dev/video<index>`` on Linux) through OpenCV.
 
-    Raises :class:`VideoError` when OpenCV is not installed or the camera does not open."""
+    Raises :class:`~ssdfast.errors.MissingPackageError` when OpenCV is not installed,
+    :class:`~ssdfast.errors.DataError` when the camera does not open."""
     if _library("opencv") is None:
-        raise VideoError(f"camera {index}: reading a camera needs OpenCV: pip install opencv-python-headless")
+        raise MissingPackageError(f"camera {index}: reading a camera needs OpenCV: pip install opencv-python-headless")
     return _OpenCVReader(int(index))
 
 
@@ -343,7 +342,7 @@ class VideoWriter(_Closing):
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
             raise ValueError(f"frames should be uint8 [H, W, 3], got {pixels.dtype} {tuple(pixels.shape)}")
         if pixels.shape[0] < self.height or pixels.shape[1] < self.width:
-            raise VideoError(f"{self.path}: frame of {pixels.shape[1]}x{pixels.shape[0]}, expected "
+            raise DataError(f"{self.path}: frame of {pixels.shape[1]}x{pixels.shape[0]}, expected "
                              f"{self.width}x{self.height}")
         return np.ascontiguousarray(pixels[: self.height, : self.width])
 
@@ -362,7 +361,7 @@ class _PyAVWriter(VideoWriter):
         try:
             self._container = av.open(path, "w")
         except Exception as exc:
-            raise VideoError(f"{path}: cannot write video ({first_line(exc)})") from None
+            raise DataError(f"{path}: cannot write video ({first_line(exc)})") from None
         rate = Fraction(self.fps).limit_denominator(1001)
         self.width, self.height = _even(width), _even(height)
         error: Exception | None = None
@@ -374,7 +373,7 @@ class _PyAVWriter(VideoWriter):
                 error = exc
         else:
             self._container.close()
-            raise VideoError(f"{path}: PyAV cannot write {ext} video here ({first_line(error)})")
+            raise DataError(f"{path}: PyAV cannot write {ext} video here ({first_line(error)})")
         self._stream.width, self._stream.height = self.width, self.height
         self.codec = self._stream.codec_context.name
         self._stream.pix_fmt = "yuvj420p" if self.codec == "mjpeg" else "yuv420p"
@@ -407,7 +406,7 @@ class _OpenCVWriter(VideoWriter):
         self.codec = self._FOURCC.get(ext, "mp4v")
         self._writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*self.codec), self.fps, (self.width, self.height))
         if not self._writer.isOpened():
-            raise VideoError(f"{path}: OpenCV cannot write {ext} video here")
+            raise DataError(f"{path}: OpenCV cannot write {ext} video here")
 
     def write(self, pixels: np.ndarray) -> None:
         self._writer.write(np.ascontiguousarray(self._fit(pixels)[:, :, ::-1]))  # RGB -> BGR
@@ -444,7 +443,8 @@ def create_video_writer(path: str | os.PathLike, fps: float, width: int, height:
     """A :class:`VideoWriter` of ``width`` x ``height`` frames at ``fps`` to ``path``; the
     container follows the extension (see the module docstring for the codecs).
 
-    Raises :class:`VideoError` naming the file when no installed library writes it.
+    Raises :class:`~ssdfast.errors.MissingPackageError` naming the file when no installed library
+    writes it, :class:`~ssdfast.errors.DataError` when it cannot be written.
     """
     path = os.fspath(path)
     chosen = resolve_backend(backend, path, writing=True)

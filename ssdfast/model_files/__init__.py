@@ -11,14 +11,13 @@ Every model file ssdfast reads goes through :func:`read_model_file` (:mod:`.read
   every command that takes a model calls), :func:`model_from_checkpoint`, :func:`load_weights`
   (``--pretrained-ssd`` / ``--base-net`` into a network);
 - :mod:`.pick`: :func:`pick_model_file`, the file of a training folder to use (``--model-dir``);
-- :mod:`.errors`: :class:`ModelFileError`, the one error, naming the file and the flag that gave it.
+Their one error is :class:`ssdfast.errors.ModelFileError`, naming the file and the flag that gave it.
 
 The networks and the loading of state dicts into them are :mod:`ssdfast.models`'.
 """
 from __future__ import annotations
 
 from .checkpoint import FORMAT, VERSION, check_checkpoint, save_checkpoint, unwrap_model
-from .errors import ModelFileError
 from .load import LoadedModel, load_model_file, load_weights, model_from_checkpoint
 from .pick import ModelChoice, pick_model_file, pytorch_ssd_loss
 from .read import KINDS, ModelFile, load_checkpoint, read_model_file
@@ -28,7 +27,6 @@ __all__ = [
     "VERSION",
     "KINDS",
     "ModelFile",
-    "ModelFileError",
     "read_model_file",
     "load_checkpoint",
     "check_checkpoint",

@@ -29,8 +29,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import ModelFileError
 from ..io.labels import class_count
-from .errors import model_file_error
 
 __all__ = ["FORMAT", "VERSION", "check_checkpoint", "save_checkpoint", "unwrap_model"]
 
@@ -160,14 +160,16 @@ def _atomic_save(obj: Any, path: str) -> None:
 def check_checkpoint(contents: Mapping[str, Any], path: str | os.PathLike, flag: str | None = None) -> dict[str, Any]:
     """``contents`` (read from ``path``, tagged :data:`FORMAT`) checked to be a checkpoint this version
     reads, ``category_ids`` / ``train_state`` filled in when absent; a
-    :class:`~ssdfast.model_files.errors.ModelFileError` naming the file (and ``flag``) otherwise."""
+    :class:`~ssdfast.errors.ModelFileError` naming the file (and ``flag``) otherwise."""
     version = contents.get("version")
     if not isinstance(version, int) or version > VERSION:
-        raise model_file_error(path, f"checkpoint version {version!r}; this ssdfast reads versions <= {VERSION}", flag)
+        raise ModelFileError.about(path, f"checkpoint version {version!r}; this ssdfast reads versions <= {VERSION}",
+                                   flag)
     for key, kind in (("net", str), ("config", dict), ("class_names", list), ("model", dict)):
         if not isinstance(contents.get(key), kind):
             got = type(contents.get(key)).__name__
-            raise model_file_error(path, f"a damaged checkpoint: {key!r} should be a {kind.__name__}, got {got}", flag)
+            raise ModelFileError.about(path, f"a damaged checkpoint: {key!r} should be a {kind.__name__}, got {got}",
+                                       flag)
     checked = dict(contents)
     checked.setdefault("category_ids", None)
     checked.setdefault("train_state", None)

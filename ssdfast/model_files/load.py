@@ -4,7 +4,7 @@ an ssdfast checkpoint or a pytorch-ssd ``.pth``, alike), a checkpoint's network 
 (:func:`load_weights`: ``--pretrained-ssd``, ``--base-net``).
 
 Each takes a path or a :class:`~ssdfast.model_files.read.ModelFile` already read, so no file is read
-twice; their errors are :class:`~ssdfast.model_files.errors.ModelFileError` naming the file and the
+twice; their errors are :class:`~ssdfast.errors.ModelFileError` naming the file and the
 flag that gave it.
 """
 from __future__ import annotations
@@ -16,12 +16,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..errors import ModelFileError, first_line, one_line
 from ..io import read_label_file
-from ..io.errors import first_line, one_line
 from ..io.labels import class_count
 from ..models import (LoadReport, canonical_name, describe_network, identify_pytorch_ssd, load_base_net,
                       load_pretrained_ssd, model_from_config, model_from_pytorch_ssd)
-from .errors import model_file_error
 from .read import ModelFile, read_model_file
 
 __all__ = ["LoadedModel", "load_model_file", "model_from_checkpoint", "load_weights"]
@@ -55,11 +54,11 @@ def model_from_checkpoint(
         model = model_from_config(ckpt["config"])
         model.load_state_dict(ckpt["model"])
     except (ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise model_file_error(where, f"cannot rebuild its network: {first_line(exc)}", flag) from None
+        raise ModelFileError.about(where, f"cannot rebuild its network: {first_line(exc)}", flag) from None
     class_names = list(ckpt["class_names"])
     if len(class_names) != model.config.num_classes:
-        raise model_file_error(where, f"class names of {class_count(len(class_names))} for a model of "
-                               f"{class_count(model.config.num_classes)}", flag)
+        raise ModelFileError.about(where, f"class names of {class_count(len(class_names))} for a model of "
+                                   f"{class_count(model.config.num_classes)}", flag)
     return model.to(device).eval(), class_names
 
 
@@ -122,7 +121,7 @@ def load_model_file(
 
     Raises:
         ModelFileError naming the file (and ``flag``) and, where one would fix it, the option;
-        :class:`~ssdfast.io.FileError` for a label file that cannot be read.
+        :class:`~ssdfast.errors.DataError` for a label file that cannot be read.
     """
     model_file = _read(source, flag)
     p, error = model_file.path, model_file.error

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelFileError, model_file_error
+from ..errors import ModelFileError
 from .read import read_model_file
 
 __all__ = ["ModelChoice", "pick_model_file", "pytorch_ssd_loss"]
@@ -124,7 +124,8 @@ def _ssdfast_choice(folder: Path, flag: str | None) -> tuple[ModelChoice, float]
     try:
         last_state = _train_state(last)
     except ModelFileError as exc:
-        raise model_file_error(folder, f"cannot tell whether best.pth is of the latest run: {exc}", flag) from None
+        raise ModelFileError.about(folder, f"cannot tell whether best.pth is of the latest run: {exc}",
+                                   flag) from None
     try:
         best_state = _train_state(best)
     except ModelFileError:
@@ -143,7 +144,7 @@ def pick_model_file(folder: str | os.PathLike, *, flag: str | None = None) -> Mo
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise model_file_error(folder, "not a folder", flag)
+        raise ModelFileError.about(folder, "not a folder", flag)
     ssdfast = _ssdfast_choice(folder, flag)
     pytorch_ssd = _pytorch_ssd_choice(folder)
     if ssdfast and pytorch_ssd:
@@ -159,5 +160,5 @@ def pick_model_file(folder: str | os.PathLike, *, flag: str | None = None) -> Mo
     if others:
         return ModelChoice(others[-1], "other", "the most recently modified .pth here (no best.pth / last.pth, "
                                                 "no pytorch-ssd NET-Epoch-N-Loss-L.pth)")
-    raise model_file_error(folder, "no model file in it: no best.pth / last.pth (ssdfast-train), no "
-                           "NET-Epoch-N-Loss-L.pth (pytorch-ssd's train_ssd.py), no other .pth", flag)
+    raise ModelFileError.about(folder, "no model file in it: no best.pth / last.pth (ssdfast-train), no "
+                               "NET-Epoch-N-Loss-L.pth (pytorch-ssd's train_ssd.py), no other .pth", flag)

@@ -7,7 +7,7 @@ look at a checkpoint's training state reads none of its weights; legacy-format f
 ``mmap=False`` reads a file whole, for tensors that live on, such as a resumed optimizer's state).
 What the file is comes back with it (:class:`ModelFile`), so a caller reads a file once and hands it
 on. A file that is missing, unreadable, holds pickled Python objects or no state dict is a
-:class:`~ssdfast.model_files.errors.ModelFileError` of one line naming the file and the flag that gave it.
+:class:`~ssdfast.errors.ModelFileError` of one line naming the file and the flag that gave it.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from ..errors import ModelFileError
 from ..models.state_dicts import state_dict_of
 from .checkpoint import FORMAT, check_checkpoint
-from .errors import ModelFileError, model_file_error
 
 __all__ = ["KINDS", "ModelFile", "read_model_file", "load_checkpoint"]
 
@@ -52,7 +52,7 @@ class ModelFile:
 
     def error(self, problem: str) -> ModelFileError:
         """A :class:`ModelFileError` about this file: ``--resume last.pth: <problem>``."""
-        return model_file_error(self.path, problem, self.flag)
+        return ModelFileError.about(self.path, problem, self.flag)
 
     def ssdfast_checkpoint(self) -> dict[str, Any]:
         """The ssdfast checkpoint, or a ModelFileError saying the file is none (e.g. a pytorch-ssd
@@ -94,8 +94,8 @@ def read_model_file(path: str | os.PathLike, *, flag: str | None = None, mmap: b
     try:
         state_dict = state_dict_of(contents)
     except ValueError:
-        raise model_file_error(p, "neither an ssdfast checkpoint nor a state dict (names mapped to tensors)",
-                               flag) from None
+        raise ModelFileError.about(p, "neither an ssdfast checkpoint nor a state dict (names mapped to tensors)",
+                                   flag) from None
     detector = any(k.startswith("base_net.") for k in state_dict) and any(
         k.startswith("classification_headers.") for k in state_dict)
     return ModelFile(p, "pytorch-ssd" if detector else "weights", state_dict, None, flag)
@@ -116,12 +116,12 @@ def _load(path: str, flag: str | None, mmap: bool) -> Any:
     ModelFileError of one line (torch's own texts run over many lines and suggest ``weights_only=False``,
     which no one should do with a file they cannot read)."""
     if not os.path.isfile(path):
-        raise model_file_error(path, "no such file", flag)
+        raise ModelFileError.about(path, "no such file", flag)
     is_zip = zipfile.is_zipfile(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
     except Exception as exc:
-        raise model_file_error(path, _load_failure(exc, is_zip), flag) from None
+        raise ModelFileError.about(path, _load_failure(exc, is_zip), flag) from None
 
 
 def _load_failure(exc: BaseException, is_zip: bool) -> str:

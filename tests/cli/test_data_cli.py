@@ -51,7 +51,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["validate", str(tmp_path)]) == 2  # empty folder: not a dataset
     assert "not a VOC" in capsys.readouterr().err
     assert main(["synthetic", "--out", str(tmp_path / "x"), "--num-classes", "40"]) == 2
-    assert "num_classes" in capsys.readouterr().err
+    assert "--num-classes should be between 1 and" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:  # argparse: unknown format
         main(["synthetic", "--out", str(tmp_path / "x"), "--format", "yolo"])
     assert exc.value.code == 2
@@ -109,10 +109,10 @@ def test_a_bad_label_file_is_a_problem_of_that_file(tmp_path, capsys):
 
 def test_a_file_error_escaping_a_command_is_one_line(capsys):
     from ssdfast.cli._common import run_main
-    from ssdfast.io import FileError
+    from ssdfast.errors import DataError
 
     def body(argv):
-        raise FileError("x.jpg: not an image\n(decoder detail)")
+        raise DataError("x.jpg: not an image\n(decoder detail)")
 
     assert run_main(body, []) == 2
     assert capsys.readouterr().err == "error: x.jpg: not an image (decoder detail)\n"

@@ -7,7 +7,8 @@ import shutil
 import pytest
 import torch
 
-from ssdfast.data import COCODataset, DataError, build_dataset
+from ssdfast.data import COCODataset, build_dataset
+from ssdfast.errors import DataError
 
 from .conftest import copy_dataset
 

@@ -8,8 +8,9 @@ import time
 import pytest
 import torch
 
-from ssdfast.data import DataError, SkippedSample, build_dataset, collate_detection, make_loader
+from ssdfast.data import SkippedSample, build_dataset, collate_detection, make_loader
 from ssdfast.data.transforms import EvalTransform, TrainTransform
+from ssdfast.errors import DataError
 
 from .conftest import copy_dataset, truncate_file
 

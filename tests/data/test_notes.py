@@ -83,7 +83,7 @@ def test_strict_still_raises(tmp_path, voc_root):
     root = copy_dataset(voc_root, tmp_path / "voc")
     ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
     (root / "Annotations" / f"{ids[0]}.xml").write_text("<annotation>")
-    from ssdfast.data import DataError
+    from ssdfast.errors import DataError
 
     with pytest.raises(DataError):
         VOCDataset(root, "train", strict=True)

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from ssdfast.cli.data import main as data_main
-from ssdfast.data import DataError, OpenImagesDataset, SkippedSample, VOCDataset, make_loader
+from ssdfast.data import OpenImagesDataset, SkippedSample, VOCDataset, make_loader
 from ssdfast.data.transforms import EvalTransform
 from ssdfast.data.validate import validate_dataset
+from ssdfast.errors import DataError
 from tests.io.samples import odd_images, photo_like
 
 H, W = 120, 160
@@ -132,7 +133,7 @@ def test_a_failing_transform_skips_the_sample_with_one_warning(odd_voc, caplog):
     dataset = VOCDataset(root, split="train", transform=broken)
     with caplog.at_level("WARNING", logger="ssdfast.data"):
         item = dataset[0]
-    assert isinstance(item, SkippedSample) and "transform failed (second line)" in item.reason
+    assert isinstance(item, SkippedSample) and "transform failed (augmentation bug second line)" in item.reason
     records = [r for r in caplog.records if "transform failed" in r.getMessage()]
     assert len(records) == 1 and records[0].exc_info is not None  # once, with the traceback
     assert dataset.stats["unreadable_images"] == 1

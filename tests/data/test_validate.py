@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from ssdfast.data import DataError
 from ssdfast.data.validate import check_image, validate_dataset
+from ssdfast.errors import DataError
 
 from .conftest import copy_dataset, truncate_file
 

@@ -6,8 +6,9 @@ import logging
 import pytest
 import torch
 
-from ssdfast.data import DataError, VOCDataset, build_dataset
+from ssdfast.data import VOCDataset, build_dataset
 from ssdfast.data.transforms import EvalTransform
+from ssdfast.errors import DataError
 
 from .conftest import copy_dataset
 

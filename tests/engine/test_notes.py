@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from ssdfast.data import DataError
 from ssdfast.engine import Hook, Trainer
 from ssdfast.engine.logging import read_metrics
+from ssdfast.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

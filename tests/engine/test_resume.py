@@ -11,7 +11,7 @@ import torch
 from ssdfast.engine import TrainingInterrupted
 from ssdfast.engine.logging import read_metrics
 from ssdfast.engine.trainer import Hook, TrainConfig, Trainer
-from ssdfast.model_files import ModelFileError
+from ssdfast.errors import ModelFileError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

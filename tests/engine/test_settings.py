@@ -5,8 +5,9 @@ import dataclasses
 
 import pytest
 
-from ssdfast.engine import ConfigError, TrainConfig
+from ssdfast.engine import TrainConfig
 from ssdfast.engine.settings import GROUPS, flag_of, flag_of_field
+from ssdfast.errors import SettingsError
 
 
 def test_every_setting_declares_its_flag():
@@ -21,12 +22,12 @@ def test_every_setting_declares_its_flag():
 
 
 def test_check_names_the_flag():
-    with pytest.raises(ConfigError, match="^--datasets: give at least one"):
+    with pytest.raises(SettingsError, match="^--datasets: give at least one"):
         TrainConfig().check()
     for settings, flag in (({"batch_size": 0}, "--batch-size"), ({"log_level": "loud"}, "--log-level"),
                            ({"scheduler": "linear"}, "--scheduler"), ({"num_workers": -1}, "--num-workers"),
                            ({"grad_clip": 0.0}, "--grad-clip"), ({"validation_dataset": "nowhere"}, "--validation-dataset")):
-        with pytest.raises(ConfigError, match=f"^{flag}"):
+        with pytest.raises(SettingsError, match=f"^{flag}"):
             TrainConfig(datasets=["."], **settings).check()
     TrainConfig(datasets=["."], validation_dataset="none").check()  # 'none': no validation
     assert TrainConfig(validation_dataset="None").validation_off and not TrainConfig().validation_off

@@ -10,7 +10,6 @@ import torch
 
 from ssdfast.engine.logging import read_metrics
 from ssdfast.engine.trainer import (  # the names the package had before its split; also in ssdfast.engine
-    ConfigError,
     EpochSampler,
     Hook,
     LrSchedule,
@@ -22,6 +21,7 @@ from ssdfast.engine.trainer import (  # the names the package had before its spl
     get_rng_state,
     set_rng_state,
 )
+from ssdfast.errors import SettingsError
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,7 +47,7 @@ def test_cosine_schedule_and_warmup():
 def test_milestones_parse_and_reject():
     assert TrainConfig(milestones="80, 100").milestone_list() == [80, 100]
     assert TrainConfig(milestones=[100, 80]).milestone_list() == [80, 100]
-    with pytest.raises(ConfigError, match="--milestones"):
+    with pytest.raises(SettingsError, match="--milestones"):
         TrainConfig(milestones="80,abc").milestone_list()
 
 
@@ -196,11 +196,11 @@ def test_nonfinite_losses_in_a_row_stop_with_the_likely_causes(voc_data, tmp_pat
 
 
 def test_user_mistakes_are_config_errors(voc_data, tmp_path, tiny_config):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(SettingsError, match="does not exist"):
         Trainer(tiny_config(tmp_path / "nowhere", tmp_path / "run"))
-    with pytest.raises(ConfigError, match="not a known network"):
+    with pytest.raises(SettingsError, match="not a known network"):
         Trainer(tiny_config(voc_data, tmp_path / "run", net="resnet-ssd"))
-    with pytest.raises(ConfigError, match="--batch-size"):
+    with pytest.raises(SettingsError, match="--batch-size"):
         Trainer(tiny_config(voc_data, tmp_path / "run", batch_size=0))
 
 

@@ -16,8 +16,9 @@ import ssdfast.detector
 from ssdfast.data import build_dataset
 from ssdfast.data.synthetic import generate
 from ssdfast.detector import Detections, Detector
+from ssdfast.errors import DataError
 from ssdfast.evaluation import evaluate, evaluate_voc, run_inference, to_devkit_boxes
-from ssdfast.io import ImageError, load_image
+from ssdfast.io import load_image
 from ssdfast.models import create_model
 from ssdfast.ops import EVALUATION, PostprocessSettings
 
@@ -192,7 +193,7 @@ def test_unreadable_image_counts_as_missed(voc_copy, model, monkeypatch, caplog)
     assert out["mAP"] == pytest.approx(expected, abs=1e-9)
     assert abs(expected - devkit_map(readable)) > 1e-3  # leaving the image out would score higher
 
-    with pytest.raises(ImageError, match="not an image"):
+    with pytest.raises(DataError, match="not an image"):
         evaluate(model, dataset, batch_size=3, metric="voc", progress=False, strict=True)
 
 
@@ -255,7 +256,7 @@ def test_truncated_image_is_used_with_a_warning_or_refused_when_strict(voc_copy,
     assert len(out["detections"][1]) > 0
     assert len(out["notes"]) == 1 and path in out["notes"][0] and "truncated" in out["notes"][0]
     assert caplog.text.count(path) == 1  # logged once, in the main process
-    with pytest.raises(ImageError, match="truncated.*strict"):
+    with pytest.raises(DataError, match="truncated.*strict"):
         evaluate(model, dataset, batch_size=4, metric="voc", progress=False, num_workers=workers, strict=True)
 
 

@@ -207,8 +207,8 @@ def test_graphs_are_simplified(model, exports, tmp_path):
 def test_check_images_are_read_with_the_one_reader(model, exports, tmp_path):
     from PIL import Image
 
+    from ssdfast.errors import DataError
     from ssdfast.export import load_images
-    from ssdfast.io import ImageError
 
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (60, 80), dtype=np.uint8), mode="L").save(tmp_path / "gray.png")
@@ -220,5 +220,5 @@ def test_check_images_are_read_with_the_one_reader(model, exports, tmp_path):
     report = check_export(exports["jetson"].path, model, images=[im.pixels for im in images])
     assert report.passed and report.num_images == 2, report.summary()
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    with pytest.raises(ImageError, match="broken.jpg"):
+    with pytest.raises(DataError, match="broken.jpg"):
         load_images([tmp_path])

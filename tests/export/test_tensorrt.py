@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from ssdfast.errors import ModelFileError
 from ssdfast.export.tensorrt import (
     EngineInfo,
-    StaleEngineError,
     check_engine,
     file_sha256,
     format_command,
@@ -65,13 +65,13 @@ def test_stale_engine_is_detected(files, tmp_path):
     _stamp(checkpoint, onnx_file, engine)
     retrained = tmp_path / "retrained.pth"
     retrained.write_bytes(b"checkpoint two")
-    with pytest.raises(StaleEngineError, match="stale"):
+    with pytest.raises(ModelFileError, match="stale"):
         check_engine(engine, retrained)
     onnx_file.write_bytes(b"another export")
-    with pytest.raises(StaleEngineError, match="another export"):
+    with pytest.raises(ModelFileError, match="another export"):
         check_engine(engine, checkpoint, onnx_path=onnx_file)
     engine.write_bytes(b"an engine copied over from elsewhere")
-    with pytest.raises(StaleEngineError, match="changed"):
+    with pytest.raises(ModelFileError, match="changed"):
         check_engine(engine, checkpoint)
 
 
@@ -82,22 +82,22 @@ def test_trtexec_engine_without_hash_is_checked_by_checkpoint(files, tmp_path):
     assert check_engine(engine, checkpoint).built_by == "trtexec"
     other = tmp_path / "other.pth"
     other.write_bytes(b"x")
-    with pytest.raises(StaleEngineError):
+    with pytest.raises(ModelFileError):
         check_engine(engine, other)
 
 
 def test_missing_engine_or_sidecar(files):
     checkpoint, onnx_file, engine = files
-    with pytest.raises(StaleEngineError, match="no model.engine.json"):
+    with pytest.raises(ModelFileError, match="no model.engine.json"):
         check_engine(engine, checkpoint)
     sidecar_path(engine).write_text("{not json")
-    with pytest.raises(StaleEngineError, match="unreadable"):
+    with pytest.raises(ModelFileError, match="unreadable"):
         check_engine(engine, checkpoint)
     sidecar_path(engine).write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(StaleEngineError, match="not an ssdfast"):
+    with pytest.raises(ModelFileError, match="not an ssdfast"):
         check_engine(engine, checkpoint)
     engine.unlink()
-    with pytest.raises(StaleEngineError, match="no such engine"):
+    with pytest.raises(ModelFileError, match="no such engine"):
         check_engine(engine, checkpoint)
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ssdfast.io.images import ImageError, ImageWarning, load_image, read_image
+from ssdfast.errors import DataError
+from ssdfast.io.images import ImageWarning, load_image, read_image
 
 from .samples import encode
 
@@ -70,14 +71,14 @@ def test_jpeg_short_by_20_bytes_is_used_with_a_warning(tmp_path, photo):
     assert diff.mean() < 1 and diff.max() <= 8
     with pytest.warns(ImageWarning, match="short.jpg: truncated"):
         read_image(path)
-    with pytest.raises(ImageError, match="short.jpg: truncated.*strict"):
+    with pytest.raises(DataError, match="short.jpg: truncated.*strict"):
         read_image(path, strict=True)
 
 
 def test_jpeg_cut_to_5_percent_is_unreadable(tmp_path, photo):
     whole = encode(Image.fromarray(photo), "JPEG", quality=90)
     path = _write(tmp_path, "cut.jpg", whole[: len(whole) // 20])
-    with pytest.raises(ImageError, match=r"cut.jpg: truncated image, \d+% of its rows are missing") as info:
+    with pytest.raises(DataError, match=r"cut.jpg: truncated image, \d+% of its rows are missing") as info:
         load_image(path)
     assert ".cpp" not in str(info.value) and "\n" not in str(info.value)
 
@@ -88,7 +89,7 @@ def test_truncated_png(tmp_path, photo):
         warnings.simplefilter("ignore")
         nearly = load_image(_write(tmp_path, "nearly.png", whole[:-200]))
     assert nearly.warning is not None
-    with pytest.raises(ImageError, match="nearly_nothing.png"):
+    with pytest.raises(DataError, match="nearly_nothing.png"):
         load_image(_write(tmp_path, "nearly_nothing.png", whole[: len(whole) // 20]))
 
 
@@ -99,12 +100,12 @@ def test_truncated_png(tmp_path, photo):
 ])
 def test_unreadable_files_give_one_line_of_our_own(tmp_path, name, data, message):
     path = _write(tmp_path, name, data)
-    with pytest.raises(ImageError, match=message) as info:
+    with pytest.raises(DataError, match=message) as info:
         load_image(path)
     text = str(info.value)
     assert text.startswith(str(path)) and "\n" not in text and ".cpp" not in text and "decode_avif" not in text
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ImageError, match="cannot read image file"):
+    with pytest.raises(DataError, match="cannot read image file"):
         load_image(tmp_path / "missing.jpg")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ssdfast.io import FileError, read_label_file, write_label_file
+from ssdfast.errors import DataError
+from ssdfast.io import read_label_file, write_label_file
 
 CLASSES = ["BACKGROUND", "apple", "banana split", "orange"]
 
@@ -35,17 +36,17 @@ def test_written_file_reads_back_and_is_detectnet_format(tmp_path):
 def test_bad_label_files_name_the_file(tmp_path, text, message):
     path = tmp_path / "labels.txt"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(FileError, match=message) as info:
+    with pytest.raises(DataError, match=message) as info:
         read_label_file(path)
     assert str(path) in str(info.value)
 
 
 def test_missing_or_binary_label_file(tmp_path):
-    with pytest.raises(FileError, match="cannot read"):
+    with pytest.raises(DataError, match="cannot read"):
         read_label_file(tmp_path / "nope.txt")
     binary = tmp_path / "model.pth"
     binary.write_bytes(b"\x80\x02\xff\xfe\x00garbage")
-    with pytest.raises(FileError, match="not a text file"):
+    with pytest.raises(DataError, match="not a text file"):
         read_label_file(binary)
 
 

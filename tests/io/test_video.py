@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssdfast.io import VideoError, create_video_writer, is_video, open_camera, open_video
+from ssdfast.errors import DataError, MissingPackageError
+from ssdfast.io import create_video_writer, is_video, open_camera, open_video
 from ssdfast.io.video import INSTALL_HINT, available_backends, output_extension, resolve_backend
 
 W, H, N, FPS = 96, 72, 6, 10.0
@@ -145,9 +146,9 @@ def test_damaged_files_name_the_file(tmp_path):
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\0\0\0\x18ftypmp42" + bytes(range(256)) * 4)
     for backend in available_backends():
-        with pytest.raises(VideoError, match="garbage.mp4"):
+        with pytest.raises(DataError, match="garbage.mp4"):
             _read(garbage, backend)
-        with pytest.raises(VideoError, match="missing.mp4: no such file"):
+        with pytest.raises(DataError, match="missing.mp4: no such file"):
             open_video(tmp_path / "missing.mp4", backend)
     if "pyav" in available_backends():
         whole = tmp_path / "whole.mp4"
@@ -155,7 +156,7 @@ def test_damaged_files_name_the_file(tmp_path):
         cut = tmp_path / "cut.mp4"
         data = whole.read_bytes()
         cut.write_bytes(data[: len(data) * 2 // 3])  # the index (moov) is at the end: unreadable
-        with pytest.raises(VideoError, match="cut.mp4"):
+        with pytest.raises(DataError, match="cut.mp4"):
             _read(cut, "pyav")
 
 
@@ -191,15 +192,16 @@ def test_is_video_and_output_extension(tmp_path):
 # ---------------------------------------------------------------------------------------- no library
 def test_without_pyav_and_opencv(tmp_path, no_video_library):
     assert available_backends() == []
-    with pytest.raises(VideoError) as info:
+    with pytest.raises(MissingPackageError) as info:
         open_video(tmp_path / "clip.mp4")
     message = str(info.value)
     assert message.startswith(str(tmp_path / "clip.mp4")) and INSTALL_HINT in message and "\n" not in message
-    with pytest.raises(VideoError, match="writing .avi video needs PyAV or OpenCV: pip install av"):
+    with pytest.raises(MissingPackageError, match="writing .avi video needs PyAV or OpenCV: pip install av"):
         create_video_writer(tmp_path / "out.avi", 10, W, H)
-    with pytest.raises(VideoError, match=r"PyAV is not installed \(pip install av\)"):
+    with pytest.raises(MissingPackageError, match=r"PyAV is not installed \(pip install av\)"):
         resolve_backend("pyav", "clip.mp4")
-    with pytest.raises(VideoError, match="camera 0: reading a camera needs OpenCV: pip install opencv-python-headless"):
+    with pytest.raises(MissingPackageError,
+                       match="camera 0: reading a camera needs OpenCV: pip install opencv-python-headless"):
         open_camera(0)
     # GIF needs neither
     path = tmp_path / "anim.gif"

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import ssdfast.model_files.checkpoint as checkpoint_module
-from ssdfast.io import FileError
+from ssdfast.errors import DataError, ModelFileError, UserError
 from ssdfast.model_files import (
-    ModelFileError,
     load_checkpoint,
     load_model_file,
     model_from_checkpoint,
@@ -113,8 +112,8 @@ def test_errors_name_the_file(model, tmp_path):
         save_checkpoint(tmp_path / "x.pth", model, CLASSES[:2])
     with pytest.raises(TypeError, match=r"train_state\['args'\]\['f'\]"):
         save_checkpoint(tmp_path / "x.pth", model, CLASSES, train_state={"args": {"f": object()}})
-    # one error type for a model file, which the command lines print as one line (a FileError), and a ValueError
-    assert issubclass(ModelFileError, FileError) and issubclass(ModelFileError, ValueError)
+    # one error type for a model file, which the command lines print as one line (a UserError), and a ValueError
+    assert issubclass(ModelFileError, UserError) and issubclass(ModelFileError, ValueError)
 
 
 # ------------------------------------------------------------------ load_model_file: every command's loader
@@ -143,7 +142,7 @@ def test_load_model_file_reads_an_ssdfast_checkpoint(tmp_path, model):
         load_model_file(path, label_file=labels)
     with pytest.raises(ModelFileError, match="takes 64x64 images, not resolution 512"):
         load_model_file(path, resolution=512)
-    with pytest.raises(FileError, match="cannot read label file"):  # the label file's own error, naming it
+    with pytest.raises(DataError, match="cannot read label file"):  # the label file's own error, naming it
         load_model_file(path, label_file=tmp_path / "no-labels.txt")
 
 

@@ -11,7 +11,8 @@ import os
 import pytest
 import torch
 
-from ssdfast.model_files import ModelFileError, pick_model_file, pytorch_ssd_loss, save_checkpoint
+from ssdfast.errors import ModelFileError
+from ssdfast.model_files import pick_model_file, pytorch_ssd_loss, save_checkpoint
 
 # Small networks gain nothing from a second thread and lose a lot on a busy 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")

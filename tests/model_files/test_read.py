@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssdfast.io import FileError
-from ssdfast.model_files import ModelFileError, load_weights, read_model_file, save_checkpoint
+from ssdfast.errors import ModelFileError, UserError
+from ssdfast.model_files import load_weights, read_model_file, save_checkpoint
 from ssdfast.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,7 +77,7 @@ def test_errors_are_one_line_naming_the_flag_and_the_file(tmp_path):
         assert message.startswith(f"--pretrained-ssd {path}: {problem}") and "\n" not in message, message
         with pytest.raises(ModelFileError, match=f"^{path}: "):  # no flag: the file alone
             read_model_file(path)
-    assert isinstance(info.value, FileError) and isinstance(info.value, ValueError)
+    assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
 
 
 def test_load_weights_names_the_flag_and_the_network_in_one_line(model, tmp_path):

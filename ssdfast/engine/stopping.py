@@ -1,4 +1,6 @@
-"""Stopping a run cleanly on Ctrl-C (SIGINT) or SIGTERM.
+"""How a run stops before its end: on Ctrl-C (SIGINT) or SIGTERM, cleanly, or when its losses are
+no longer finite. Neither is a mistake in the user's input (:mod:`ssdfast.errors`): the command line
+gives each its own exit status (128 + the signal; 1).
 
 While :class:`StopRequest` is active, the first signal only sets :attr:`StopRequest.signal_number`:
 the loop finishes the step it is in (so weights, optimizer and counters agree), writes ``last.pth``
@@ -11,13 +13,35 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from types import FrameType
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-__all__ = ["StopRequest", "resume_command", "stopped_message", "interrupted_message"]
+__all__ = ["StopRequest", "TrainingInterrupted", "NonFiniteLossError", "resume_command", "stopped_message",
+           "interrupted_message"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """The run stopped on SIGINT (Ctrl-C) or SIGTERM at a step boundary, after saving ``last.pth``.
+
+    ``signal_number`` is the signal received; ``checkpoint`` the file to resume from; the message
+    (``str(exc)``) says how to resume.
+    """
+
+    def __init__(self, message: str, *, signal_number: int, checkpoint: str | None) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.checkpoint = checkpoint
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised after ``max_nonfinite_steps`` consecutive steps whose loss was NaN or infinite: the run
+    diverged (a learning rate too high for the data, fp16 overflow), which no input check could tell."""
 
 
 class StopRequest:
