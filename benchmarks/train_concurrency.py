@@ -56,7 +56,7 @@ def _command(data: Path, folder: Path, args: argparse.Namespace) -> list[str]:
 
 
 def _epoch_times(folder: Path) -> list[float]:
-    from ssdfast.engine.logging import read_metrics
+    from ssdfast.engine.run_logs import read_metrics
 
     return [float(r["time_s"]) for r in read_metrics(folder / "metrics.jsonl") if r.get("kind") == "epoch"]
 

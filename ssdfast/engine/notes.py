@@ -63,7 +63,7 @@ class RunNotes:
         self._pending: list[dict] = []
 
     def attach_metrics(self, metrics: Any) -> None:
-        """Write records to ``metrics`` (a :class:`~ssdfast.engine.logging.MetricsLog`) from now on."""
+        """Write records to ``metrics`` (a :class:`~ssdfast.engine.run_logs.MetricsLog`) from now on."""
         self.metrics = metrics
         for record in self._pending:
             record.setdefault("epoch", self.epoch)

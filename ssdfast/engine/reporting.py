@@ -1,5 +1,6 @@
 """What a run tells its user: the lines of the console and ``train.log`` (pytorch-ssd's wording, epochs
-counted from 0) and the records of ``metrics.jsonl`` / TensorBoard, through :class:`RunReport`."""
+counted from 0) and the records of ``metrics.jsonl`` / TensorBoard, through :class:`RunReport`; the files
+themselves are :mod:`ssdfast.engine.run_logs`', the warnings :mod:`ssdfast.engine.notes`'."""
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,7 @@ import torch
 
 from ..io.labels import class_count
 from .hooks import StepOutput
-from .logging import MetricsLog, TensorBoardLog, plot_curves
+from .run_logs import MetricsLog, TensorBoardLog, plot_curves
 
 if TYPE_CHECKING:
     from .settings import TrainConfig

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ssdfast.cli.train import build_parser, config_from_args, main, parse_args
-from ssdfast.engine.logging import read_metrics
+from ssdfast.engine.run_logs import read_metrics
 
 TINY = ["--net", "mb2-ssd-lite", "--mb2-width-mult", "0.25", "--resolution", "96", "--batch-size", "4",
         "--num-epochs", "1", "--num-workers", "0", "--debug-steps", "1", "--device", "cpu"]

@@ -9,7 +9,7 @@ import torch
 
 from ssdfast.data import find_test_split
 from ssdfast.engine import Trainer
-from ssdfast.engine.logging import read_metrics
+from ssdfast.engine.run_logs import read_metrics
 from ssdfast.errors import ModelFileError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

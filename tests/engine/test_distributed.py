@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ssdfast.engine import distributed as dist_utils
-from ssdfast.engine.logging import read_metrics
+from ssdfast.engine.run_logs import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 

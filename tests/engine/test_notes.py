@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from ssdfast.engine import Hook, Trainer
-from ssdfast.engine.logging import read_metrics
+from ssdfast.engine.run_logs import read_metrics
 from ssdfast.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

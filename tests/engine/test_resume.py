@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ssdfast.engine import TrainingInterrupted
-from ssdfast.engine.logging import read_metrics
+from ssdfast.engine.run_logs import read_metrics
 from ssdfast.engine.trainer import Hook, TrainConfig, Trainer
 from ssdfast.errors import ModelFileError
 

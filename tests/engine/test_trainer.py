@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssdfast.engine.logging import read_metrics
+from ssdfast.engine.run_logs import read_metrics
 from ssdfast.engine.trainer import (  # the names the package had before its split; also in ssdfast.engine
     EpochSampler,
     Hook,
@@ -207,7 +207,7 @@ def test_user_mistakes_are_config_errors(voc_data, tmp_path, tiny_config):
 def test_tensorboard_is_optional(tmp_path):
     import importlib.util
 
-    from ssdfast.engine.logging import TensorBoardLog
+    from ssdfast.engine.run_logs import TensorBoardLog
 
     log = TensorBoardLog(tmp_path / "tb")
     assert log.enabled == (importlib.util.find_spec("tensorboard") is not None)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ssdfast.engine import Trainer
-from ssdfast.engine.logging import read_metrics
+from ssdfast.engine.run_logs import read_metrics
 from ssdfast.engine.settings import JETSON_PRETRAINED, JETSON_PRETRAINED_URL
 from ssdfast.models import create_model
 

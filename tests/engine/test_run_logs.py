@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from ssdfast.engine.logging import close_logger, setup_logger
+from ssdfast.engine.run_logs import close_logger, setup_logger
 
 
 def test_log_lines_are_never_glued_to_the_progress_bar(tmp_path, monkeypatch):

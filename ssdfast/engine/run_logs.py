@@ -1,5 +1,8 @@
-"""What a training run leaves behind to read: ``train.log``, ``metrics.jsonl``, ``curves.png``,
-TensorBoard events (when ``tensorboard`` is installed).
+"""The files a training run leaves behind to read, and their formats: ``train.log`` (the ``ssdfast.train``
+logger), ``metrics.jsonl``, ``curves.png``, TensorBoard events (when ``tensorboard`` is installed).
+
+What goes into them is decided elsewhere: :mod:`ssdfast.engine.reporting` words the progress lines and
+makes the records, :mod:`ssdfast.engine.notes` sends every warning once.
 
 Records in ``metrics.jsonl`` are one JSON object per line with a ``kind``:
 
