@@ -163,7 +163,7 @@ def _gt(batch: int, max_gt: int, classes: int, g: torch.Generator, device: str) 
 
 def _priors(sizes: Sizes, device: str) -> torch.Tensor:
     from benchmarks.ops_cases import ssd300_priors
-    from ssdfast.ops.check_cases import make_small_priors
+    from ssdfast.ops.sample_cases import make_small_priors
 
     return ssd300_priors(device) if sizes.ssd300 else make_small_priors().to(device)
 

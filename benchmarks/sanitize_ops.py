@@ -28,15 +28,15 @@ if __package__ in (None, ""):  # run as a script: make `ssdfast` importable from
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssdfast import check, ops  # noqa: E402
-from ssdfast.ops import check_cases, reference  # noqa: E402
-from ssdfast.ops.check_cases import TOLS, V  # noqa: E402
+from ssdfast.ops import sample_cases, reference  # noqa: E402
+from ssdfast.ops.sample_cases import TOLS, V  # noqa: E402
 
 
 def calls(small: bool) -> list[tuple[str, str, tuple, dict]]:
     """(op, label, CPU arguments, environment) for every path; sizes cut down with ``small``."""
     g = torch.Generator().manual_seed(0)
-    big = check_cases.make_ssd300_priors()
-    sp = check_cases.make_small_priors()
+    big = sample_cases.make_ssd300_priors()
+    sp = sample_cases.make_small_priors()
     P = big.shape[0]
     B = 2 if small else 8
     out: list[tuple[str, str, tuple, dict]] = []
@@ -45,34 +45,34 @@ def calls(small: bool) -> list[tuple[str, str, tuple, dict]]:
         out.append((op, label, args, env or {}))
 
     rows = 530_000 if not small else 70_000  # > 65535 * 8 rows: the grid-stride loop (not with --small)
-    add("box_iou", f"{rows} x 3", (check_cases.make_boxes(rows, g=g), check_cases.make_boxes(3, g=g)))
-    add("box_iou", "0 x 3", (torch.zeros(0, 4), check_cases.make_boxes(3, g=g)))
-    add("encode_boxes", f"B={B}, P={P}", (check_cases.make_boxes(B, P, g=g), big, V))
+    add("box_iou", f"{rows} x 3", (sample_cases.make_boxes(rows, g=g), sample_cases.make_boxes(3, g=g)))
+    add("box_iou", "0 x 3", (torch.zeros(0, 4), sample_cases.make_boxes(3, g=g)))
+    add("encode_boxes", f"B={B}, P={P}", (sample_cases.make_boxes(B, P, g=g), big, V))
     add("decode_boxes", f"B={B}, P={P}", (torch.randn(B, P, 4, generator=g), big, V))
-    gt, gl = check_cases.make_gt(B, 30, g)
+    gt, gl = sample_cases.make_gt(B, 30, g)
     add("match_priors", f"B={B}, P={P}, G=30", (big, gt, gl, 0.5))
     add("ssd_targets", f"B={B}, P={P}, G=30", (big, gt, gl, 0.5, V))
     G = 1600  # 51 KB of dynamic shared memory: the opt-in above 48 KB
-    add("match_priors", f"B=1, P={sp.shape[0]}, G={G}", (sp, check_cases.make_boxes(1, G, g=g, max_size=0.3), torch.randint(1, 5, (1, G), generator=g), 0.5))
+    add("match_priors", f"B=1, P={sp.shape[0]}, G={G}", (sp, sample_cases.make_boxes(1, G, g=g, max_size=0.3), torch.randint(1, 5, (1, G), generator=g), 0.5))
     add("ssd_targets", "G=0", (sp, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), 0.5, V))
-    loss, labels = check_cases.make_mining(B, P, g, special=True)
+    loss, labels = sample_cases.make_mining(B, P, g, special=True)
     add("hard_negative_mask", f"B={B}, P={P}, NaN / inf / ties", (loss, labels, 3))
-    add("hard_negative_mask", "k = num_neg - 1", check_cases.make_mining_nan_case())
+    add("hard_negative_mask", "k = num_neg - 1", sample_cases.make_mining_nan_case())
     n = 1000 if small else 4000
-    add("batched_nms", f"N={n}, 1 class", check_cases.make_nms_inputs(n, 1, g) + (0.5,))
-    add("batched_nms", f"N={n}, 81 classes, NaN and ties", check_cases.make_nms_inputs(n, 81, g, adversarial=True) + (0.5,))
-    add("batched_nms", f"N={n}, {n // 3} classes", check_cases.make_nms_inputs(n, n // 3, g) + (0.5,))
-    boxes, scores, idxs = check_cases.make_nms_inputs(n, 4, g)
+    add("batched_nms", f"N={n}, 1 class", sample_cases.make_nms_inputs(n, 1, g) + (0.5,))
+    add("batched_nms", f"N={n}, 81 classes, NaN and ties", sample_cases.make_nms_inputs(n, 81, g, adversarial=True) + (0.5,))
+    add("batched_nms", f"N={n}, {n // 3} classes", sample_cases.make_nms_inputs(n, n // 3, g) + (0.5,))
+    boxes, scores, idxs = sample_cases.make_nms_inputs(n, 4, g)
     add("batched_nms", "idxs 2^32 apart", (boxes, scores, idxs + (torch.randint(0, 2, (n,), generator=g) << 32), 0.5))
-    add("batched_nms", "global-memory walk", check_cases.make_nms_inputs(n, 3, g) + (0.5,), {"SSDFAST_NMS_SMEM_LIMIT": "8"})
+    add("batched_nms", "global-memory walk", sample_cases.make_nms_inputs(n, 3, g) + (0.5,), {"SSDFAST_NMS_SMEM_LIMIT": "8"})
     add("batched_nms", "N=0", (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5))
-    loc, sc = check_cases.make_post_inputs(B, P, 21, g)
+    loc, sc = sample_cases.make_post_inputs(B, P, 21, g)
     add("ssd_postprocess", f"B={B}, P={P}, C=21", (loc, sc, big, V, 0.01, 0.45, 200, 200))
-    loc, sc = check_cases.make_post_inputs(1, P, 4, g, peaked=False, sharp=0.5)  # ~P candidates per class
+    loc, sc = sample_cases.make_post_inputs(1, P, 4, g, peaked=False, sharp=0.5)  # ~P candidates per class
     add("ssd_postprocess", "dense: cut while read, 3 class + 2 merge chunks", (loc, sc, big, V, 0.01, 0.45, 600, 1500))
-    loc, sc = check_cases.make_post_inputs(2, P, 3, g, peaked=False, sharp=2.0)
+    loc, sc = sample_cases.make_post_inputs(2, P, 3, g, peaked=False, sharp=2.0)
     add("ssd_postprocess", "~2600 candidates per class, cut at the end: fp16", (loc, sc.half(), big, V, 0.5, 0.45, 400, 300))
-    loc, sc = check_cases.make_post_inputs(1, P, 3, g, peaked=False, sharp=0.5)
+    loc, sc = sample_cases.make_post_inputs(1, P, 3, g, peaked=False, sharp=0.5)
     add("ssd_postprocess", "dense, top_k 3000: column rescans", (loc, sc, big, V, 0.01, 0.45, 3000, 400))
     rising = 0.02 + 0.4 * torch.arange(P, dtype=torch.float32) / P  # every batch of 1024 beats all before
     sc = torch.stack((1 - rising, rising), -1)[None]

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .ops import reference
-from .ops.check_cases import OPS, TOL, Case, cases  # noqa: F401  (OPS, TOL: part of the check's face)
+from .ops.sample_cases import OPS, TOL, Case, cases  # noqa: F401  (OPS, TOL: part of the check's face)
 
 
 def _native_ops() -> Any:

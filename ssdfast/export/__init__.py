@@ -9,9 +9,10 @@ By concern:
   simplification (onnxslim) and :func:`export_onnx`, which writes the file plus ``labels.txt``.
 - :mod:`~ssdfast.export.nms`: the post-processing graph parts (ONNX ``NonMaxSuppression`` graph,
   TensorRT ``EfficientNMS_TRT`` node).
-- :mod:`~ssdfast.export.check` (with :mod:`~ssdfast.export.graph_checks`,
-  :mod:`~ssdfast.export.runtime`, :mod:`~ssdfast.export.inputs`): :func:`check_export` compares the
-  file in onnxruntime with the PyTorch model it came from.
+- :mod:`~ssdfast.export.compare` (with :mod:`~ssdfast.export.runtime`, :mod:`~ssdfast.export.inputs`):
+  :func:`check_export` compares the file in onnxruntime with the PyTorch model it came from;
+  :mod:`~ssdfast.export.tensorrt_rules`: what TensorRT requires of a graph (its operators, the
+  ``EfficientNMS_TRT`` node), checked without TensorRT.
 - :mod:`~ssdfast.export.tensorrt`: :func:`build_engine` / :func:`trtexec_command` make a TensorRT
   engine; its sidecar JSON carries the checkpoint's sha256 and :func:`check_engine` refuses a stale one.
 - :mod:`~ssdfast.export.deps`: :func:`require` gives one line naming a missing package.
@@ -28,8 +29,8 @@ import importlib
 _PROVIDERS = {
     "formats": ("FORMATS", "DEFAULT_OPSET"),
     "onnx": ("ExportModule", "ExportResult", "export_onnx"),
-    "check": ("CheckReport", "CheckError", "check_export"),
-    "graph_checks": ("validate_efficient_nms",),
+    "compare": ("CheckReport", "CheckError", "check_export"),
+    "tensorrt_rules": ("validate_efficient_nms",),
     "inputs": ("load_images", "sample_images"),
     "deps": ("require",),
     "tensorrt": ("EngineInfo", "build_engine", "check_engine", "file_sha256", "read_sidecar",

@@ -15,7 +15,7 @@ from ssdfast import ops
 from ssdfast.export import ExportModule, check_export, export_onnx
 from ssdfast.export.formats import settings_from_metadata, settings_metadata
 from ssdfast.io import write_label_file as write_labels
-from ssdfast.export.graph_checks import unsupported_ops, validate_efficient_nms
+from ssdfast.export.tensorrt_rules import unsupported_ops, validate_efficient_nms
 from ssdfast.export.inputs import prepare_inputs, sample_images
 from ssdfast.export.nms import efficient_nms_attributes
 from ssdfast.ops import DISPLAY, PostprocessSettings

@@ -1,7 +1,7 @@
 """Every network of ssdfast.models.list_models() exports in every format and passes its check.
 
 Each MobileNet network is exported at 300 (the default size) and at 224,
-then run in onnxruntime on preprocessed images and compared with PyTorch (see ssdfast.export.check).
+then run in onnxruntime on preprocessed images and compared with PyTorch (see ssdfast.export.compare).
 The VGG networks are heavy on 2 cores: vgg16-ssd runs at 300 only, vgg16-ssd512 at 320 only.
 The variants (options of their own: vgg16-ssd's L2Norm, the torchvision-MobileNet backbones) run at
 one size each.
@@ -15,7 +15,7 @@ import pytest
 
 from ._export_models import CLASS_NAMES, make_model
 from ssdfast.export import FORMATS, check_export, export_onnx
-from ssdfast.export.graph_checks import TENSORRT_OPS
+from ssdfast.export.tensorrt_rules import TENSORRT_OPS
 from ssdfast.export.inputs import sample_images
 from ssdfast.models import list_models
 from ssdfast.ops import DISPLAY

@@ -5,17 +5,17 @@ import pytest
 import torch
 
 from ssdfast import ops
-from ssdfast.ops import check_cases
-from ssdfast.ops.check_cases import make_generator as gen  # noqa: F401  (the op tests' seeded generator)
-from ssdfast.ops.check_cases import make_small_priors as grid_priors  # noqa: F401  (252 small priors)
+from ssdfast.ops import sample_cases
+from ssdfast.ops.sample_cases import make_generator as gen  # noqa: F401  (the op tests' seeded generator)
+from ssdfast.ops.sample_cases import make_small_priors as grid_priors  # noqa: F401  (252 small priors)
 
 #: SSD's default box-coding variances.
-V = list(check_cases.V)
+V = list(sample_cases.V)
 
 
 def random_boxes(*shape: int, max_size: float = 0.4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Valid xyxy boxes inside [0, 1]: ``[*shape, 4]`` (``check_cases.make_boxes``)."""
-    return check_cases.make_boxes(*shape, g=generator, max_size=max_size)
+    """Valid xyxy boxes inside [0, 1]: ``[*shape, 4]`` (``sample_cases.make_boxes``)."""
+    return sample_cases.make_boxes(*shape, g=generator, max_size=max_size)
 
 
 def sample_calls(seed: int, device: str = "cpu") -> list[tuple[str, tuple]]:

@@ -16,7 +16,7 @@ import torch
 
 from ssdfast import ops
 from ssdfast.ops import reference as ref
-from ssdfast.ops.check_cases import make_post_inputs
+from ssdfast.ops.sample_cases import make_post_inputs
 
 from .conftest import V, gen, grid_priors, random_boxes, sample_calls
 

@@ -1,6 +1,6 @@
-"""Checks of an exported graph that need no runtime: TensorRT-importable operators, the
-``EfficientNMS_TRT`` node of a ``trt-nms`` graph, and the network part of a ``trt-nms`` graph cut
-out so onnxruntime can run it.
+"""What TensorRT requires of an exported graph, checked without TensorRT: operators its ONNX parser
+imports, the ``EfficientNMS_TRT`` node of a ``trt-nms`` graph; and the network part of a ``trt-nms``
+graph cut out, so onnxruntime can run it (:mod:`ssdfast.export.compare`).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Checking an exported model against the PyTorch model it came from: :func:`check_export`.
 
 The graph is validated (``onnx.checker``, TensorRT-importable operators, input and output names and
-shapes; :mod:`ssdfast.export.graph_checks`), then run in onnxruntime (:mod:`ssdfast.export.runtime`)
+shapes; :mod:`ssdfast.export.tensorrt_rules`), then run in onnxruntime (:mod:`ssdfast.export.runtime`)
 on real preprocessed images and compared with the PyTorch model, which runs once on the same batch:
 
 - ``jetson``: ``scores`` and ``boxes`` within ``atol`` (1e-4) of the model's softmax scores and
@@ -30,7 +30,7 @@ from ..ops.settings import DISPLAY, PostprocessSettings
 from .deps import require
 from .formats import (INPUT_NAME, JETSON_OUTPUTS, NMS_OUTPUTS, RAW_BOXES, RAW_SCORES, model_image_size,
                       settings_from_metadata)
-from .graph_checks import network_part, unsupported_ops, validate_efficient_nms
+from .tensorrt_rules import network_part, unsupported_ops, validate_efficient_nms
 from .inputs import prepare_inputs, sample_images
 from .runtime import graph_batch_size, onnxruntime_session, run_batched
 

@@ -1,5 +1,6 @@
-"""The inputs of ``python -m ssdfast.check``: for every op, small, large and adversarial arguments
-(ties, NaN, infinities, empty tensors) and the tolerance of each output."""
+"""Sample inputs of every op, shared by ``python -m ssdfast.check``, the op tests and the benchmarks:
+small, large and adversarial arguments (ties, NaN, infinities, empty tensors) and the tolerance of
+each output."""
 from __future__ import annotations
 
 from dataclasses import dataclass
