@@ -4,7 +4,7 @@
 // implementations with TORCH_LIBRARY_IMPL. Importing ssdfast._C runs these registrations. The module
 // itself only reports how it was built (build_info) and, with CUDA, which kernel image a device would
 // run (cuda_kernel_image); `python -m ssdfast.check` prints both. Contracts: ssdfast/ops/__init__.py
-// and DESIGN.md.
+// and README.md's "The ops"; where a new op's parts go: README.md's "Development".
 #include <Python.h>
 #include <torch/library.h>
 #include <torch/version.h>

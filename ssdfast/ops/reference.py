@@ -1,6 +1,6 @@
 """Pure-PyTorch twins of the ssdfast ops: the spec the native kernels are held to.
 
-Every function here has the contract given in ``ssdfast.ops`` (and DESIGN.md): boxes are ``xyxy``
+Every function here has the contract given in ``ssdfast.ops`` (and README.md's "The ops"): boxes are ``xyxy``
 unless named ``cxcywh``, priors are ``cxcywh`` normalized to [0, 1], arithmetic is float32 whatever
 the input dtype, and results come back in the dtype of the main input. The order of the float
 operations matches the C++/CUDA kernels so that IoUs agree bit for bit (transcendentals, ``exp`` and
