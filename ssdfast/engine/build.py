@@ -1,5 +1,5 @@
-"""Building a run from its settings: the device, the datasets (and which one validates), the run's
-length, the network and the weights it starts from.
+"""Building a run from its settings: the datasets (and which one validates), the run's length, the
+network and the weights it starts from.
 
 Validation data: ``--validation-dataset PATH`` (its test split); ``none``: no validation; not given:
 the training dataset's own test split when it has one (VOC ``ImageSets/Main/test.txt``, COCO val,
@@ -31,54 +31,48 @@ __all__ = ["Data", "build_data", "RunLength", "run_length", "StartFiles", "read_
            "missing_default_warning", "check_compatible"]
 
 
-class _DeferredTransform:
-    """A transform set after the dataset is built (the model, which fixes size/mean/std, needs the
-    dataset's class count first)."""
-
-    def __init__(self) -> None:
-        self.transform = None
-
-    def __call__(self, *args: Any) -> Any:
-        if self.transform is None:
-            raise RuntimeError("the training transform was used before it was set")
-        return self.transform(*args)
-
-
 @dataclass
 class Data:
-    """The datasets of a run. ``validation_source``: how the validation set was chosen (for the log)."""
+    """The datasets of a run. ``validation_source``: how the validation set was chosen (for the log);
+    ``built``: whether they were built here from the settings (then without a transform until
+    :meth:`set_transforms`) or given (with their own)."""
 
     train_set: Dataset
     val_set: Dataset | None
     validation_source: str
     class_names: list[str]
     category_ids: list[int] | None
-    train_transform: _DeferredTransform
-    val_transform: _DeferredTransform
+    built: bool
 
     def set_transforms(self, model_config: Any, zoom_out_max: float) -> None:
-        """The SSD training augmentation and the evaluation transform at the model's size, mean, std."""
+        """The transforms of the datasets built here, once the model that fixes their size, mean and std
+        exists (it needs the datasets' class count first): the SSD training augmentation, and the
+        evaluation transform for validation. Given datasets keep theirs."""
         from ..data.transforms import EvalTransform, TrainTransform
 
+        if not self.built:
+            return
         size, mean, std = model_config.image_size, model_config.mean, model_config.std
-        self.train_transform.transform = TrainTransform(size, mean, std, zoom_out_max=zoom_out_max)
-        self.val_transform.transform = EvalTransform(size, mean, std, antialias=getattr(model_config, "antialias", True))
+        self.train_set.transform = TrainTransform(  # type: ignore[attr-defined]
+            size, mean, std, zoom_out_max=zoom_out_max)
+        if self.val_set is not None:
+            self.val_set.transform = EvalTransform(  # type: ignore[attr-defined]
+                size, mean, std, antialias=getattr(model_config, "antialias", True))
 
 
 def build_data(config: TrainConfig, *, train_dataset: Dataset | None = None,
                val_dataset: Dataset | None = None) -> Data:
-    """The training and validation datasets of ``config`` (or the ones given, which must carry their
-    transforms already)."""
-    train_transform, val_transform = _DeferredTransform(), _DeferredTransform()
+    """The training and validation datasets of ``config``, their transforms set by
+    :meth:`Data.set_transforms` (or the ones given, which must carry their transforms already)."""
     source = "given" if val_dataset is not None else "none"
+    built = train_dataset is None
     if train_dataset is None:
         from ..data import build_dataset
 
-        common = dict(transform=train_transform, label_file=config.label_file, strict=config.strict)
         train_dataset = build_dataset(config.dataset_type, list(config.datasets), split="train",
-                                      balance=config.balance_data, **common)
+                                      balance=config.balance_data, label_file=config.label_file, strict=config.strict)
         if val_dataset is None:
-            val_dataset, source = _validation_set(config, val_transform)
+            val_dataset, source = _validation_set(config)
     if len(train_dataset) == 0:  # type: ignore[arg-type]
         raise DataError(f"--datasets {' '.join(config.datasets)}: no training images found")
     class_names = list(train_dataset.class_names)  # type: ignore[attr-defined]
@@ -87,14 +81,13 @@ def build_data(config: TrainConfig, *, train_dataset: Dataset | None = None,
             f"--validation-dataset {config.validation_dataset or source}: its classes "
             f"{list(val_dataset.class_names)[1:]} differ from the training classes {class_names[1:]}"  # type: ignore[attr-defined]
         )
-    return Data(train_dataset, val_dataset, source, class_names, getattr(train_dataset, "category_ids", None),
-                train_transform, val_transform)
+    return Data(train_dataset, val_dataset, source, class_names, getattr(train_dataset, "category_ids", None), built)
 
 
-def _validation_set(config: TrainConfig, transform: _DeferredTransform) -> tuple[Dataset | None, str]:
+def _validation_set(config: TrainConfig) -> tuple[Dataset | None, str]:
     from ..data import build_dataset
 
-    common = dict(split="test", transform=transform, label_file=config.label_file, strict=config.strict)
+    common = dict(split="test", label_file=config.label_file, strict=config.strict)
     if config.validation_off:
         return None, "no validation (--validation-dataset none)"
     if config.validation_dataset:
