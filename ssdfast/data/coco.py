@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import DataError
 from ._base import BACKGROUND, DetectionDataset, Transform, _Record, log, read_label_file
 
-__all__ = ["COCODataset", "find_coco_split", "annotations_of_image_folder"]
+__all__ = ["COCODataset", "find_coco_split", "annotations_of_image_folder", "load_coco", "coco_box", "coco_image_path"]
 
 
 def _split_names(split: str) -> list[str]:
@@ -83,15 +83,31 @@ def find_coco_split(root: str, split: str) -> tuple[str, str]:
 
 
 def load_coco(ann_path: str):
-    """pycocotools.COCO of ``ann_path`` without its prints; DataError naming the file when it is broken."""
+    """pycocotools.COCO of ``ann_path`` without its prints; DataError naming the file when it is broken
+    (not JSON, not a dict, an image or annotation without its ``id``)."""
     from pycocotools.coco import COCO
 
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO(ann_path)
     except Exception as exc:  # json errors, missing keys
-        raise DataError(f"{ann_path}: unreadable COCO annotation file ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{ann_path}: unparsable COCO annotation file ({type(exc).__name__}: {exc})") from None
     return coco
+
+
+def coco_box(bbox: Any) -> tuple[float, float, float, float] | None:
+    """A COCO ``bbox`` (``[x, y, width, height]``) as ``xyxy``; None when it is not 4 numbers."""
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return None
+    return x, y, x + w, y + h
+
+
+def coco_image_path(image_dir: str, info: dict[str, Any]) -> str:
+    """The file of a COCO ``images`` entry: its ``file_name`` in ``image_dir`` (``<id:012d>.jpg``, COCO's
+    naming, when it has none)."""
+    return os.path.join(image_dir, info.get("file_name", f"{info['id']:012d}.jpg"))
 
 
 class COCODataset(DetectionDataset):
@@ -147,7 +163,7 @@ class COCODataset(DetectionDataset):
         for coco, image_dir, ann_path in cocos:
             for image_id in sorted(coco.getImgIds()):
                 info = coco.imgs[image_id]
-                path = os.path.join(image_dir, info.get("file_name", f"{image_id:012d}.jpg"))
+                path = coco_image_path(image_dir, info)
                 anns = coco.imgToAnns.get(image_id, [])
                 boxes, labels, crowd = [], [], []
                 bad = None
@@ -157,16 +173,14 @@ class COCODataset(DetectionDataset):
                         if cat not in categories:
                             self._note("unknown_class", path, details=[f"category_id {cat!r}"])
                         continue
-                    bbox = a.get("bbox")
-                    try:
-                        x, y, w, h = (float(v) for v in bbox)
-                    except (TypeError, ValueError):  # not 4 numbers
-                        bad = f"annotation {a.get('id')} has a malformed bbox {bbox!r}"
+                    box = coco_box(a.get("bbox"))
+                    if box is None:
+                        bad = f"annotation {a.get('id')} has a malformed bbox {a.get('bbox')!r}"
                         break
                     is_crowd = bool(a.get("iscrowd", 0))
                     if is_crowd and training:
                         continue
-                    boxes.append((x, y, x + w, y + h))
+                    boxes.append(box)
                     labels.append(label_of[cat])
                     crowd.append(is_crowd)
                 if bad is not None:

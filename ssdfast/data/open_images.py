@@ -30,14 +30,16 @@ from ..errors import DataError
 from ..io import image_size
 from ._base import BACKGROUND, DetectionDataset, Transform, _Record, log, read_label_file
 
-__all__ = ["OpenImagesDataset", "balanced_order"]
+__all__ = ["OpenImagesDataset", "balanced_order", "read_annotation_csv", "row_box"]
 
 _SPLIT_DIRS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
-#: Columns a ``sub-<split>-annotations-bbox.csv`` must have (the reader and ``ssdfast-data validate``).
+#: Columns a ``sub-<split>-annotations-bbox.csv`` must have.
 CSV_COLUMNS = frozenset({"ImageID", "XMin", "XMax", "YMin", "YMax", "ClassName"})
 
 
-def _read_csv(path: str) -> list[dict[str, str]]:
+def read_annotation_csv(path: str) -> list[dict[str, str]]:
+    """The rows of a ``sub-<split>-annotations-bbox.csv``; DataError naming the file when it cannot be
+    read, is not CSV or lacks one of :data:`CSV_COLUMNS`."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -49,6 +51,14 @@ def _read_csv(path: str) -> list[dict[str, str]]:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: unparsable CSV ({exc})") from None
+
+
+def row_box(row: dict[str, str]) -> tuple[float, float, float, float] | None:
+    """The normalized ``xyxy`` box of an annotation row; None when a coordinate is not a number."""
+    try:
+        return float(row["XMin"]), float(row["YMin"]), float(row["XMax"]), float(row["YMax"])
+    except (TypeError, ValueError):
+        return None
 
 
 def balanced_order(image_labels: Sequence[np.ndarray], num_classes: int, seed: int = 0) -> np.ndarray:
@@ -103,7 +113,7 @@ class OpenImagesDataset(DetectionDataset):
             path = os.path.join(root, f"sub-{folder}-annotations-bbox.csv")
             if not os.path.isfile(path):
                 raise DataError(f"{path}: no Open Images annotation file for split {split!r}")
-            rows_per_root.append((root, path, _read_csv(path)))
+            rows_per_root.append((root, path, read_annotation_csv(path)))
 
         if label_file is not None:
             self.class_names = read_label_file(label_file)
@@ -114,7 +124,7 @@ class OpenImagesDataset(DetectionDataset):
                     rows = next((r for _, p, r in rows_per_root if os.path.samefile(p, other)), None)
                     if rows is None:
                         try:
-                            rows = _read_csv(other)
+                            rows = read_annotation_csv(other)
                         except DataError as exc:
                             log.warning("%s", exc)
                             continue
@@ -128,9 +138,8 @@ class OpenImagesDataset(DetectionDataset):
             for line, row in enumerate(rows, start=2):
                 image_id = row["ImageID"]
                 name = row["ClassName"]
-                try:
-                    box = (float(row["XMin"]), float(row["YMin"]), float(row["XMax"]), float(row["YMax"]))
-                except (TypeError, ValueError):
+                box = row_box(row)
+                if box is None:
                     self._bad_annotation(csv_path, f"line {line} (image {image_id}): non-numeric box")
                     per_image.setdefault(image_id, [])
                     continue

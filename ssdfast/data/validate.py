@@ -4,17 +4,17 @@ Images are decoded fully with :func:`ssdfast.io.load_image`, the reader training
 detection use, so a file is judged as they will read it: one that cannot be decoded, or whose pixels
 are mostly missing, is a problem; a truncated file that decodes (a JPEG short by a few bytes, which
 OpenCV, PIL with truncated loading, browsers and pytorch-ssd all read, and training uses) is a
-warning (``strict=True``: a problem). Annotations are checked for unparsable XML / JSON / CSV, boxes
-outside the image (by more than one pixel), zero-area boxes, unknown classes, missing images and
-sizes that disagree with the file. Work is spread over processes (:mod:`concurrent.futures`). Every
-problem and warning is a :class:`Problem` naming the file.
+warning (``strict=True``: a problem). Annotation files are read by the data sets' own parsers
+(:func:`~ssdfast.data.voc.parse_voc_xml`, :func:`~ssdfast.data.coco.load_coco`,
+:func:`~ssdfast.data.open_images.read_annotation_csv`), so a file training would skip or refuse is
+reported with the reason it gives; their boxes are checked for lying outside the image (by more than
+one pixel), zero area and unknown classes, and the images for being missing and for sizes that disagree
+with the annotation. Work is spread over processes (:mod:`concurrent.futures`). Every problem and
+warning is a :class:`Problem` naming the file.
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
-import xml.etree.ElementTree as ET
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
@@ -23,9 +23,9 @@ from ..errors import DataError
 from ..io import load_image
 from ..threads import available_cores
 from ._base import BACKGROUND, read_label_file
-from .coco import annotations_of_image_folder
-from .open_images import CSV_COLUMNS
-from .voc import voc_image_path
+from .coco import annotations_of_image_folder, coco_box, coco_image_path, load_coco
+from .open_images import read_annotation_csv, row_box
+from .voc import parse_voc_xml, voc_image_path
 
 __all__ = ["Problem", "ValidationReport", "validate_dataset", "check_image", "inspect_image"]
 
@@ -134,38 +134,21 @@ def _check_voc_item(job: tuple[str, str, frozenset | None]) -> _Result:
     problems: list[Problem] = []
     boxes = 0
     size: tuple[int, int] | None = None
-    if not os.path.isfile(xml_path):
-        problems.append(Problem(xml_path, "annotation file is missing"))
+    try:
+        annotation = parse_voc_xml(xml_path)
+    except DataError as exc:  # missing, not XML, an object without a name or a box: training skips it
+        problems.append(Problem(xml_path, _without_path(str(exc), xml_path)))
     else:
-        try:
-            tree = ET.parse(xml_path).getroot()
-            image_path = voc_image_path(root, image_id, tree.findtext("filename"))
-            w = int(float(tree.findtext("size/width", "0") or 0))
-            h = int(float(tree.findtext("size/height", "0") or 0))
-            size = (w, h)
-            if w <= 0 or h <= 0:
-                problems.append(Problem(xml_path, f"missing or invalid <size> ({w}x{h})"))
-            for k, obj in enumerate(tree.iter("object")):
-                name = (obj.findtext("name") or "").strip().lower()
-                what = f"object {k} ({name or '?'})"
-                boxes += 1
-                if not name:
-                    problems.append(Problem(xml_path, f"object {k} has no <name>"))
-                elif classes is not None and name not in classes:
-                    problems.append(Problem(xml_path, f"{what}: unknown class {name!r}"))
-                bb = obj.find("bndbox")
-                try:
-                    box = [float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")]  # type: ignore[union-attr]
-                except (AttributeError, TypeError, ValueError):
-                    problems.append(Problem(xml_path, f"{what}: missing or non-numeric <bndbox>"))
-                    continue
-                box[0] -= 1.0  # VOC 1-based indices -> continuous pixels
-                box[1] -= 1.0
-                problems += [Problem(xml_path, m) for m in _box_problems(box, w, h, what)]
-        except ET.ParseError as exc:
-            problems.append(Problem(xml_path, f"unparsable XML ({exc})"))
-        except (OSError, ValueError) as exc:
-            problems.append(Problem(xml_path, f"bad annotation ({exc})"))
+        image_path = voc_image_path(root, image_id, annotation["filename"])
+        w, h = size = annotation["width"], annotation["height"]
+        if w <= 0 or h <= 0:
+            problems.append(Problem(xml_path, f"missing or invalid <size> ({w}x{h})"))
+        for k, (name, _difficult, *box) in enumerate(annotation["objects"]):
+            what = f"object {k} ({name})"
+            boxes += 1
+            if classes is not None and name not in classes:
+                problems.append(Problem(xml_path, f"{what}: unknown class {name!r}"))
+            problems += [Problem(xml_path, m) for m in _box_problems(box, w, h, what)]
     bad, warnings = inspect_image(image_path, size)
     problems += [Problem(image_path, m) for m in bad]
     return problems, [Problem(image_path, m) for m in warnings], 1, boxes
@@ -236,48 +219,35 @@ def _coco_jobs(root: str, label_file: str | None, report: ValidationReport) -> l
     for path, image_dir in _coco_files(root):
         report.annotation_files += 1
         try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-            if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-                raise ValueError("no 'images' list")
-        except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
-            report.problems.append(Problem(path, f"unparsable COCO JSON ({exc})"))
+            coco = load_coco(path)
+        except DataError as exc:  # not JSON, an image or annotation without an id: training refuses it
+            report.problems.append(Problem(path, _without_path(str(exc), path)))
             continue
-        categories = {c.get("id") for c in doc.get("categories", []) if isinstance(c, dict)}
-        images: dict[Any, dict] = {}
-        for img in doc["images"]:
-            if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
-                report.problems.append(Problem(path, f"malformed image entry {str(img)[:80]}"))
-                continue
-            images[img["id"]] = img
-        for ann in doc.get("annotations", []):
+        if not isinstance(coco.dataset.get("images"), list):
+            report.problems.append(Problem(path, "unparsable COCO annotation file (no 'images' list)"))
+            continue
+        for ann in coco.anns.values():
             report.boxes += 1
-            aid = ann.get("id", "?") if isinstance(ann, dict) else "?"
-            if not isinstance(ann, dict):
-                report.problems.append(Problem(path, f"malformed annotation {str(ann)[:80]}"))
-                continue
-            img = images.get(ann.get("image_id"))
-            what = f"annotation {aid} (image {img['file_name'] if img else ann.get('image_id')})"
+            img = coco.imgs.get(ann.get("image_id"))
+            what = f"annotation {ann['id']} (image {img.get('file_name', img['id']) if img else ann.get('image_id')})"
             if img is None:
                 report.problems.append(Problem(path, f"{what}: unknown image_id {ann.get('image_id')!r}"))
                 continue
-            if ann.get("category_id") not in categories:
+            if ann.get("category_id") not in coco.cats:
                 report.problems.append(Problem(path, f"{what}: unknown category_id {ann.get('category_id')!r}"))
-            bbox = ann.get("bbox")
-            try:
-                x, y, w, h = (float(v) for v in bbox)  # type: ignore[union-attr]
-            except (TypeError, ValueError):
-                report.problems.append(Problem(path, f"{what}: malformed bbox {bbox!r}"))
+            box = coco_box(ann.get("bbox"))
+            if box is None:
+                report.problems.append(Problem(path, f"{what}: malformed bbox {ann.get('bbox')!r}"))
                 continue
-            report.problems += [
-                Problem(path, m) for m in _box_problems((x, y, x + w, y + h), int(img.get("width", 0) or 0), int(img.get("height", 0) or 0), what)
-            ]
-        for img in images.values():
-            size = (int(img.get("width", 0) or 0), int(img.get("height", 0) or 0))
-            jobs.append((os.path.join(image_dir, img["file_name"]), size))
+            report.problems += [Problem(path, m) for m in _box_problems(box, *_coco_size(img), what)]
+        jobs += [(coco_image_path(image_dir, img), _coco_size(img)) for img in coco.imgs.values()]
     if label_file is not None:
         report.notes.append("--label-file is not used for COCO (names come from the categories)")
     return jobs
+
+
+def _coco_size(img: dict[str, Any]) -> tuple[int, int]:
+    return int(img.get("width", 0) or 0), int(img.get("height", 0) or 0)
 
 
 # --------------------------------------------------------------------------------- Open Images
@@ -292,35 +262,28 @@ def _oi_jobs(root: str, label_file: str | None, report: ValidationReport) -> lis
         split = name[len("sub-"): -len("-annotations-bbox.csv")]
         path = os.path.join(root, name)
         report.annotation_files += 1
-        image_ids: list[str] = []
         try:
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                missing = CSV_COLUMNS - set(reader.fieldnames or ())
-                if missing:
-                    raise ValueError(f"missing columns {sorted(missing)}")
-                seen: set[str] = set()
-                for line, row in enumerate(reader, start=2):
-                    report.boxes += 1
-                    what = f"line {line} (image {row['ImageID']})"
-                    if row["ImageID"] not in seen:
-                        seen.add(row["ImageID"])
-                        image_ids.append(row["ImageID"])
-                    if classes is not None and row["ClassName"] not in classes:
-                        report.problems.append(Problem(path, f"{what}: unknown class {row['ClassName']!r}"))
-                    try:
-                        box = [float(row[k]) for k in ("XMin", "YMin", "XMax", "YMax")]
-                    except (TypeError, ValueError):
-                        report.problems.append(Problem(path, f"{what}: non-numeric box"))
-                        continue
-                    eps = 1e-3
-                    if box[2] <= box[0] or box[3] <= box[1]:
-                        report.problems.append(Problem(path, f"{what}: zero-area box {_fmt(box)}"))
-                    if min(box) < -eps or max(box) > 1 + eps:
-                        report.problems.append(Problem(path, f"{what}: box {_fmt(box)} outside the image (normalized coordinates)"))
-        except (OSError, ValueError, csv.Error, UnicodeDecodeError) as exc:
-            report.problems.append(Problem(path, f"unparsable CSV ({exc})"))
+            rows = read_annotation_csv(path)
+        except DataError as exc:  # unreadable, not CSV, missing columns: training refuses it
+            report.problems.append(Problem(path, _without_path(str(exc), path)))
             continue
+        image_ids: dict[str, None] = {}  # in order, once each
+        for line, row in enumerate(rows, start=2):
+            report.boxes += 1
+            what = f"line {line} (image {row['ImageID']})"
+            image_ids[row["ImageID"]] = None
+            if classes is not None and row["ClassName"] not in classes:
+                report.problems.append(Problem(path, f"{what}: unknown class {row['ClassName']!r}"))
+            box = row_box(row)
+            if box is None:
+                report.problems.append(Problem(path, f"{what}: non-numeric box"))
+                continue
+            eps = 1e-3
+            if box[2] <= box[0] or box[3] <= box[1]:
+                report.problems.append(Problem(path, f"{what}: zero-area box {_fmt(box)}"))
+            if min(box) < -eps or max(box) > 1 + eps:
+                report.problems.append(Problem(path, f"{what}: box {_fmt(box)} outside the image (normalized "
+                                                     "coordinates)"))
         jobs += [(os.path.join(root, split, i + ".jpg"), None) for i in image_ids]
     return jobs
 

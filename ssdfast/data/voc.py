@@ -55,9 +55,18 @@ def voc_image_path(root: str, image_id: str, filename: str | None = None) -> str
 def parse_voc_xml(path: str) -> dict[str, Any]:
     """Parse one VOC annotation -> ``{"filename", "width", "height", "objects": [(name, difficult, x1, y1, x2, y2)]}``.
 
-    Boxes are continuous pixel ``xyxy`` (see the module docstring). Raises ``ValueError`` /
-    ``ET.ParseError`` / ``OSError`` on a broken file.
+    Names are stripped and lower case; boxes are continuous pixel ``xyxy`` (see the module docstring).
+    Raises :class:`~ssdfast.errors.DataError` naming the file when it is missing, is not XML or has an
+    object without a name or a numeric box: a file :class:`VOCDataset` skips (``strict``: refuses).
     """
+    parsed = _parse_or_problem(path)
+    if isinstance(parsed, str):
+        raise DataError(f"{path}: {parsed}")
+    return parsed
+
+
+def _parse(path: str) -> dict[str, Any]:
+    """:func:`parse_voc_xml`'s work; ``ValueError`` / ``ET.ParseError`` / ``OSError`` on a broken file."""
     root = ET.parse(path).getroot()
     size = root.find("size")
     width = height = 0
@@ -84,10 +93,11 @@ def parse_voc_xml(path: str) -> dict[str, Any]:
     return {"filename": root.findtext("filename"), "width": width, "height": height, "objects": objects}
 
 
-def _parse_safe(path: str) -> dict[str, Any] | str:
-    """parse_voc_xml that returns the error message instead of raising (for the process pool)."""
+def _parse_or_problem(path: str) -> dict[str, Any] | str:
+    """:func:`parse_voc_xml`'s result, or what stops it (one line, without the path): what the process
+    pool returns."""
     try:
-        return parse_voc_xml(path)
+        return _parse(path)
     except FileNotFoundError:
         return "annotation file is missing"
     except ET.ParseError as exc:
@@ -101,8 +111,8 @@ def _parse_all(paths: Sequence[str]) -> list[dict[str, Any] | str]:
     workers = min(available_cores(), 8)
     if len(paths) >= _PARALLEL_PARSE_MIN and workers >= _PARALLEL_PARSE_MIN_CPUS:
         with ProcessPoolExecutor(workers) as pool:
-            return list(pool.map(_parse_safe, paths, chunksize=256))
-    return [_parse_safe(p) for p in paths]
+            return list(pool.map(_parse_or_problem, paths, chunksize=256))
+    return [_parse_or_problem(p) for p in paths]
 
 
 class VOCDataset(DetectionDataset):
