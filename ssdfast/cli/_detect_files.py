@@ -23,7 +23,7 @@ def camera_index(item: str) -> int | None:
     A Jetson CSI camera (``csi://0``) needs GStreamer's nvarguscamerasrc: a SettingsError saying so."""
     if item.startswith("csi://"):
         raise SettingsError(f"{item}: CSI cameras need jetson-inference's GStreamer input (detectnet); "
-                         "ssdfast-detect reads V4L2 / USB cameras: /dev/videoN or --camera N")
+                            "ssdfast-detect reads V4L2 / USB cameras: /dev/videoN or --camera N")
     match = _CAMERA.match(item)
     return int(match.group(1)) if match else None
 

@@ -133,7 +133,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ModelFileError(f"{args.model}: no such checkpoint file")
     if args.model.lower().endswith(".onnx"):
         raise ModelFileError(f"{args.model}: an ONNX export; ssdfast-detect runs the .pth it was exported from "
-                         "(run the .onnx with jetson-inference's detectnet or onnxruntime)")
+                             "(run the .onnx with jetson-inference's detectnet or onnxruntime)")
 
 
 class _Run:

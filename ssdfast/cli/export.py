@@ -167,7 +167,7 @@ def _resolve_model_file(args: argparse.Namespace) -> tuple[Path, str]:
         print(f"--model-dir {model_dir}: exporting {choice.path.name}: {choice.reason}")
         return choice.path, "--model-dir"
     raise SettingsError("which checkpoint? give MODEL (an ssdfast checkpoint or a pytorch-ssd .pth), --input FILE "
-                     "or --model-dir DIR")
+                        "or --model-dir DIR")
 
 
 def _resolve_label_file(args: argparse.Namespace) -> None:
@@ -237,7 +237,7 @@ def _check_labels_destination(labels: Path, loaded: Any) -> None:
     lines = [line.strip() for line in labels.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if lines != list(loaded.class_names):
         raise SettingsError(f"--output-labels: {labels} is the label file the class names were read from, in another "
-                         "format than detectnet's (one a line, BACKGROUND first); give --output-labels FILE")
+                            "format than detectnet's (one a line, BACKGROUND first); give --output-labels FILE")
 
 
 def _print_usage_hint(result: Any, labels: Path | None) -> None:

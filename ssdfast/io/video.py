@@ -343,7 +343,7 @@ class VideoWriter(_Closing):
             raise ValueError(f"frames should be uint8 [H, W, 3], got {pixels.dtype} {tuple(pixels.shape)}")
         if pixels.shape[0] < self.height or pixels.shape[1] < self.width:
             raise DataError(f"{self.path}: frame of {pixels.shape[1]}x{pixels.shape[0]}, expected "
-                             f"{self.width}x{self.height}")
+                            f"{self.width}x{self.height}")
         return np.ascontiguousarray(pixels[: self.height, : self.width])
 
 

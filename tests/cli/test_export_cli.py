@@ -288,6 +288,7 @@ def test_the_command_line_starts_without_torch():
     import sys
 
     code = ("import sys; import ssdfast.cli.export; from ssdfast.export import FORMATS; "
-            "print(sorted(m for m in ('torch', 'onnx', 'ssdfast.export.compare', 'ssdfast.export.onnx') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'onnx', 'ssdfast.export.compare', 'ssdfast.export.onnx') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
