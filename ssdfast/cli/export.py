@@ -22,6 +22,7 @@ from ..export.formats import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET, model
 from ..ops.settings import DISPLAY
 from ._common import (add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg, make_parser,
                       positive_int, postprocess_settings, run_main)
+from ._export_int8 import add_int8_arguments, check_int8_flags, write_int8
 
 __all__ = ["main", "build_parser"]
 
@@ -52,6 +53,12 @@ default, means mb1-ssd; without --net, the network is read from the file, else t
 --mb2-width-mult / --resolution when it was trained with them; its class names come from --labels, else
 labels.txt beside it.
 
+INT8 (--int8 --calib-dir DIR): ONNX files with Q/DQ nodes (explicit quantization, calibrated on DIR's images
+prepared as for evaluation), beside the export and with its input and outputs; one per target:
+  MODEL-int8-tensorrt.onnx  symmetric int8, per-channel weights: TensorRT builds its INT8 engine from it
+                            (trtexec --onnx=FILE --int8, or --tensorrt ENGINE here), no calibration cache
+  MODEL-int8-cpu.onnx       unsigned int8 activations: what ONNX Runtime and OpenVINO run fast on CPUs
+
 examples:
   ssdfast-export --model-dir=models/fruit                     # jetson-inference's onnx_export.py command
   detectnet --model=models/fruit/ssd-mobilenet.onnx --labels=models/fruit/labels.txt \\
@@ -60,8 +67,9 @@ examples:
   ssdfast-export models/fruit/best.pth --format onnx-nms --batch-size dynamic --output fruit-nms.onnx --check
   ssdfast-export models/fruit/best.pth --format trt-nms --output fruit-trt.onnx --tensorrt fruit.engine --fp16
   ssdfast-export models/fruit/best.pth --verify-engine fruit.engine   # is the engine built from this checkpoint?
+  ssdfast-export models/fruit/best.pth --int8 --calib-dir data/fruit/JPEGImages   # + best-int8-tensorrt.onnx, best-int8-cpu.onnx
 
---check needs onnxruntime (pip install 'ssdfast[export]', or onnxruntime-gpu); --tensorrt builds with
+--check and --int8 need onnxruntime (pip install 'ssdfast[export]', or onnxruntime-gpu); --tensorrt builds with
 the tensorrt package where it is installed (JetPack), else prints the trtexec command.
 """
 
@@ -123,14 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(chk, "--tolerance", type=float, default=1e-4,
                  help="largest absolute difference --check accepts")
 
+    add_int8_arguments(p)
+
     trt = p.add_argument_group("TensorRT")
     add_argument(trt, "--tensorrt", default=None, metavar="ENGINE",
                  help="build a TensorRT engine from the export (needs the tensorrt package; otherwise the "
                       "equivalent trtexec command is printed); ENGINE.json records the checkpoint's sha256")
     add_argument(trt, "--fp16", action="store_true", help="allow FP16 kernels in the engine")
-    add_argument(trt, "--int8", action="store_true", help="INT8 engine, calibrated on --calib-dir")
-    add_argument(trt, "--calib-dir", default=None, metavar="DIR", help="images to calibrate INT8 on")
-    add_argument(trt, "--calib-count", type=positive_int, default=256, help="calibration images used at most")
     add_argument(trt, "--max-batch-size", type=positive_int, default=8,
                  help="largest batch of a dynamic-batch engine")
     add_argument(trt, "--workspace", type=positive_int, default=None, metavar="MB",
@@ -272,23 +279,10 @@ def _read_images(paths: list[str], limit: int, flag: str) -> list[Any]:
     return [image.pixels for image in loaded]
 
 
-def _calibration_batches(args: argparse.Namespace, model: Any, batch: int) -> list[Any]:
-    from ..export.inputs import prepare_inputs
-
-    if not args.calib_dir:
-        raise SettingsError("--int8 needs --calib-dir DIR (images like the ones the model will see)")
-    images = _read_images([args.calib_dir], args.calib_count, "--calib-dir")
-    batches = []
-    for start in range(0, len(images) - batch + 1, batch):
-        _, x, _ = prepare_inputs(images[start:start + batch], model.config)
-        batches.append(x.numpy())
-    if not batches:
-        raise DataError(f"--calib-dir has {len(images)} images, fewer than one batch of {batch}")
-    return batches
-
-
-def _tensorrt(args: argparse.Namespace, result: Any, model: Any, checkpoint_sha: str) -> int:
-    """Build the engine (tensorrt present) or print the trtexec command; write the sidecar. Exit status."""
+def _tensorrt(args: argparse.Namespace, result: Any, checkpoint_sha: str, int8_onnx: Path | None) -> int:
+    """Build the engine (tensorrt present) or print the trtexec command; write the sidecar. Exit status.
+    With ``--int8`` the engine is built from the ``tensorrt`` Q/DQ file ``int8_onnx`` (explicit
+    quantization: its scales come with it, TensorRT calibrates nothing)."""
     from ..export.tensorrt import (
         EngineInfo,
         build_engine,
@@ -300,37 +294,34 @@ def _tensorrt(args: argparse.Namespace, result: Any, model: Any, checkpoint_sha:
     )
 
     engine = Path(args.tensorrt)
+    source = int8_onnx or result.path
     if tensorrt_available():
-        batch = result.batch_size or args.max_batch_size
-        calib = _calibration_batches(args, model, batch) if args.int8 else None
         try:
             info = build_engine(
-                result.path, engine, checkpoint_sha256=checkpoint_sha, format=result.format, fp16=args.fp16,
-                int8=args.int8, calibration_batches=calib, batch_size=result.batch_size,
+                source, engine, checkpoint_sha256=checkpoint_sha, format=result.format, fp16=args.fp16,
+                int8=int8_onnx is not None, batch_size=result.batch_size,
                 max_batch_size=args.max_batch_size, image_size=result.image_size,
                 workspace_mb=args.workspace or 1024,
             )
         except (RuntimeError, ValueError) as exc:
             print(f"error: TensorRT engine build failed: {exc}", file=sys.stderr)
             return 1
-        print(f"wrote {engine} (TensorRT {info.tensorrt_version}, {info.precision}) and {engine.name}.json")
+        print(f"wrote {engine} (TensorRT {info.tensorrt_version}, {info.precision}, from {source.name}) "
+              f"and {engine.name}.json")
         return 0
-    calib_cache = engine.with_name(engine.name + ".calib") if args.int8 else None
-    cmd = trtexec_command(result.path, engine, fp16=args.fp16, int8=args.int8,
-                          calib_cache=calib_cache if calib_cache is not None and calib_cache.is_file() else None,
+    cmd = trtexec_command(source, engine, fp16=args.fp16, int8=int8_onnx is not None,
                           batch_size=result.batch_size, max_batch_size=args.max_batch_size,
                           image_size=result.image_size, workspace_mb=args.workspace)
-    precision = "int8" if args.int8 else ("fp16" if args.fp16 else "fp32")
+    precision = "int8" if int8_onnx is not None else ("fp16" if args.fp16 else "fp32")
     sidecar = write_sidecar(engine, EngineInfo(
-        engine=engine.name, checkpoint_sha256=checkpoint_sha, onnx_sha256=file_sha256(result.path),
+        engine=engine.name, checkpoint_sha256=checkpoint_sha, onnx_sha256=file_sha256(source),
         export_format=result.format, precision=precision, batch_size=result.batch_size,
         image_size=result.image_size, built_by="trtexec",
     ))
     print("the tensorrt Python package is not installed here; build the engine on the target with:")
     print("  " + format_command(cmd))
-    if calib_cache is not None and not calib_cache.is_file():
-        print("  (trtexec cannot calibrate from images: without a calibration cache the INT8 scales are "
-              "placeholders, good for timing only; build with the tensorrt package and --calib-dir for accuracy)")
+    if int8_onnx is not None:
+        print(f"  ({int8_onnx.name} carries its INT8 scales in its Q/DQ nodes: trtexec needs no calibration cache)")
     print(f"wrote {sidecar} (the checkpoint's sha256, so a stale engine is detected: "
           f"ssdfast-export CHECKPOINT --verify-engine {engine})")
     return 0
@@ -342,12 +333,9 @@ def _tensorrt(args: argparse.Namespace, result: Any, model: Any, checkpoint_sha:
 def _check_flags(args: argparse.Namespace) -> None:
     if not (MIN_OPSET <= args.opset <= MAX_OPSET):
         raise SettingsError(f"--opset should be between {MIN_OPSET} and {MAX_OPSET}, got {args.opset}")
-    if args.int8 and args.tensorrt is None:
-        raise SettingsError("--int8 applies to the TensorRT engine: add --tensorrt ENGINE")
     if args.fp16 and args.tensorrt is None:
         raise SettingsError("--fp16 applies to the TensorRT engine: add --tensorrt ENGINE")
-    if args.calib_dir is not None and not Path(args.calib_dir).is_dir():
-        raise DataError(f"--calib-dir {args.calib_dir} is not a folder")
+    check_int8_flags(args)
     if not args.tolerance > 0:
         raise SettingsError(f"--tolerance should be positive, got {args.tolerance}")
     if args.check:  # before anything is written: say what to install
@@ -382,6 +370,9 @@ def _export(args: argparse.Namespace) -> int:
     labels = Path(args.output_labels) if args.output_labels else output.parent / "labels.txt"
     _check_labels_destination(labels, loaded)
     check_images = _read_images(args.check_images, args.check_count, "--check-images") if args.check_images else None
+    calib_images = _read_images([args.calib_dir], args.calib_count, "--calib-dir") if args.int8 else None
+    if calib_images is not None and len(calib_images) < (args.batch_size or 1):
+        raise DataError(f"--calib-dir has {len(calib_images)} images, fewer than one batch of {args.batch_size}")
 
     from ..export import check_export, export_onnx, sample_images
 
@@ -402,8 +393,9 @@ def _export(args: argparse.Namespace) -> int:
             if args.tensorrt:
                 print("no TensorRT engine built: the export failed its check", file=sys.stderr)
             return 1
+    int8_files = write_int8(args, result, model, calib_images) if calib_images else {}
     if args.tensorrt:
-        return _tensorrt(args, result, model, checkpoint_sha)
+        return _tensorrt(args, result, checkpoint_sha, int8_files.get("tensorrt"))
     return 0
 
 

@@ -13,6 +13,8 @@ By concern:
   :func:`check_export` compares the file in onnxruntime with the PyTorch model it came from;
   :mod:`~ssdfast.export.tensorrt_rules`: what TensorRT requires of a graph (its operators, the
   ``EfficientNMS_TRT`` node), checked without TensorRT.
+- :mod:`~ssdfast.export.quantize`: :func:`quantize_onnx` writes the INT8 (Q/DQ) file of a target
+  (``tensorrt``, ``cpu``) from an FP32 export, calibrated on images (:func:`calibration_batches`).
 - :mod:`~ssdfast.export.tensorrt`: :func:`build_engine` / :func:`trtexec_command` make a TensorRT
   engine; its sidecar JSON carries the checkpoint's sha256 and :func:`check_engine` refuses a stale one.
 - :mod:`~ssdfast.export.deps`: :func:`require` gives one line naming a missing package.
@@ -31,10 +33,11 @@ _PROVIDERS = {
     "onnx": ("ExportModule", "ExportResult", "export_onnx"),
     "compare": ("CheckReport", "CheckError", "check_export"),
     "tensorrt_rules": ("validate_efficient_nms",),
-    "inputs": ("load_images", "sample_images"),
+    "inputs": ("load_images", "sample_images", "calibration_batches"),
+    "quantize": ("INT8_TARGETS", "Int8Result", "int8_path", "quantize_onnx"),
     "deps": ("require",),
     "tensorrt": ("EngineInfo", "build_engine", "check_engine", "file_sha256", "read_sidecar",
-                 "sidecar_path", "tensorrt_available", "trtexec_command", "write_sidecar"),
+                 "sidecar_path", "tensorrt_available", "trtexec_command", "write_sidecar", "has_qdq_nodes"),
 }
 _LAZY = {name: module for module, names in _PROVIDERS.items() for name in names}
 

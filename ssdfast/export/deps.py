@@ -1,7 +1,7 @@
 """The packages export needs, imported where they are used, with a one-line message when one is missing.
 
 ``onnx`` and ``onnxslim`` are dependencies of ssdfast (every export needs them); ``onnxruntime``
-(checking an export) is the ``export`` extra, because on GPU machines and Jetsons users install
+(checking an export, INT8 exports) is the ``export`` extra, because on GPU machines and Jetsons users install
 ``onnxruntime-gpu`` instead, which provides the same module and must not be overwritten; ``tensorrt``
 comes with JetPack / NVIDIA's wheels.
 """

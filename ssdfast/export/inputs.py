@@ -1,4 +1,4 @@
-"""Images for checking an export and calibrating an INT8 engine, preprocessed as the Detector does.
+"""Images for checking an export and calibrating INT8, preprocessed as the Detector does.
 
 Files are read with :func:`ssdfast.io.load_image` (the one image reader: EXIF orientation, odd
 modes, truncated files used with a note); the preprocessing is :func:`ssdfast.detector.preprocess`
@@ -18,7 +18,7 @@ from ..detector import preprocess
 from ..errors import DataError
 from ..io import IMAGE_EXTENSIONS, LoadedImage, load_image
 
-__all__ = ["load_images", "sample_images", "prepare_inputs"]
+__all__ = ["load_images", "sample_images", "prepare_inputs", "calibration_batches"]
 
 
 def load_images(paths: Iterable[str | os.PathLike], limit: int | None = None,
@@ -94,3 +94,16 @@ def prepare_inputs(images: Sequence[Any], config: Any) -> tuple[Tensor, Tensor, 
     std = torch.as_tensor(config.std, dtype=torch.float32).view(1, -1, 1, 1)
     exported = (normalized * std + mean) * 2 - 1
     return normalized, exported, [tuple(s) for s in sizes]
+
+
+def calibration_batches(images: Sequence[Any], config: Any, batch_size: int) -> list[np.ndarray]:
+    """Images prepared as the exported graph's input (:func:`prepare_inputs`' second output, float32
+    ``[batch_size, 3, H, W]`` in [-1, 1]) in whole batches; the images after the last whole batch are
+    left out."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size should be at least 1, got {batch_size}")
+    batches = []
+    for start in range(0, len(images) - batch_size + 1, batch_size):
+        _, x, _ = prepare_inputs(images[start:start + batch_size], config)
+        batches.append(x.numpy())
+    return batches

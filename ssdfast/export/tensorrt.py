@@ -34,6 +34,7 @@ __all__ = [
     "read_sidecar",
     "check_engine",
     "build_engine",
+    "has_qdq_nodes",
 ]
 
 SIDECAR_FORMAT = "ssdfast-engine"
@@ -153,6 +154,13 @@ def check_engine(engine_path: str | os.PathLike, checkpoint: str | os.PathLike |
     return info
 
 
+def has_qdq_nodes(onnx_path: str | os.PathLike) -> bool:
+    """Whether an ONNX file is explicitly quantized (has ``QuantizeLinear`` nodes)."""
+    onnx = require("onnx")
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return any(node.op_type == "QuantizeLinear" for node in proto.graph.node)
+
+
 # ----------------------------------------------------------------------------- trtexec
 
 
@@ -171,8 +179,9 @@ def trtexec_command(
     """The ``trtexec`` command that builds the same engine as :func:`build_engine`.
 
     ``batch_size=None`` (a dynamic-batch export) adds min/opt/max shapes from 1 to
-    ``max_batch_size``. ``int8`` uses the calibration cache ``calib_cache`` (``trtexec`` cannot
-    calibrate from images itself; without a cache it builds with placeholder scales, for timing only).
+    ``max_batch_size``. ``int8``: for an ONNX file with Q/DQ nodes (``ssdfast-export --int8``) the
+    scales are in the file; for an FP32 one, ``trtexec`` uses the calibration cache ``calib_cache`` (it
+    cannot calibrate from images itself; without a cache it builds with placeholder scales, for timing only).
     ``trtexec`` loads TensorRT's plugins (``EfficientNMS_TRT``) by itself.
     """
     cmd = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
@@ -254,8 +263,11 @@ def build_engine(
 ) -> EngineInfo:
     """Build a TensorRT engine from an exported ONNX file and write it with its sidecar.
 
-    Needs the ``tensorrt`` Python package (and a GPU). ``calibration_batches``: arrays
-    ``[N, 3, H, W]`` float32 in [-1, 1] for INT8 (the cache is kept as ``<engine>.calib``).
+    Needs the ``tensorrt`` Python package (and a GPU). INT8: from an ONNX file with Q/DQ nodes
+    (:func:`ssdfast.export.quantize.quantize_onnx`, explicit quantization: the scales are in the file),
+    or from an FP32 one with ``calibration_batches``, arrays ``[N, 3, H, W]`` float32 in [-1, 1] for
+    TensorRT's own calibrator (implicit quantization, deprecated since TensorRT 10; the cache is kept
+    as ``<engine>.calib``).
     """
     trt = require("tensorrt")
 
@@ -283,10 +295,13 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)
         precision = "fp16"
     if int8:
-        if not calibration_batches:
-            raise ValueError("INT8 needs calibration images (--calib-dir)")
+        if not calibration_batches and not has_qdq_nodes(onnx_path):
+            raise ValueError(f"INT8 needs calibration images or an ONNX file with Q/DQ nodes "
+                             f"(ssdfast-export --int8); {onnx_path.name} has none")
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _ImageCalibrator(trt, calibration_batches, engine_path.with_name(engine_path.name + ".calib"))
+        if calibration_batches:
+            config.int8_calibrator = _ImageCalibrator(trt, calibration_batches,
+                                                      engine_path.with_name(engine_path.name + ".calib"))
         precision = "int8" if not fp16 else "int8+fp16"
     if batch_size is None:
         if image_size is None:
@@ -295,7 +310,7 @@ def build_engine(
         profile = builder.create_optimization_profile()
         profile.set_shape("input_0", (1, 3, h, w), (max_batch_size, 3, h, w), (max_batch_size, 3, h, w))
         config.add_optimization_profile(profile)
-        if int8:
+        if int8 and calibration_batches:
             config.set_calibration_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -15,15 +15,16 @@ from .nms import EFFICIENT_NMS_ATTRIBUTES, EFFICIENT_NMS_VERSION
 __all__ = ["TENSORRT_OPS", "unsupported_ops", "validate_efficient_nms", "network_part"]
 
 #: ONNX operators the exports may contain that TensorRT's ONNX parser imports (TensorRT 8.2 and
-#: later; NonMaxSuppression from 8.5, which ``onnx-nms`` targets). A network built from standard
+#: later; NonMaxSuppression from 8.5, which ``onnx-nms`` targets; QuantizeLinear / DequantizeLinear
+#: with int8 and zero points 0, the INT8 files for TensorRT). A network built from standard
 #: convolution, activation and pooling layers stays inside this set.
 TENSORRT_OPS = frozenset(
     {
         "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant",
-        "ConstantOfShape", "Conv", "ConvTranspose", "Div", "Dropout", "Elu", "Equal", "Exp", "Expand",
+        "ConstantOfShape", "Conv", "ConvTranspose", "DequantizeLinear", "Div", "Dropout", "Elu", "Equal", "Exp", "Expand",
         "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "HardSigmoid",
         "HardSwish", "Identity", "LeakyRelu", "Less", "Log", "MatMul", "Max", "MaxPool", "Min", "Mul",
-        "Neg", "NonMaxSuppression", "Not", "Pad", "Pow", "PRelu", "Range", "Reciprocal", "ReduceL1",
+        "Neg", "NonMaxSuppression", "Not", "Pad", "Pow", "PRelu", "QuantizeLinear", "Range", "Reciprocal", "ReduceL1",
         "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "ReduceSumSquare", "Relu",
         "Reshape", "Resize", "ScatterND", "Shape", "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "TopK", "Transpose", "Unsqueeze",
         "Upsample", "Where",

@@ -112,7 +112,7 @@ def test_model_dir(checkpoint, tmp_path, capsys):
         (["{ckpt}", "--opset", "9"], "--opset"),
         (["{ckpt}", "--net", "vgg16-ssd"], "mb3-small-ssd-lite"),
         (["{ckpt}", "--width", "300"], "160x160"),
-        (["{ckpt}", "--int8"], "--tensorrt"),
+        (["{ckpt}", "--int8"], "--calib-dir"),
         (["{ckpt}", "--output", "{tmp}/model.txt"], ".onnx"),
         (["{ckpt}", "--check-images", "{tmp}/nowhere"], "--check-images"),
         (["{ckpt}", "--input", "{tmp}/other.pth"], "not both"),
