@@ -48,7 +48,7 @@ class Settings:
     device: str = "cpu"
     quick: bool = False
     amp: bool = False
-    channels_last: bool = True  # ssdfast trains channels_last, as ssdfast-train does by default
+    channels_last: bool | None = None  # None: the layout ssdfast-train picks per network and device
     train_batch: int | None = None  # default: 4 quick, 8 CPU, 64 GPU
     infer_batches: tuple[int, ...] | None = None  # default: (1, 32)
     networks: tuple[str, ...] | None = None  # train section; default: quick's three or all
@@ -110,14 +110,15 @@ def train_section(s: Settings) -> str:
 
     batch = s.train_batch or (4 if s.quick else 64 if s.device.startswith("cuda") else 8)
     names = s.networks or (train_cases.QUICK_NETWORKS if s.quick else tuple(train_cases.all_networks()))
-    mode = ", ".join(m for m, on in (("AMP", s.amp), ("channels-last", s.channels_last)) if on) or "float32"
+    layout = {None: "in the memory format `ssdfast-train` picks for the network and device (NCHW for VGG on a "
+                    "CPU, channels-last otherwise: `python -m benchmarks.memory_format`)",
+              True: "channels-last (forced)", False: "NCHW (forced)"}[s.channels_last]
     rows = [
-        f"One step (forward, MultiBoxLoss, backward, SGD) at batch {batch}, 81 classes, {mode}. "
-        "native / reference: the same ssdfast network, as `ssdfast-train` runs it (channels-last unless "
-        "`--no-channels-last`, fused SGD), with `ssdfast.ops` on "
-        "the compiled kernels or on the pure-PyTorch reference; torchvision: its counterpart "
-        "(`weights=None`) on the same images and boxes, in NCHW as its reference scripts train it"
-        + ("; torchvision-cl: the same converted to channels-last by hand." if s.channels_last else "."),
+        f"One step (forward, MultiBoxLoss, backward, SGD) at batch {batch}, 81 classes{', AMP' if s.amp else ''}. "
+        f"native / reference: the same ssdfast network, as `ssdfast-train` runs it ({layout}, fused SGD), with "
+        "`ssdfast.ops` on the compiled kernels or on the pure-PyTorch reference; torchvision: its counterpart "
+        "(`weights=None`) on the same images and boxes, in NCHW as its reference scripts train it; "
+        "torchvision-cl: the same converted to channels-last by hand.",
         "",
         "| network (px) | native ms | reference ms | torchvision ms | torchvision-cl ms | native images/s "
         "| native vs reference | native vs torchvision | native vs torchvision-cl |",
@@ -291,9 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="autocast (float16) training and inference (default: on for cuda)")
     parser.add_argument("--channels-last", "--channels_last", dest="channels_last",
-                        action=argparse.BooleanOptionalAction, default=True,
-                        help="train the ssdfast networks channels-last, as ssdfast-train does (default: on); "
-                             "torchvision is timed in NCHW and, with this on, channels-last too")
+                        action=argparse.BooleanOptionalAction, default=None,
+                        help="train the ssdfast networks channels-last (or, with --no-channels-last, NCHW); default: "
+                             "the layout ssdfast-train picks per network and device. torchvision is timed in both")
     parser.add_argument("--train-batch", "--train_batch", dest="train_batch", type=int, default=None,
                         help="training batch size (default: 4 with --quick, 8 on CPU, 64 on cuda)")
     parser.add_argument("--infer-batches", "--infer_batches", dest="infer_batches", type=_batches, default=None,

@@ -11,10 +11,12 @@ One contender is one optimizer step: forward, loss, backward, SGD step (no host 
   images in [0, 1]) and the same boxes in pixels; its own transform normalizes them. In NCHW, as
   torchvision's detection reference scripts train it;
 - ``torchvision-cl``: the same model and images in channels_last, what a user who converts it by
-  hand gets (only when the ssdfast side runs channels_last).
+  hand gets.
 
-The ssdfast side runs as ``ssdfast-train`` does by default: channels_last (``channels_last=False``
-for NCHW) and fused SGD (:func:`ssdfast.engine.optim.make_sgd`); torchvision gets
+The ssdfast side runs as ``ssdfast-train`` does by default: in the memory format measured fastest
+for its network and device (:func:`ssdfast.engine.settings.default_channels_last`: NCHW for VGG on a
+CPU, channels_last otherwise; ``channels_last=True/False`` forces one) and with fused SGD
+(:func:`ssdfast.engine.optim.make_sgd`); torchvision gets
 ``torch.optim.SGD``'s default implementation, as in its reference scripts.
 
 The ssdfast networks take the batch already normalized (the data pipeline's output), so their step
@@ -166,12 +168,16 @@ def _step_fn(loss_fn: Callable[[], Tensor], optimizer: torch.optim.Optimizer, de
 
 
 def ssdfast_step(name: str, batch: TrainBatch, *, num_classes: int = 81, device: str = "cpu", amp: bool = False,
-                 channels_last: bool = False, backends: tuple[str, ...] = ("native", "reference"),
+                 channels_last: bool | None = None, backends: tuple[str, ...] = ("native", "reference"),
                  image_size: int | None = None) -> dict[str, Callable[[], None]]:
-    """``{backend: step}`` for ssdfast network ``name``: one model and optimizer, ops switched per call."""
+    """``{backend: step}`` for ssdfast network ``name``: one model and optimizer, ops switched per call;
+    ``channels_last`` None: the layout ``ssdfast-train`` picks for the network and device."""
+    from ssdfast.engine.settings import default_channels_last
     from ssdfast.loss import MultiBoxLoss
     from ssdfast.models import create_model
 
+    if channels_last is None:
+        channels_last = default_channels_last(name, torch.device(device).type)
     torch.manual_seed(0)
     model = create_model(name, num_classes, image_size=image_size or int(batch.images01.shape[-1]),
                          **TWIN_OPTIONS.get(name, {})).to(device).train()
@@ -225,10 +231,11 @@ def torchvision_step(builder: str, batch: TrainBatch, *, num_classes: int = 81, 
 
 
 def train_case(name: str, batch_size: int, *, num_classes: int = 81, device: str = "cpu", amp: bool = False,
-               channels_last: bool = True, torchvision: bool = True, seed: int = 0) -> dict[str, Callable[[], None]]:
-    """Contenders for one training step of network ``name``: native, reference and (when it has a
-    torchvision counterpart and ``torchvision``) torchvision in NCHW and, when ``channels_last``,
-    torchvision in channels_last, all on the same batch."""
+               channels_last: bool | None = None, torchvision: bool = True,
+               seed: int = 0) -> dict[str, Callable[[], None]]:
+    """Contenders for one training step of network ``name``: native, reference (in ``channels_last``:
+    None is ``ssdfast-train``'s layout) and (when it has a torchvision counterpart and ``torchvision``)
+    torchvision in NCHW and in channels_last, all on the same batch."""
     size = image_size_of(name)
     batch = make_batch(batch_size, size, num_classes, seed=seed, device=device)
     out = ssdfast_step(name, batch, num_classes=num_classes, device=device, amp=amp, channels_last=channels_last,
@@ -236,9 +243,8 @@ def train_case(name: str, batch_size: int, *, num_classes: int = 81, device: str
     if torchvision and name in TORCHVISION_TWINS:
         builder = TORCHVISION_TWINS[name]
         out["torchvision"] = torchvision_step(builder, batch, num_classes=num_classes, device=device, amp=amp)
-        if channels_last:
-            out["torchvision-cl"] = torchvision_step(builder, batch, num_classes=num_classes, device=device,
-                                                     amp=amp, channels_last=True)
+        out["torchvision-cl"] = torchvision_step(builder, batch, num_classes=num_classes, device=device,
+                                                 amp=amp, channels_last=True)
     return out
 
 

@@ -32,3 +32,17 @@ def test_results_are_written_only_when_asked(tmp_path, monkeypatch, capsys):
     out = tmp_path / "mine.md"
     assert run.main(["--section", "fake", "--no-chart", "--output", str(out)]) == 0
     assert "| 1 | 2 |" in out.read_text()
+
+
+def test_memory_format_table_times_both_layouts_and_names_the_default(capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import memory_format
+    finally:
+        sys.path.remove(str(ROOT))
+    assert memory_format.main(["--networks", "mb3-small-ssd-lite", "--rounds", "1", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| mb3-small-ssd-lite (300)"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[4] in ("NCHW", "channels-last")
+    assert cells[5].startswith("channels-last")  # a MobileNet trains channels-last by default

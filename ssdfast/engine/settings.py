@@ -33,6 +33,8 @@ __all__ = [
     "flag_of",
     "JETSON_PRETRAINED",
     "JETSON_PRETRAINED_URL",
+    "CPU_NCHW_NETWORKS",
+    "default_channels_last",
 ]
 
 SCHEDULERS = ("multi-step", "cosine", "constant")
@@ -47,6 +49,19 @@ NO_VALIDATION = ("none", "off")
 JETSON_PRETRAINED = "models/mobilenet-v1-ssd-mp-0_675.pth"
 #: Where jetson-inference's "Re-training SSD-Mobilenet" tutorial downloads :data:`JETSON_PRETRAINED` from.
 JETSON_PRETRAINED_URL = "https://nvidia.box.com/shared/static/djf5w54rjvpqocsiztzaandq1m3avr7c.pth"
+#: The networks that train faster in NCHW than in channels-last on a CPU, the default of
+#: ``--channels-last`` (measured: ``python -m benchmarks.memory_format``, README "Training"). Every other
+#: network, and every network on a GPU (the layout of the tensor-core kernels under AMP), trains
+#: channels-last.
+CPU_NCHW_NETWORKS = ("vgg16-ssd", "vgg16-ssd512")
+
+
+def default_channels_last(net: str, device_type: str) -> bool:
+    """Whether network ``net`` trains channels-last by default on ``device_type`` (``"cpu"``,
+    ``"cuda"``, ...): the measured faster layout, see :data:`CPU_NCHW_NETWORKS`."""
+    from ..models import canonical_name
+
+    return device_type != "cpu" or canonical_name(net) not in CPU_NCHW_NETWORKS
 
 
 @dataclass(frozen=True)
@@ -231,10 +246,11 @@ class TrainConfig:
         None, group="running", kind="optional", const="auto", choices=AMP_MODES,
         help="mixed precision: --amp alone is bf16 on CPU and fp16 (with a GradScaler) on CUDA")
     compile: bool = _setting(False, group="running", kind="switch", help="torch.compile the model")
-    channels_last: bool = _setting(
-        True, group="running", kind="bool", metavar="BOOL",
-        help="train in the channels-last memory format (default true: 1.2-1.7x faster steps on CPU, the fast "
-             "layout for AMP on GPUs); --channels-last false keeps NCHW")
+    channels_last: bool | None = _setting(
+        None, group="running", kind="bool", metavar="BOOL",
+        help="train in the channels-last memory format (true) or NCHW (false). Default: the faster one for the "
+             "network and device, as measured (channels-last on GPUs, and on CPUs for the MobileNets; NCHW for "
+             "VGG on CPUs)")
     seed: int = _setting(
         0, group="running", kind="int", help="random seed (data order, augmentation, initialisation)")
     max_nonfinite_steps: int = _setting(
@@ -392,6 +408,13 @@ class TrainConfig:
         config._settings_resumed_from = os.fspath(path)  # type: ignore[attr-defined]
         config._resume_file = resume  # type: ignore[attr-defined]
         return config
+
+    def trains_channels_last(self, device_type: str) -> bool:
+        """``--channels-last`` as given, else the measured faster layout for ``--net`` on ``device_type``
+        (``"cpu"``, ``"cuda"``, ...): see :data:`CPU_NCHW_NETWORKS`."""
+        if self.channels_last is not None:
+            return bool(self.channels_last)
+        return default_channels_last(self.net, device_type)
 
     def resume_file(self) -> "ModelFile | None":
         """The ``--resume`` file, read whole (:func:`~ssdfast.model_files.read_model_file`); None without

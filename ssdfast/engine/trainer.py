@@ -108,8 +108,8 @@ class Trainer:
         self.data.set_transforms(model.config, config.zoom_out_max)  # type: ignore[attr-defined]
         self.log.info(init_weights(model, config, self.class_names, start, notes=self.notes, given=given))
         model.to(self.device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last if config.trains_channels_last(self.device.type) else torch.contiguous_format
+        model.to(memory_format=self.memory_format)
         self.model = model  # the plain module: saved, validated
         self.param_groups = build_param_groups(model, config)
         self.train_model = wrap_for_training(model, self.dist.enabled, self.device, compile=config.compile)
@@ -286,9 +286,7 @@ class Trainer:
         if empty:  # no forward pass: a NaN loss makes every process skip the step
             loss = regression_loss = classification_loss = torch.full((), math.nan, device=self.device)
         else:
-            images = images.to(self.device, non_blocking=True)
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             regression_loss, classification_loss = self.compute_loss(
                 images, gt_boxes.to(self.device, non_blocking=True), gt_labels.to(self.device, non_blocking=True))
             loss = regression_loss + classification_loss
@@ -403,7 +401,8 @@ class Trainer:
         """Mean regression / classification loss over the validation set (the plain model, eval mode)."""
         assert self.val_set is not None
         return validation_loss(self.model, self.val_set, self.criterion, self.config, self.device,
-                               num_workers=self.num_workers, amp_dtype=self.amp_dtype, notes=self.notes)
+                               num_workers=self.num_workers, amp_dtype=self.amp_dtype, notes=self.notes,
+                               memory_format=self.memory_format)
 
     # ------------------------------------------------------------------------------ stopping
     def _stop_agreed(self) -> bool:

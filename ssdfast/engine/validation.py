@@ -19,9 +19,11 @@ __all__ = ["validation_loss", "validation_metrics"]
 
 @torch.no_grad()
 def validation_loss(model: nn.Module, dataset: Dataset, criterion: nn.Module, config: TrainConfig, device: torch.device,
-                    *, num_workers: int, amp_dtype: torch.dtype | None, notes: RunNotes | None = None) -> dict:
-    """Mean regression / classification loss of ``model`` (put in eval mode) over ``dataset``;
-    ``{}`` when no batch had a usable image. Batch notes (skipped images) go to ``notes``."""
+                    *, num_workers: int, amp_dtype: torch.dtype | None, notes: RunNotes | None = None,
+                    memory_format: torch.memory_format = torch.contiguous_format) -> dict:
+    """Mean regression / classification loss of ``model`` (put in eval mode) over ``dataset``, its
+    batches in ``memory_format`` (the model's); ``{}`` when no batch had a usable image. Batch notes
+    (skipped images) go to ``notes``."""
     from .sampling import GuardedSamples, batches, collate_batch, worker_init
 
     loader = DataLoader(GuardedSamples(dataset), batch_size=config.batch_size, shuffle=False, num_workers=num_workers,
@@ -34,9 +36,7 @@ def validation_loss(model: nn.Module, dataset: Dataset, criterion: nn.Module, co
             notes.batch(batch.notes)
         if batch.images.shape[0] == 0:
             continue
-        images = batch.images.to(device)
-        if config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = batch.images.to(device).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             confidences, locations = model(images)
         reg, cls = criterion(confidences.float(), locations.float(), batch.gt_boxes.to(device), batch.gt_labels.to(device))
