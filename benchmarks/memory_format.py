@@ -1,14 +1,15 @@
-"""Which memory format trains each network faster: one training step in NCHW vs channels-last.
+"""Which memory format trains each network faster here: one training step in NCHW vs channels-last,
+and whether ``ssdfast-train``'s own quick measurement picks the faster one.
 
     python -m benchmarks.memory_format                       # CPU, every network, batch 4
     python -m benchmarks.memory_format --networks vgg16-ssd,mb1-ssd --batch 8 --rounds 7
     python -m benchmarks.memory_format --device cuda --amp   # on a GPU
 
 Prints a Markdown table: the step's milliseconds in each layout (medians of interleaved rounds in one
-process, so both layouts see the same machine) and the layout ``ssdfast-train`` picks by default
-(:func:`ssdfast.engine.settings.default_channels_last`), flagged when it is not the faster one.
-``ssdfast.engine.settings.CPU_NCHW_NETWORKS`` comes from this table; ``--save`` writes it to
-``benchmarks/results/memory-format-<machine>.md``.
+process, so both layouts see the same machine) and the layout ``ssdfast-train`` picks without
+``--channels-last`` (:func:`ssdfast.engine.memory_format.measure_memory_format`: a few forward and
+backward passes of 2 images before training), flagged when it is not the faster one. ``--save``
+writes it to ``benchmarks/results/memory-format-<machine>.md``.
 """
 from __future__ import annotations
 
@@ -31,16 +32,16 @@ __all__ = ["memory_format_table", "main"]
 def memory_format_table(networks: list[str], batch: int, device: str = "cpu", amp: bool = False,
                         rounds: int = 5) -> str:
     """The Markdown table of one training step per network in both layouts."""
-    from ssdfast.engine.settings import default_channels_last
+    from ssdfast.engine.memory_format import measure_memory_format
+    from ssdfast.models import create_model
 
     rows = [
         f"One training step (forward, MultiBoxLoss, backward, fused SGD) at batch {batch}, 81 classes, on {device}"
         f"{' with AMP' if amp else ''}: NCHW vs channels-last, medians of {rounds} interleaved rounds.",
         "",
-        "| network (px) | NCHW ms | channels-last ms | channels-last speed-up | faster | ssdfast-train's default |",
+        "| network (px) | NCHW ms | channels-last ms | channels-last speed-up | faster | ssdfast-train picks |",
         "|---|---:|---:|---:|---|---|",
     ]
-    device_type = torch.device(device).type
     for name in networks:
         size = train_cases.image_size_of(name)
         data = train_cases.make_batch(batch, size, seed=0, device=device)
@@ -51,7 +52,10 @@ def memory_format_table(networks: list[str], batch: int, device: str = "cpu", am
         }
         t = time_contenders(contenders, rounds=rounds, warmup=1, device=device)
         faster = "channels-last" if t["channels-last"] < t["nchw"] else "NCHW"
-        default = "channels-last" if default_channels_last(name, device_type) else "NCHW"
+        model = create_model(name, 81, image_size=size, **train_cases.TWIN_OPTIONS.get(name, {})).to(device)
+        picked = measure_memory_format(model, size, torch.device(device),
+                                       amp_dtype=train_cases.amp_dtype_of(device, amp)).channels_last
+        default = "channels-last" if picked else "NCHW"
         mark = "" if default == faster else " (not the faster here)"
         rows.append(f"| {name} ({size}) | {fmt_ms(t['nchw'])} | {fmt_ms(t['channels-last'])} | "
                     f"{t['nchw'] / t['channels-last']:.2f}x | {faster} | {default}{mark} |")

@@ -13,10 +13,10 @@ One contender is one optimizer step: forward, loss, backward, SGD step (no host 
 - ``torchvision-cl``: the same model and images in channels_last, what a user who converts it by
   hand gets.
 
-The ssdfast side runs as ``ssdfast-train`` does by default: in the memory format measured fastest
-for its network and device (:func:`ssdfast.engine.settings.default_channels_last`: NCHW for VGG on a
-CPU, channels_last otherwise; ``channels_last=True/False`` forces one) and with fused SGD
-(:func:`ssdfast.engine.optim.make_sgd`); torchvision gets
+The ssdfast side runs as ``ssdfast-train`` does by default: in the memory format it measures faster
+for the network on this machine (:func:`ssdfast.engine.memory_format.measure_memory_format`;
+``channels_last=True/False`` forces one) and with fused SGD (:func:`ssdfast.engine.optim.make_sgd`);
+torchvision gets
 ``torch.optim.SGD``'s default implementation, as in its reference scripts.
 
 The ssdfast networks take the batch already normalized (the data pipeline's output), so their step
@@ -171,16 +171,17 @@ def ssdfast_step(name: str, batch: TrainBatch, *, num_classes: int = 81, device:
                  channels_last: bool | None = None, backends: tuple[str, ...] = ("native", "reference"),
                  image_size: int | None = None) -> dict[str, Callable[[], None]]:
     """``{backend: step}`` for ssdfast network ``name``: one model and optimizer, ops switched per call;
-    ``channels_last`` None: the layout ``ssdfast-train`` picks for the network and device."""
-    from ssdfast.engine.settings import default_channels_last
+    ``channels_last`` None: the layout ``ssdfast-train`` measures faster for the network here."""
+    from ssdfast.engine.memory_format import measure_memory_format
     from ssdfast.loss import MultiBoxLoss
     from ssdfast.models import create_model
 
-    if channels_last is None:
-        channels_last = default_channels_last(name, torch.device(device).type)
     torch.manual_seed(0)
     model = create_model(name, num_classes, image_size=image_size or int(batch.images01.shape[-1]),
                          **TWIN_OPTIONS.get(name, {})).to(device).train()
+    if channels_last is None:
+        channels_last = measure_memory_format(model, model.config.image_size, torch.device(device),
+                                              amp_dtype=amp_dtype_of(device, amp)).channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     criterion = MultiBoxLoss(model.priors, variances=model.config.variances).to(device)
@@ -204,6 +205,14 @@ def ssdfast_step(name: str, batch: TrainBatch, *, num_classes: int = 81, device:
 
         out[backend] = run
     return out
+
+
+def amp_dtype_of(device: str, amp: bool) -> torch.dtype | None:
+    """The autocast dtype ``ssdfast-train --amp`` uses on ``device`` (None without ``amp``)."""
+    from ssdfast.engine import TrainConfig
+    from ssdfast.engine.optim import amp_dtype
+
+    return amp_dtype(TrainConfig(amp="auto" if amp else None), torch.device(device))
 
 
 def torchvision_model(builder: str, num_classes: int = 81) -> torch.nn.Module:

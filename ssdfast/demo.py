@@ -43,7 +43,7 @@ class DemoSettings:
     warmup: int = 50
     validation_epochs: int = 4
     num_workers: int | None = None  # None: sized from the cores (ssdfast.threads), as ssdfast-train does
-    channels_last: bool | None = None  # None: the faster layout for the network (channels-last for MobileNets)
+    channels_last: bool | None = None  # None: the faster layout here, measured before training
     zoom_out_max: float = 2.0       # lighter than the paper's 4x: small inputs, short run
     num_drawn: int = 8              # annotated test images written
 

@@ -34,7 +34,7 @@ def test_results_are_written_only_when_asked(tmp_path, monkeypatch, capsys):
     assert "| 1 | 2 |" in out.read_text()
 
 
-def test_memory_format_table_times_both_layouts_and_names_the_default(capsys):
+def test_memory_format_table_times_both_layouts_and_what_ssdfast_train_picks(capsys):
     sys.path.insert(0, str(ROOT))
     try:
         from benchmarks import memory_format
@@ -45,4 +45,4 @@ def test_memory_format_table_times_both_layouts_and_names_the_default(capsys):
     row = next(line for line in out.splitlines() if line.startswith("| mb3-small-ssd-lite (300)"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[4] in ("NCHW", "channels-last")
-    assert cells[5].startswith("channels-last")  # a MobileNet trains channels-last by default
+    assert cells[5].split()[0] in ("NCHW", "channels-last")  # what ssdfast-train's own measurement picks

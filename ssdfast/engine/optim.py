@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..errors import SettingsError
 from .settings import TrainConfig
 
-__all__ = ["LrSchedule", "build_param_groups", "make_sgd", "Optimization", "build_optimization"]
+__all__ = ["LrSchedule", "build_param_groups", "make_sgd", "Optimization", "build_optimization", "amp_dtype"]
 
 
 @dataclass
@@ -158,9 +158,14 @@ def build_optimization(param_groups: list[dict], config: TrainConfig, device: to
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
+    dtype = amp_dtype(config, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    return Optimization(optimizer, schedule, scheduler, dtype, scaler)
+
+
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``--amp`` on ``device`` (``auto``: fp16 on CUDA, bf16 elsewhere), None without AMP."""
     amp = config.amp if config.amp not in (None, "none") else None
     if amp == "auto":
         amp = "fp16" if device.type == "cuda" else "bf16"
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[amp]
-    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-    return Optimization(optimizer, schedule, scheduler, amp_dtype, scaler)
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[amp]

@@ -33,8 +33,6 @@ __all__ = [
     "flag_of",
     "JETSON_PRETRAINED",
     "JETSON_PRETRAINED_URL",
-    "CPU_NCHW_NETWORKS",
-    "default_channels_last",
 ]
 
 SCHEDULERS = ("multi-step", "cosine", "constant")
@@ -49,19 +47,6 @@ NO_VALIDATION = ("none", "off")
 JETSON_PRETRAINED = "models/mobilenet-v1-ssd-mp-0_675.pth"
 #: Where jetson-inference's "Re-training SSD-Mobilenet" tutorial downloads :data:`JETSON_PRETRAINED` from.
 JETSON_PRETRAINED_URL = "https://nvidia.box.com/shared/static/djf5w54rjvpqocsiztzaandq1m3avr7c.pth"
-#: The networks that train faster in NCHW than in channels-last on a CPU, the default of
-#: ``--channels-last`` (measured: ``python -m benchmarks.memory_format``, README "Training"). Every other
-#: network, and every network on a GPU (the layout of the tensor-core kernels under AMP), trains
-#: channels-last.
-CPU_NCHW_NETWORKS = ("vgg16-ssd", "vgg16-ssd512")
-
-
-def default_channels_last(net: str, device_type: str) -> bool:
-    """Whether network ``net`` trains channels-last by default on ``device_type`` (``"cpu"``,
-    ``"cuda"``, ...): the measured faster layout, see :data:`CPU_NCHW_NETWORKS`."""
-    from ..models import canonical_name
-
-    return device_type != "cpu" or canonical_name(net) not in CPU_NCHW_NETWORKS
 
 
 @dataclass(frozen=True)
@@ -248,9 +233,9 @@ class TrainConfig:
     compile: bool = _setting(False, group="running", kind="switch", help="torch.compile the model")
     channels_last: bool | None = _setting(
         None, group="running", kind="bool", metavar="BOOL",
-        help="train in the channels-last memory format (true) or NCHW (false). Default: the faster one for the "
-             "network and device, as measured (channels-last on GPUs, and on CPUs for the MobileNets; NCHW for "
-             "VGG on CPUs)")
+        help="train in the channels-last memory format (true) or NCHW (false). Default: channels-last on GPUs; on "
+             "a CPU the faster of the two for this network on this processor, measured before training (a few "
+             "forward and backward passes of 2 images; logged, and kept by --resume)")
     seed: int = _setting(
         0, group="running", kind="int", help="random seed (data order, augmentation, initialisation)")
     max_nonfinite_steps: int = _setting(
@@ -408,13 +393,6 @@ class TrainConfig:
         config._settings_resumed_from = os.fspath(path)  # type: ignore[attr-defined]
         config._resume_file = resume  # type: ignore[attr-defined]
         return config
-
-    def trains_channels_last(self, device_type: str) -> bool:
-        """``--channels-last`` as given, else the measured faster layout for ``--net`` on ``device_type``
-        (``"cpu"``, ``"cuda"``, ...): see :data:`CPU_NCHW_NETWORKS`."""
-        if self.channels_last is not None:
-            return bool(self.channels_last)
-        return default_channels_last(self.net, device_type)
 
     def resume_file(self) -> "ModelFile | None":
         """The ``--resume`` file, read whole (:func:`~ssdfast.model_files.read_model_file`); None without

@@ -39,6 +39,7 @@ from . import distributed as dist_utils
 from .build import (build_criterion, build_data, build_model, init_weights, read_start_files, run_length,
                     wrap_for_training)
 from .hooks import Hook, StepOutput
+from .memory_format import training_memory_format
 from .notes import RunNotes
 from .optim import LrSchedule, build_optimization, build_param_groups, make_sgd
 from .reporting import RunningMeans, RunReport
@@ -108,7 +109,7 @@ class Trainer:
         self.data.set_transforms(model.config, config.zoom_out_max)  # type: ignore[attr-defined]
         self.log.info(init_weights(model, config, self.class_names, start, notes=self.notes, given=given))
         model.to(self.device)
-        self.memory_format = torch.channels_last if config.trains_channels_last(self.device.type) else torch.contiguous_format
+        self.memory_format = training_memory_format(model, config, self.device, self.log)
         model.to(memory_format=self.memory_format)
         self.model = model  # the plain module: saved, validated
         self.param_groups = build_param_groups(model, config)

@@ -57,7 +57,7 @@ def test_aliases_and_optional_amp_value():
     args = parse_args(["--iterations", "500", "--warmup", "50", "--grad-clip", "5", "--compile", "--channels-last", "--seed", "4"])
     assert (args.iterations, args.warmup, args.grad_clip, args.compile, args.channels_last, args.seed) == (500, 50, 5.0, True, True, 4)
     # channels-last is the default (the fast layout); "false" turns it off
-    assert parse_args([]).channels_last is None  # the measured layout of the network and device (TrainConfig.trains_channels_last)
+    assert parse_args([]).channels_last is None  # measured before training (ssdfast.engine.memory_format)
     assert parse_args(["--channels-last", "false"]).channels_last is False
 
 

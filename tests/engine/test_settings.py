@@ -38,29 +38,3 @@ def test_changed_settings_and_round_trip():
     assert config.changed_settings() == {"net": "vgg16-ssd", "datasets": ["a"], "lr": 0.001}
     assert TrainConfig.from_mapping({**config.to_dict(), "unknown": 1}) == config
 
-
-@pytest.mark.parametrize("net, device, expected", [
-    ("vgg16-ssd", "cpu", False), ("vgg16_ssd512", "cpu", False), ("mb1-ssd", "cpu", True),
-    ("mb2-ssd-lite", "cpu", True), ("mb3-large-ssd-lite", "cpu", True), ("vgg16-ssd", "cuda", True),
-])
-def test_channels_last_default_is_the_measured_layout_of_the_network_and_device(net, device, expected):
-    assert TrainConfig(net=net).trains_channels_last(device) is expected
-    for given in (True, False):  # a layout given wins
-        assert TrainConfig(net=net, channels_last=given).trains_channels_last(device) is given
-
-
-def test_the_trainer_runs_in_the_layout_it_chose(voc_data, tmp_path):
-    import torch
-
-    from ssdfast.engine import Trainer
-
-    def layout(net: str, **options) -> torch.memory_format:
-        config = TrainConfig(net=net, datasets=[str(voc_data)], dataset_type="voc", checkpoint_folder=str(tmp_path / net),
-                             device="cpu", pretrained_ssd="none", **options)
-        trainer = Trainer(config)
-        weight = next(p for p in trainer.model.parameters() if p.dim() == 4)
-        return trainer.memory_format, weight.is_contiguous(memory_format=torch.channels_last)
-
-    assert layout("mb1-ssd") == (torch.channels_last, True)
-    assert layout("vgg16-ssd") == (torch.contiguous_format, False)
-    assert layout("vgg16-ssd", channels_last=True) == (torch.channels_last, True)
