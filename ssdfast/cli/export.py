@@ -19,8 +19,10 @@ from typing import Any
 from ..export.deps import MissingPackageError, require
 from ..export.formats import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET, model_image_size
 from ..ops.settings import DISPLAY
+from ..runtimes.names import MAP_MARGINS
 from ._common import (UsageError, add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg,
                       make_parser, positive_int, postprocess_settings, run_main)
+from ._export_map import check_data_flags, check_map
 
 __all__ = ["main", "build_parser"]
 
@@ -59,6 +61,7 @@ examples:
   ssdfast-export models/fruit/best.pth --format onnx-nms --batch-size dynamic --output fruit-nms.onnx --check
   ssdfast-export models/fruit/best.pth --format trt-nms --output fruit-trt.onnx --tensorrt fruit.engine --fp16
   ssdfast-export models/fruit/best.pth --verify-engine fruit.engine   # is the engine built from this checkpoint?
+  ssdfast-export --model-dir=models/fruit --check --data data/fruit  # PyTorch mAP vs the export's, side by side
 
 --check needs onnxruntime (pip install 'ssdfast[export]', or onnxruntime-gpu); --tensorrt builds with
 the tensorrt package where it is installed (JetPack), else prints the trtexec command.
@@ -121,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                  help="how many images --check uses at most")
     add_argument(chk, "--tolerance", type=float, default=1e-4,
                  help="largest absolute difference --check accepts")
+    add_argument(chk, "--data", default=None, metavar="DIR",
+                 help="with --check (jetson format): also score the PyTorch model and the export on DIR's test split "
+                      "(VOC, COCO or Open Images layout), print their mAP side by side (and the export's with "
+                      f"detectnet's preprocessing, for information) and exit 1 when they differ by more than "
+                      f"{MAP_MARGINS['fp32']:g} point ({MAP_MARGINS['int8']:g} for an INT8 graph)")
 
     trt = p.add_argument_group("TensorRT")
     add_argument(trt, "--tensorrt", default=None, metavar="ENGINE",
@@ -353,6 +361,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--calib-dir {args.calib_dir} is not a folder")
     if not args.tolerance > 0:
         raise UsageError(f"--tolerance should be positive, got {args.tolerance}")
+    if args.data is not None:
+        check_data_flags(args)
     if args.check:  # before anything is written: say what to install
         require("onnxruntime", "--check")
 
@@ -407,6 +417,8 @@ def _export(args: argparse.Namespace) -> int:
         if not report.passed:
             if args.tensorrt:
                 print("no TensorRT engine built: the export failed its check", file=sys.stderr)
+            return 1
+        if args.data is not None and not check_map(args, result, loaded):
             return 1
     if args.tensorrt:
         return _tensorrt(args, result, model, checkpoint_sha)
