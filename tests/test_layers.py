@@ -30,7 +30,7 @@ LAYERS = {
     "detector": 4,
     "loss": 3, "models": 3, "model_files": 3, "data": 3,
     "io": 2, "priors": 2, "ops": 2, "threads": 2, "visualize": 2, "device": 2,
-    "_C": 1,
+    "_C": 1, "_lazy": 1,
 }
 
 #: Longest a file under ssdfast/ may be without saying why in its opening docstring ("Long file: ...").

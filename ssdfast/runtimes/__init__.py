@@ -17,7 +17,7 @@ The names below are imported when first used, so the command lines' ``--help`` l
 """
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_names
 
 #: submodule -> the public names it provides here
 _PROVIDERS = {
@@ -30,18 +30,5 @@ _PROVIDERS = {
     "load": ("ModelSource", "load_detector"),
     "map_check": ("MapComparison", "compare_map", "graph_precision"),
 }
-_LAZY = {name: module for module, names in _PROVIDERS.items() for name in names}
 
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'ssdfast.runtimes' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_names(__name__, _PROVIDERS)
