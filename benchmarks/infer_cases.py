@@ -1,28 +1,37 @@
 """End-to-end inference contenders: uint8 images of the original size in, per-image boxes in pixels out.
 
 Shared by ``test_bench_e2e.py`` (pytest-benchmark) and ``run.py`` (the images/s table). Each case is
-one network pair at one batch size; every contender takes the same list of ``uint8 [3, H, W]``
-images (480x640 by default, as decoded from a file) and returns per-image detections:
+one network (:data:`INFER_NETWORKS`; paired with a torchvision model where there is one) at one batch
+size; every contender takes the same list of ``uint8 [3, H, W]`` images (480x640 by default, as
+decoded from a file) and returns per-image detections:
 
 - ``ssdfast``: :class:`ssdfast.Detector` as a user builds it, so with its default fused path
   (``detector.preprocess``: uint8 resize + normalize into a channels_last batch; the network's
   inference copy, BatchNorm folded and channels_last, made once when the detector is built;
-  ``detector.postprocess``: softmax + ``ops.ssd_postprocess`` + scaling to pixels);
+  ``detector.postprocess``: softmax + ``ops.ssd_postprocess`` + scaling to pixels): the torch runtime;
+- ``ssdfast-onnxruntime``, ``ssdfast-openvino`` (:data:`RUNTIME_CONTENDERS`): the same network's
+  export run by :func:`ssdfast.load_detector` in that runtime -- the Detector with the network of
+  another runtime, its preprocessing and ``ops.ssd_postprocess`` ssdfast's;
 - ``torchvision``: ``ssd300_vgg16`` / ``ssdlite320_mobilenet_v3_large`` in eval mode, fed the
   images as float in [0, 1] (its own transform resizes and normalizes, its own post-processing),
   as shipped (NCHW);
 - ``torchvision-cl``: the same model converted to channels_last by hand (same weights);
 - ``onnxruntime``: the ssdfast network exported in the ``jetson`` format (softmax scores + decoded
-  boxes, no NMS) run by onnxruntime, then ``ops.ssd_postprocess`` (the boxes re-encoded against the
-  priors, as the op decodes) and scaling to pixels.
+  boxes, no NMS) run by onnxruntime called by hand, then ``ops.ssd_postprocess`` (the boxes re-encoded
+  against the priors, as the op decodes) and scaling to pixels: the floor the Detector with the
+  onnxruntime runtime is held to (no overhead of its own).
+
+A runtime contender is a runtime and an exported file (:data:`EXPORTED_FILES`: the FP32 export;
+an INT8 file is one more maker there and one more line in :data:`RUNTIME_CONTENDERS`).
 
 Fairness:
 
-- same threads (onnxruntime gets ``torch.get_num_threads()`` intra-op threads), everything under
+- same threads (onnxruntime and OpenVINO get ``torch.get_num_threads()`` threads), everything under
   ``torch.inference_mode`` (``time_contenders`` wraps the calls);
 - the same post-processing settings on both sides of a pair: torchvision's defaults for its model
   (``ssd300_vgg16``: score 0.01, NMS IoU 0.45, top-k 400, 200 detections; ``ssdlite320``: score
-  0.001, NMS IoU 0.55, top-k 300, 300 detections), given to ssdfast as well;
+  0.001, NMS IoU 0.55, top-k 300, 300 detections), given to ssdfast as well (networks without a
+  torchvision twin: ``ssd300_vgg16``'s, :data:`UNPAIRED_SETTINGS`);
 - the same candidate load: a randomly initialised 81-class network scores every prior ~1/81 for
   every class, so every (prior, class) pair passes a 0.01 threshold and post-processing would be NMS
   over P x 80 boxes, which no trained detector produces. So every network (both sides) first gets
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -51,6 +61,9 @@ from ssdfast.ops import PostprocessSettings
 
 __all__ = [
     "INFER_PAIRS",
+    "INFER_NETWORKS",
+    "RUNTIME_CONTENDERS",
+    "EXPORTED_FILES",
     "ORIGINAL_SIZE",
     "CANDIDATES_PER_IMAGE",
     "make_images",
@@ -66,6 +79,16 @@ INFER_PAIRS = {
     "mb3-large-ssd-lite": ("ssdlite320_mobilenet_v3_large", 320),
     "vgg16-ssd": ("ssd300_vgg16", 300),
 }
+#: Every network of the inference table -> (its torchvision twin or None, image side).
+INFER_NETWORKS = {"mb1-ssd": (None, 300), "mb2-ssd-lite": (None, 300), **INFER_PAIRS}
+#: Post-processing of a network without a torchvision twin: ``ssd300_vgg16``'s defaults.
+UNPAIRED_SETTINGS = PostprocessSettings(score_threshold=0.01, iou_threshold=0.45, top_k=400, max_detections=200)
+
+#: Exported files a runtime contender runs, by name: ``make(model, folder) -> path``
+#: (``model``: the calibrated ssdfast SSD; ``folder``: a fresh folder of its own).
+EXPORTED_FILES: dict[str, Callable[[nn.Module, str], str]] = {}
+#: The runtime contenders: (contender name, runtime, exported file of EXPORTED_FILES).
+RUNTIME_CONTENDERS = (("ssdfast-onnxruntime", "onnxruntime", "fp32"), ("ssdfast-openvino", "openvino", "fp32"))
 
 #: (height, width) of the benchmark images before preprocessing.
 ORIGINAL_SIZE = (480, 640)
@@ -223,23 +246,35 @@ def torchvision_detector(builder: str, calibration_images: list[Tensor], *, num_
     return model.to(device)
 
 
-_ONNX_DIR: str | None = None
-_ONNX_FILES: dict[tuple[str, int, int], str] = {}
+_EXPORT_DIR: str | None = None
+_EXPORTS: dict[tuple[str, ...], str] = {}
 
 
-def _onnx_path(model: nn.Module, key: tuple[str, int, int]) -> str:
-    """Export ``model`` once per process (jetson format, dynamic batch) and return the file."""
-    global _ONNX_DIR
+def _export_fp32(model: nn.Module, folder: str) -> str:
+    """The jetson-format export with a dynamic batch (and labels.txt): what the runtimes run."""
     from ssdfast.export import export_onnx
 
-    if key not in _ONNX_FILES:
-        if _ONNX_DIR is None:
-            _ONNX_DIR = tempfile.mkdtemp(prefix="ssdfast-bench-onnx-")
-            atexit.register(shutil.rmtree, _ONNX_DIR, True)  # vgg16-ssd's file is ~100 MB
-        path = os.path.join(_ONNX_DIR, f"{key[0]}-{key[1]}-{key[2]}.onnx")
-        export_onnx(model, path, format="jetson", batch_size=None)
-        _ONNX_FILES[key] = path
-    return _ONNX_FILES[key]
+    path = os.path.join(folder, "model.onnx")
+    export_onnx(model, path, format="jetson", batch_size=None, class_names=_class_names(int(model.config.num_classes)))
+    return path
+
+
+EXPORTED_FILES["fp32"] = _export_fp32
+
+
+def exported_file(model: nn.Module, kind: str = "fp32") -> str:
+    """``EXPORTED_FILES[kind]`` of ``model``, made once per process per network, size and classes."""
+    global _EXPORT_DIR
+    config = model.config
+    key = (kind, config.name, str(config.image_size), str(config.num_classes))
+    if key not in _EXPORTS:
+        if _EXPORT_DIR is None:
+            _EXPORT_DIR = tempfile.mkdtemp(prefix="ssdfast-bench-onnx-")
+            atexit.register(shutil.rmtree, _EXPORT_DIR, True)  # vgg16-ssd's file is ~100 MB
+        folder = os.path.join(_EXPORT_DIR, "-".join(key))
+        os.makedirs(folder, exist_ok=True)
+        _EXPORTS[key] = EXPORTED_FILES[kind](model, folder)
+    return _EXPORTS[key]
 
 
 def onnx_available(device: str = "cpu") -> bool:
@@ -259,7 +294,7 @@ def onnx_contender(detector, images: list[Tensor], device: str = "cpu") -> Calla
     model = detector.model
     config = model.config
     size = int(config.image_size)
-    path = _onnx_path(model, (config.name, size, int(config.num_classes)))
+    path = exported_file(model)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -288,17 +323,40 @@ def onnx_contender(detector, images: list[Tensor], device: str = "cpu") -> Calla
     return run
 
 
+def runtime_available(runtime: str) -> bool:
+    return importlib.util.find_spec(runtime) is not None
+
+
+def runtime_contenders(detector, images: list[Tensor]) -> dict[str, Callable[[], list]]:
+    """The detector's network in every installed runtime of :data:`RUNTIME_CONTENDERS` (CPU), as
+    :func:`ssdfast.load_detector` runs an exported file: same settings and threads as ``detector``."""
+    from ssdfast import load_detector
+
+    out: dict[str, Callable[[], list]] = {}
+    for name, runtime, kind in RUNTIME_CONTENDERS:
+        if not runtime_available(runtime):
+            continue
+        other = load_detector(exported_file(detector.model, kind), runtime=runtime, settings=detector.settings,
+                              threads=torch.get_num_threads())
+        out[name] = lambda other=other: other(images)
+    return out
+
+
 def infer_case(name: str, batch_size: int, *, num_classes: int = 81, device: str = "cpu",
                torchvision_channels_last: bool = True, amp: bool = False, onnx: bool = True,
-               images: list[Tensor] | None = None) -> dict[str, Callable[[], Any]]:
-    """Contenders for end-to-end inference of pair ``name`` (see :data:`INFER_PAIRS`) on a batch:
-    ``ssdfast``, ``torchvision``, ``torchvision-cl`` (when ``torchvision_channels_last``) and
-    ``onnxruntime`` (when ``onnx`` and it is installed)."""
-    builder, size = INFER_PAIRS[name]
+               runtimes: bool = True, images: list[Tensor] | None = None) -> dict[str, Callable[[], Any]]:
+    """Contenders for end-to-end inference of network ``name`` (see :data:`INFER_NETWORKS`) on a batch:
+    ``ssdfast``; ``torchvision`` and ``torchvision-cl`` (when ``torchvision_channels_last``) for a network
+    with a torchvision twin; ``onnxruntime`` (when ``onnx`` and it is installed); the runtime contenders
+    (when ``runtimes``, on CPU, those installed)."""
+    builder, size = INFER_NETWORKS[name]
     images = images if images is not None else make_images(batch_size)
     calibration = make_images(CALIBRATION_IMAGES)  # the first images of every batch
-    tv_model = torchvision_detector(builder, calibration, num_classes=num_classes, device=device)
-    settings = torchvision_settings(tv_model)
+    tv_model = None
+    settings = UNPAIRED_SETTINGS
+    if builder is not None:
+        tv_model = torchvision_detector(builder, calibration, num_classes=num_classes, device=device)
+        settings = torchvision_settings(tv_model)
     detector = ssdfast_detector(name, size, settings, calibration, num_classes=num_classes, device=device)
     device_type = torch.device(device).type
 
@@ -306,14 +364,18 @@ def infer_case(name: str, batch_size: int, *, num_classes: int = 81, device: str
         with torch.autocast(device_type, enabled=amp):
             return detector(images)
 
-    def torchvision_run(model: nn.Module = tv_model) -> list:
-        with torch.autocast(device_type, enabled=amp):
-            return model([im.to(device).float().div_(255) for im in images])
+    out: dict[str, Callable[[], Any]] = {"ssdfast": ssdfast_run}
+    if tv_model is not None:
+        def torchvision_run(model: nn.Module = tv_model) -> list:
+            with torch.autocast(device_type, enabled=amp):
+                return model([im.to(device).float().div_(255) for im in images])
 
-    out: dict[str, Callable[[], Any]] = {"ssdfast": ssdfast_run, "torchvision": torchvision_run}
-    if torchvision_channels_last:
-        tv_cl = copy.deepcopy(tv_model).to(memory_format=torch.channels_last)
-        out["torchvision-cl"] = lambda: torchvision_run(tv_cl)
+        out["torchvision"] = torchvision_run
+        if torchvision_channels_last:
+            tv_cl = copy.deepcopy(tv_model).to(memory_format=torch.channels_last)
+            out["torchvision-cl"] = lambda: torchvision_run(tv_cl)
     if onnx and onnx_available(device):
         out["onnxruntime"] = onnx_contender(detector, images, device)
+    if runtimes and device_type == "cpu":
+        out.update(runtime_contenders(detector, images))
     return out

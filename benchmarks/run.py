@@ -14,7 +14,8 @@ Sections:
   train      one training step (forward, MultiBoxLoss, backward, SGD) per network: ssdfast with
              native ops vs reference ops vs torchvision's SSD on the same batch
   infer      end to end (uint8 480x640 images -> boxes in pixels), images/s at two batch sizes:
-             ssdfast Detector vs torchvision's SSD vs the ONNX export in onnxruntime
+             the ssdfast Detector in each runtime (torch, onnxruntime, openvino) vs torchvision's SSD
+             vs the ONNX export called by hand in onnxruntime
   data       training data pipeline images/s next to the mb2-ssd-lite training step
   coco-eval  COCO evaluation of a generated 5,000-image result set: ssdfast vs pycocotools
 Every ratio in a table is measured side by side in the same run. A PNG chart of the speedups is
@@ -51,7 +52,7 @@ class Settings:
     channels_last: bool | None = None  # None: the layout ssdfast-train picks per network and device
     train_batch: int | None = None  # default: 4 quick, 8 CPU, 64 GPU
     infer_batches: tuple[int, ...] | None = None  # default: (1, 32)
-    networks: tuple[str, ...] | None = None  # train section; default: quick's three or all
+    networks: tuple[str, ...] | None = None  # train / infer sections; default: quick's three or all / all four
 
 
 def machine_name(device: str) -> str:
@@ -141,30 +142,59 @@ def train_section(s: Settings) -> str:
     return "\n".join(rows)
 
 
+#: The bars of the inference table: (what, network, batch or None for every batch, contender ratio, at least).
+INFER_BARS = (
+    ("torch vs torchvision", "mb3-large-ssd-lite", None, 1.3),
+    ("torch vs torchvision", "vgg16-ssd", None, 1.1),
+    ("fastest vs torchvision", "mb3-large-ssd-lite", 1, 2.0),
+    ("fastest vs torchvision", "vgg16-ssd", 1, 1.3),
+    ("onnxruntime vs raw", None, None, 0.95),
+)
+#: Contender -> its column, in order: the Detector in each runtime, then the others.
+_INFER_COLUMNS = {"ssdfast": "torch", "ssdfast-onnxruntime": "onnxruntime", "ssdfast-openvino": "openvino",
+                  "onnxruntime": "raw onnxruntime", "torchvision": "torchvision", "torchvision-cl": "torchvision-cl"}
+#: The Detector's runtimes (the fastest of them is held to torchvision).
+_RUNTIMES = ("ssdfast", "ssdfast-onnxruntime", "ssdfast-openvino")
+
+
+def _infer_bars(name: str, batch: int, ratios: dict[str, float | None]) -> str:
+    verdicts = []
+    for what, network, at_batch, bar in INFER_BARS:
+        value = ratios.get(what)
+        if value is None or network not in (None, name) or at_batch not in (None, batch):
+            continue
+        verdicts.append(f"{what} {'met' if value >= bar else 'MISSED'} ({bar}x)")
+    return "; ".join(verdicts) or "—"
+
+
 def infer_section(s: Settings) -> str:
     from . import infer_cases
 
     batches = s.infer_batches or (1, 32)
+    names = s.networks or tuple(infer_cases.INFER_NETWORKS)
     h, w = infer_cases.ORIGINAL_SIZE
     mode = "AMP" if s.amp else "float32"
     rows = [
         f"End to end from uint8 {h}x{w} images to boxes in pixels, 81 classes, {mode}, "
         f"{torch.get_num_threads()} threads for every contender, `torch.inference_mode`. "
-        "ssdfast: `Detector` as built by default (preprocess, its inference copy of the network, "
-        "`ops.ssd_postprocess`); torchvision: the model in eval mode with its own transform and "
-        "post-processing, as shipped (NCHW); torchvision-cl: the same converted to channels-last by hand; "
-        "onnxruntime: the ssdfast network exported (`jetson` format) + `ops.ssd_postprocess`. Both sides of "
-        "a pair use torchvision's post-processing settings and their heads are calibrated to "
+        "torch / onnxruntime / openvino: `Detector` in that runtime (`ssdfast.load_detector`; torch: its "
+        "inference copy of the network, as built by default; the others run the network's `jetson` export, "
+        "FP32), ssdfast's preprocessing and `ops.ssd_postprocess` around it; raw onnxruntime: the same export "
+        "called by hand + `ops.ssd_postprocess`; torchvision: the twin model in eval mode with its own "
+        "transform and post-processing, as shipped (NCHW); torchvision-cl: the same converted to channels-last "
+        "by hand. Both sides of a pair use torchvision's post-processing settings (networks without a twin: "
+        "ssd300_vgg16's) and their heads are calibrated to "
         f"{infer_cases.CANDIDATES_PER_IMAGE} candidates per image (see benchmarks/infer_cases.py). "
-        "Bars (vs torchvision as shipped): mb3-large-ssd-lite >= 1.3x, vgg16-ssd >= 1.1x.",
+        "fastest: the fastest of the Detector's runtimes. Bars: "
+        + ", ".join(f"{what}{f' ({net}' if net else ''}{f', batch {b}' if b else ''}{')' if net else ''} >= {bar}x"
+                    for what, net, b, bar in INFER_BARS) + ".",
         "",
-        "| network vs torchvision (batch) | ssdfast images/s | torchvision images/s | torchvision-cl images/s "
-        "| onnxruntime images/s | ssdfast vs torchvision | ssdfast vs torchvision-cl | onnxruntime vs torchvision "
-        "| bar |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| network vs torchvision (batch) | " + " | ".join(f"{c} images/s" for c in _INFER_COLUMNS.values())
+        + " | torch vs torchvision | fastest vs torchvision | onnxruntime vs raw onnxruntime | bars |",
+        "|---|" + "---:|" * (len(_INFER_COLUMNS) + 3) + "---|",
     ]
-    bars = {"mb3-large-ssd-lite": 1.3, "vgg16-ssd": 1.1}
-    for name, (builder, size) in infer_cases.INFER_PAIRS.items():
+    for name in names:
+        builder, size = infer_cases.INFER_NETWORKS[name]
         for batch in batches:
             contenders = infer_cases.infer_case(name, batch, device=s.device, amp=s.amp)
             # Building the case ran every network once; a batch of seconds needs no extra warm-up call.
@@ -173,15 +203,23 @@ def infer_section(s: Settings) -> str:
             t = time_contenders(contenders, rounds=max(5, _rounds(s)),
                                 warmup=1 if small else 0, min_time=0.5 if small else 0.05, device=s.device)
             ips = {k: batch / v for k, v in t.items()}
-            ratio = ips["ssdfast"] / ips["torchvision"]
-            bar = bars.get(name)
-            verdict = "—" if bar is None else f"{'met' if ratio >= bar else 'MISSED'} ({bar}x)"
-            ort, tv_cl = ips.get("onnxruntime"), ips.get("torchvision-cl")
+            fastest = max((k for k in _RUNTIMES if k in ips), key=lambda k: ips[k])
+            tv = ips.get("torchvision")
+            ratios = {
+                "torch vs torchvision": ips["ssdfast"] / tv if tv else None,
+                "fastest vs torchvision": ips[fastest] / tv if tv else None,
+                "onnxruntime vs raw": (ips["ssdfast-onnxruntime"] / ips["onnxruntime"]
+                                       if "ssdfast-onnxruntime" in ips and "onnxruntime" in ips else None),
+            }
+            cells = [f"{ips[k]:.1f}" if k in ips else "—" for k in _INFER_COLUMNS]
+            fastest_cell = "—" if tv is None else f"{ratios['fastest vs torchvision']:.2f}x ({_INFER_COLUMNS[fastest]})"
+            twin = f" vs {builder}" if builder else ""
             rows.append(
-                f"| {name} ({size}) vs {builder} ({batch}) | {ips['ssdfast']:.1f} | {ips['torchvision']:.1f} | "
-                f"{f'{tv_cl:.1f}' if tv_cl else '—'} | {f'{ort:.1f}' if ort else '—'} | {ratio:.2f}x | "
-                f"{_x(t['ssdfast'], t.get('torchvision-cl'))} | {_x(t.get('onnxruntime'), t['torchvision'])} | "
-                f"{verdict} |"
+                f"| {name} ({size}){twin} ({batch}) | " + " | ".join(cells) + " | "
+                + " | ".join(["—" if ratios["torch vs torchvision"] is None else f"{ratios['torch vs torchvision']:.2f}x",
+                              fastest_cell,
+                              "—" if ratios["onnxruntime vs raw"] is None else f"{ratios['onnxruntime vs raw']:.2f}x",
+                              _infer_bars(name, batch, ratios)]) + " |"
             )
             _log(rows[-1])
             del contenders
@@ -300,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--infer-batches", "--infer_batches", dest="infer_batches", type=_batches, default=None,
                         help="inference batch sizes, comma-separated (default: 1,32)")
     parser.add_argument("--networks", default=None,
-                        help="comma-separated networks for the train section (default: all; three with --quick)")
+                        help="comma-separated networks for the train section (default: all; three with --quick) and the "
+                             "infer section (default: mb1-ssd, mb2-ssd-lite, mb3-large-ssd-lite, vgg16-ssd)")
     parser.add_argument("--no-chart", "--no_chart", dest="chart", action="store_false",
                         help="do not write the PNG chart beside the Markdown file")
     args = parser.parse_args(argv)

@@ -56,14 +56,15 @@ def test_train_step(benchmark, network, who):
     _run(benchmark, contenders[who])
 
 
-_INFER = [(n, w) for n in infer_cases.INFER_PAIRS for w in ("ssdfast", "torchvision", "torchvision-cl", "onnxruntime")]
+_INFER = [(n, w) for n in infer_cases.INFER_PAIRS
+          for w in ("ssdfast", "torchvision", "torchvision-cl", "onnxruntime", "ssdfast-onnxruntime", "ssdfast-openvino")]
 
 
 @pytest.mark.parametrize("network,who", _INFER, ids=[f"{n}-{w}" for n, w in _INFER])
 def test_inference(benchmark, network, who):
     contenders = _infer(network)
     if who not in contenders:
-        pytest.skip(f"no {who} contender here (onnxruntime not installed?)")
+        pytest.skip(f"no {who} contender here (onnxruntime / openvino not installed?)")
     benchmark.group = f"inference {network} vs {infer_cases.INFER_PAIRS[network][0]} batch {INFER_BATCH}"
     detections = _run(benchmark, contenders[who], rounds=5)
     assert len(detections) == INFER_BATCH

@@ -5,7 +5,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "ops", "Detector", "PostprocessSettings", "create_model", "list_models"]
+__all__ = ["__version__", "ops", "Detector", "PostprocessSettings", "create_model", "list_models", "load_detector"]
 
 # Lazy attributes, so `import ssdfast.ops` stays light (no torchvision models imported).
 _LAZY = {
@@ -14,6 +14,7 @@ _LAZY = {
     "PostprocessSettings": ("ssdfast.ops.settings", "PostprocessSettings"),
     "create_model": ("ssdfast.models", "create_model"),
     "list_models": ("ssdfast.models", "list_models"),
+    "load_detector": ("ssdfast.runtimes.load", "load_detector"),
 }
 
 

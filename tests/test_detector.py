@@ -201,6 +201,74 @@ def test_detector_preprocessing_follows_config_antialias(model):
         cfg.antialias = True
 
 
+def _detectnet_rule(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """jetson-inference's gpuTensorNormMean (c/tensorConvert.cu) restated in NumPy: output pixel (x, y)
+    reads source pixel ``(int)((float)x * scale.x)``, ``scale = make_float2((float)in_w / (float)out_w, ...)``,
+    then ``(px * (1 / 255) - 0.5) / 0.5`` per RGB channel, all in float32."""
+    h, w = img.shape[:2]
+    sx, sy = np.float32(w) / np.float32(out_w), np.float32(h) / np.float32(out_h)
+    xs = (np.arange(out_w, dtype=np.float32) * sx).astype(np.int64)
+    ys = (np.arange(out_h, dtype=np.float32) * sy).astype(np.int64)
+    px = img[ys][:, xs].astype(np.float32)
+    return ((px * np.float32(1 / 255) - np.float32(0.5)) / np.float32(0.5)).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("shape,size", [((480, 640), (300, 300)), ((37, 61), (64, 64)), ((300, 300), (300, 300)),
+                                        ((333, 500), (320, 512)), ((720, 1280), (300, 300))])
+def test_detectnet_preprocessing_is_jetson_inferences(shape, size):
+    """--preprocess detectnet: the pixels detectNet feeds an exported SSD (nearest-neighbour sampling
+    without half-pixel offset, RGB, (pixel / 255 - 0.5) / 0.5), as its CUDA kernel computes them; the
+    same rule as torch's legacy nearest interpolation."""
+    from ssdfast.detector import Preprocessing, prepare_image, resize_nearest
+
+    img = _photo(*shape, seed=4)
+    chw = torch.from_numpy(img).permute(2, 0, 1)
+    detectnet = Preprocessing(size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "nearest")
+    got = prepare_image(chw, detectnet).numpy()
+    np.testing.assert_allclose(got, _detectnet_rule(img, *size), rtol=0, atol=1e-6)
+    interpolated = torch.nn.functional.interpolate(chw[None].float(), size=size, mode="nearest")[0]
+    torch.testing.assert_close(resize_nearest(chw, size).float(), interpolated, rtol=0, atol=0)
+    if shape != size:  # not the antialiased bilinear image
+        assert np.abs(prepare_image(chw, detectnet.with_resize("antialias")).numpy() - got).max() > 0.1
+
+
+def test_preprocessing_values(model):
+    from ssdfast.detector import Preprocessing
+
+    own = Preprocessing.of(model.config)
+    assert own == Preprocessing((64, 64), model.config.mean, model.config.std, "antialias")
+    assert Preprocessing.of(model.config, "nearest").resize == "nearest" and own.with_resize("opencv").resize == "opencv"
+    with pytest.raises(ValueError, match="resize should be one of antialias, opencv, nearest, got 'bicubic'"):
+        Preprocessing(64, (0.5,) * 3, (0.5,) * 3, "bicubic")
+    with pytest.raises(ValueError, match="std should be positive"):
+        Preprocessing(64, (0.5,) * 3, (0.5, 0.0, 0.5))
+    with pytest.raises(ValueError, match="mean should be 3 finite numbers"):
+        Preprocessing(64, (0.5, 0.5), (0.5,) * 3)
+
+
+def test_detectnet_preprocessing_of_a_torch_model(model, tmp_path):
+    """The torch runtime fed as detectNet feeds the export: nearest resize and the model's own mean/std,
+    which the exported graph folds in (the same numbers as [-1, 1] into the graph)."""
+    from ssdfast import load_detector
+    from ssdfast.detector import prepare_image
+
+    ckpt = tmp_path / "model.pth"
+    save_checkpoint(ckpt, model, CLASSES)
+    detector = load_detector(ckpt, runtime="torch", preprocess="detectnet", settings=EVERY)
+    assert detector.preprocessing.resize == "nearest" and detector.preprocessing.mean == tuple(model.config.mean)
+    assert "detectnet preprocessing" in detector.source.description
+    image = _photo(90, 120, seed=5)
+    batch, _ = detector.preprocess(image)
+    into_graph = _detectnet_rule(image, 64, 64)  # what the exported graph is fed, in [-1, 1]
+    mean = np.asarray(model.config.mean, np.float32).reshape(3, 1, 1)
+    std = np.asarray(model.config.std, np.float32).reshape(3, 1, 1)
+    np.testing.assert_allclose(batch[0].numpy(), ((into_graph + 1) / 2 - mean) / std, rtol=0, atol=1e-5)
+    plain = load_detector(ckpt, runtime="torch", settings=EVERY)
+    assert plain.preprocessing.resize == "antialias"
+    assert not torch.equal(plain.preprocess(image)[0], batch)
+    assert prepare_image(torch.from_numpy(image).permute(2, 0, 1), detector.preprocessing).shape == (3, 64, 64)
+
+
 def test_from_file_reads_checkpoints_and_pytorch_ssd_files(model, tmp_path):
     """Detector.from_file: an ssdfast checkpoint as from_checkpoint reads it, and a pytorch-ssd state
     dict (mb2-ssd-lite's keys are pytorch-ssd's) with --net-style options, class names from a label

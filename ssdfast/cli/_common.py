@@ -7,10 +7,11 @@ import dataclasses
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from ..errors import SettingsError, UserError, one_line
+from ..errors import DataError, SettingsError, UserError, one_line
 from ..ops.settings import PostprocessSettings, check_fraction
 
 if TYPE_CHECKING:
+    from ..detector import Detector
     from ..model_files import LoadedModel, ModelFile
 
 __all__ = [
@@ -25,6 +26,9 @@ __all__ = [
     "postprocess_settings",
     "add_model_file_arguments",
     "load_model_arg",
+    "add_runtime_arguments",
+    "load_detector_arg",
+    "dataset_arg",
 ]
 
 
@@ -145,6 +149,59 @@ def load_model_arg(source: "str | ModelFile", args: argparse.Namespace, device: 
     return load_model_file(source, flag=flag, net=getattr(args, "net", None), label_file=getattr(args, "label_file", None),
                            width_mult=getattr(args, "mb2_width_mult", None),
                            resolution=getattr(args, "resolution", None), device=device)
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--runtime`` and ``--preprocess``: where the network runs and how images are fed to it
+    (:func:`ssdfast.load_detector`)."""
+    from ..runtimes.names import CPU_DEFAULT, PREPROCESSES, RUNTIMES
+
+    add_argument(parser, "--runtime", default=None, choices=RUNTIMES,
+                 help="where the network runs: torch, onnxruntime, openvino (CPU) or tensorrt (GPU); a .pth is "
+                      "exported on the fly and cached for the others. Default: onnxruntime for a .onnx, openvino "
+                      f"for a .xml; for a .pth, {CPU_DEFAULT} on a CPU (the fastest measured, see the README) and "
+                      "torch on a GPU")
+    add_argument(parser, "--preprocess", default="ssdfast", choices=PREPROCESSES,
+                 help="ssdfast: the model's own resize and normalization; detectnet: as jetson-inference's "
+                      "detectNet feeds an exported model (nearest-neighbour resize, (pixel/255 - 0.5)/0.5), "
+                      "the input a Jetson gives it")
+
+
+def load_detector_arg(source: str, args: argparse.Namespace, device: Any, settings: PostprocessSettings,
+                      flag: str) -> "Detector":
+    """:func:`ssdfast.load_detector` of the model file ``source`` (given with ``flag``) with the flags of
+    :func:`add_model_file_arguments` and :func:`add_runtime_arguments`. Its errors name ``flag`` and the
+    file (a file that cannot be used), the package to install (a runtime not installed) or ``--runtime``
+    (a runtime that cannot run here); :func:`run_main` prints them."""
+    from ..runtimes.load import load_detector
+
+    return load_detector(source, runtime=args.runtime, preprocess=args.preprocess, settings=settings,
+                         device=device, net=getattr(args, "net", None), label_file=getattr(args, "label_file", None),
+                         width_mult=getattr(args, "mb2_width_mult", None),
+                         resolution=getattr(args, "resolution", None), flag=flag)
+
+
+def dataset_arg(dataset_type: str, paths: Sequence[str], split: str, class_names: Sequence[str],
+                label_file: str | None, flag: str) -> Any:
+    """The data set at ``paths`` (given with ``flag``) read with a model's ``class_names``, in the model's
+    order (or with ``label_file``'s names, which must be the model's); a :class:`~ssdfast.errors.DataError`
+    when it cannot be read, its classes differ from the model's or the split has no image."""
+    import os
+    import tempfile
+
+    from ..data import build_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if label_file is None:  # read the dataset with the model's classes, in the model's order
+            label_file = os.path.join(tmp, "labels.txt")
+            with open(label_file, "w", encoding="utf-8") as f:
+                f.write("\n".join(class_names) + "\n")
+        dataset = build_dataset(dataset_type, list(paths), split=split, label_file=label_file)
+    if list(dataset.class_names) != list(class_names):
+        raise DataError(f"the dataset's classes {dataset.class_names} differ from the model's {list(class_names)}")
+    if len(dataset) == 0:
+        raise DataError(f"{flag} {' '.join(paths)}: no images in split {split!r}")
+    return dataset
 
 
 #: Each post-processing setting: its flag by default, its argparse type and its help (written once).

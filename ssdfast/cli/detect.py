@@ -6,9 +6,10 @@ Prints one JSON line per image (or video frame) on stdout::
      "scores": [...], "labels": ["car", ...], "label_ids": [7, ...]}
 
 (video frames add ``"frame"`` and ``"time"`` in seconds), writes annotated copies to ``--output``
-and reports images/s on stderr. The model is an ssdfast checkpoint or a pytorch-ssd ``.pth`` (with
-``--net`` and its labels), read by :func:`ssdfast.model_files.load_model_file`; images are read by
-:func:`ssdfast.io.load_image`, video by :mod:`ssdfast.io.video` (PyAV or OpenCV).
+and reports images/s on stderr. The model is an ssdfast checkpoint, a pytorch-ssd ``.pth`` (with
+``--net`` and its labels) or an exported ``.onnx`` / OpenVINO ``.xml``, run in the ``--runtime`` asked
+for (:func:`ssdfast.load_detector`); images are read by :func:`ssdfast.io.load_image`, video by
+:mod:`ssdfast.io.video` (PyAV or OpenCV).
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from typing import Any
 from ..device import resolve_device
 from ..errors import DataError, MissingPackageError, ModelFileError, SettingsError
 from ..ops.settings import DISPLAY
-from ._common import (add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg, make_parser,
-                      postprocess_settings, run_main, str2bool)
+from ._common import (add_argument, add_model_file_arguments, add_postprocess_arguments, add_runtime_arguments,
+                      load_detector_arg, make_parser, postprocess_settings, run_main, str2bool)
 from ._detect_files import Outputs, camera_index, detection_record, expand_inputs, is_stream
 
 __all__ = ["main", "build_parser"]
@@ -36,9 +37,11 @@ examples:
   ssdfast-detect models/best.pth --camera 0 --show                 # or the input /dev/video0
   ssdfast-detect models/mb1-ssd-Epoch-99.pth --net mb1-ssd --labels models/labels.txt photo.jpg
   ssdfast-detect mb1-ssd models/mb1-ssd.pth models/labels.txt photo.jpg   # run_ssd_example.py's order
+  ssdfast-detect models/fruit/ssd-mobilenet.onnx photos/ --preprocess detectnet   # the exported file, as on a Jetson
 
 model files: an ssdfast checkpoint carries its network and class names; a pytorch-ssd .pth needs
---net and its label file (default: labels.txt beside it).
+--net and its label file (default: labels.txt beside it); an exported .onnx (jetson format) or
+OpenVINO .xml takes its class names from --labels or the labels.txt beside it.
 
 detections: per class, the --top-k highest-scoring candidates above --threshold go through NMS
 (--iou-threshold); then the classes are merged and the best --max-detections kept per image.
@@ -54,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``ssdfast-detect`` argument parser."""
     p = make_parser("ssdfast-detect", "Detect objects with a trained SSD in images, folders, videos or a camera.", _EPILOG)
     add_argument(p, "model", nargs="?", metavar="MODEL",
-                 help="model file: an ssdfast checkpoint (ssdfast-train's best.pth / last.pth) or a pytorch-ssd "
-                      ".pth (with --net); or give it with --model")
+                 help="model file: an ssdfast checkpoint (ssdfast-train's best.pth / last.pth), a pytorch-ssd "
+                      ".pth (with --net), or an exported .onnx / OpenVINO .xml; or give it with --model")
     add_argument(p, "inputs", nargs="*", metavar="INPUT",
                  help="image or video files, folders (their images and videos), glob patterns such as 'imgs/*.jpg', "
                       "stream URLs, or a camera as /dev/videoN")
@@ -63,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="the model file, as detectnet's --model / eval_ssd.py's --trained_model (then every "
                       "positional argument is an input)")
     add_model_file_arguments(p.add_argument_group("pytorch-ssd model files"))
+    add_runtime_arguments(p.add_argument_group("runtime"))
     add_argument(p, "--output", "-o", default=None, metavar="PATH",
                  help="write annotated images / videos to this folder (or this file, for a single input)")
     add_postprocess_arguments(p, DISPLAY, {"score_threshold": ("--threshold", "--score-threshold"),
@@ -119,7 +123,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.max_frames is not None and args.max_frames < 1:
         raise SettingsError(f"--max-frames should be at least 1, got {args.max_frames}")
     if args.model is None:
-        raise SettingsError("give the model file (an ssdfast checkpoint or a pytorch-ssd .pth) and the inputs")
+        raise SettingsError("give the model file (an ssdfast checkpoint, a pytorch-ssd .pth or an exported .onnx) and "
+                            "the inputs")
     if not args.inputs and args.camera is None:
         raise SettingsError("give images, folders, globs or videos to detect in, or --camera INDEX")
     cameras = [i for i in (camera_index(x) for x in args.inputs) if i is not None]
@@ -130,10 +135,7 @@ def _check_args(args: argparse.Namespace) -> None:
         package = "av" if args.video_backend == "pyav" else "opencv-python-headless"
         raise MissingPackageError(f"--video-backend {args.video_backend}: not installed (pip install {package})")
     if not os.path.isfile(args.model):
-        raise ModelFileError(f"{args.model}: no such checkpoint file")
-    if args.model.lower().endswith(".onnx"):
-        raise ModelFileError(f"{args.model}: an ONNX export; ssdfast-detect runs the .pth it was exported from "
-                             "(run the .onnx with jetson-inference's detectnet or onnxruntime)")
+        raise ModelFileError(f"{args.model}: no such model file")
 
 
 class _Run:
@@ -281,12 +283,10 @@ class _ImageFiles:
 
 
 def _load_detector(args: argparse.Namespace, device: Any) -> Any:
-    from ..detector import Detector
-
-    loaded = load_model_arg(args.model, args, device, flag="MODEL")
+    detector = load_detector_arg(args.model, args, device, args.settings, "MODEL")
     if not args.quiet:
-        print(loaded.describe(), file=sys.stderr)
-    return Detector(loaded.model, loaded.class_names, device, args.settings)
+        print(detector.source.description, file=sys.stderr)
+    return detector
 
 
 def _main(argv: list[str] | None) -> int:
@@ -350,7 +350,8 @@ def _main(argv: list[str] | None) -> int:
     if not args.quiet:
         rate = run.images / seconds if seconds > 0 else float("inf")
         where = f"; annotated files in {args.output}" if args.output else ""
-        print(f"{run.images} images in {seconds:.2f} s: {rate:.1f} images/s on {device}{where}", file=sys.stderr)
+        print(f"{run.images} images in {seconds:.2f} s: {rate:.1f} images/s on {run.detector.device} "
+              f"({run.detector.source.runtime}){where}", file=sys.stderr)
     if args.show:
         try:
             import cv2

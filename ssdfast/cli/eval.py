@@ -9,6 +9,11 @@ checkpoint carries its network, image size, normalization and class names, so ``
 it. A pytorch-ssd model is fed images resized as pytorch-ssd resized them (OpenCV's bilinear), see
 :func:`ssdfast.detector.prepare_image`.
 
+What ships is scored too: an exported ``.onnx`` (the ``jetson`` format, INT8 Q/DQ graphs included; its
+labels from the ``labels.txt`` beside it) or OpenVINO ``.xml``, in ONNX Runtime / OpenVINO / TensorRT
+(``--runtime``), and ``--preprocess detectnet`` feeds the network as jetson-inference's detectNet does
+(:func:`ssdfast.load_detector`).
+
 Every image of the test set is scored: one that cannot be read counts as missed (its objects stay in
 the recall denominator, as with the devkit) and is listed by path; a truncated image that decodes is
 used with a warning naming it. ``--strict`` makes either an error.
@@ -23,7 +28,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from typing import Any
 
 from ..data import DATASET_TYPES
@@ -34,8 +38,10 @@ from ._common import (
     add_argument,
     add_model_file_arguments,
     add_postprocess_arguments,
+    add_runtime_arguments,
+    dataset_arg,
     fraction,
-    load_model_arg,
+    load_detector_arg,
     make_parser,
     non_negative_int,
     positive_int,
@@ -52,6 +58,8 @@ examples:
   ssdfast-eval --trained-model models/best.pth --dataset-type coco --dataset data/coco --eval-dir eval_results
   ssdfast-eval --net mb1-ssd --trained_model mobilenet-v1-ssd-mp-0_675.pth --dataset_type voc \\
       --dataset VOC2007TEST --label_file voc-model-labels.txt       # a pytorch-ssd model
+  ssdfast-eval --trained-model models/fruit/ssd-mobilenet.onnx --dataset data/fruit   # the exported file
+  ssdfast-eval --trained-model models/fruit/ssd-mobilenet.onnx --dataset data/fruit --preprocess detectnet
 
 outputs: the per-class AP table and mAP (or the 12 COCO numbers) on stdout, then the images that could
 not be read (scored as missed) and those used with a warning (e.g. truncated), by path. With
@@ -65,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``ssdfast-eval`` argument parser (flags of pytorch-ssd's ``eval_ssd.py``)."""
     p = make_parser("ssdfast-eval", "Evaluate a trained SSD: VOC mAP or COCO AP (pytorch-ssd compatible flags).", _EPILOG)
     add_argument(p, "--trained-model", "--checkpoint", required=True, metavar="FILE",
-                 help="the model to evaluate: an ssdfast checkpoint, or a pytorch-ssd .pth (its class names from "
-                      "--label-file or a labels.txt beside it)")
+                 help="the model to evaluate: an ssdfast checkpoint, a pytorch-ssd .pth, or an exported .onnx "
+                      "(jetson format) / OpenVINO .xml (their class names from --label-file or a labels.txt beside "
+                      "them)")
     add_model_file_arguments(p)
+    add_runtime_arguments(p)
     add_argument(p, "--dataset-type", default="voc", choices=DATASET_TYPES,
                  help="dataset format: voc, coco, open_images, or synthetic (a folder written by ssdfast-data synthetic)")
     add_argument(p, "--dataset", "--datasets", nargs="+", required=True, metavar="PATH",
@@ -96,26 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
                  help="use CUDA when available (pytorch-ssd's flag; --device is the general one)")
     add_argument(p, "--quiet", "-q", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     return p
-
-
-def _build_dataset(args: argparse.Namespace, class_names: list[str]) -> Any:
-    from ..data import build_dataset
-
-    for path in args.dataset:
-        if not os.path.exists(path):
-            raise DataError(f"--dataset {path}: no such folder")
-    with tempfile.TemporaryDirectory() as tmp:
-        label_file = args.label_file
-        if label_file is None:  # read the dataset with the model's classes, in the model's order
-            label_file = os.path.join(tmp, "labels.txt")
-            with open(label_file, "w", encoding="utf-8") as f:
-                f.write("\n".join(class_names) + "\n")
-        dataset = build_dataset(args.dataset_type, args.dataset, split=args.split, label_file=label_file)
-    if list(dataset.class_names) != list(class_names):
-        raise DataError(f"the dataset's classes {dataset.class_names} differ from the model's {class_names}")
-    if len(dataset) == 0:
-        raise DataError(f"--dataset {' '.join(args.dataset)}: no images in split {args.split!r}")
-    return dataset
 
 
 def _json_safe(value: Any) -> Any:
@@ -180,7 +170,7 @@ def _print_report(result: dict[str, Any], out: Any = None) -> None:
 
 
 def _write_eval_dir(eval_dir: str, result: dict[str, Any], class_names: list[str], args: argparse.Namespace,
-                    kind: str) -> list[str]:
+                    kind: str, runtime: str) -> list[str]:
     from ..evaluation import COCO_STAT_NAMES, write_voc_detections
 
     os.makedirs(eval_dir, exist_ok=True)
@@ -199,6 +189,8 @@ def _write_eval_dir(eval_dir: str, result: dict[str, Any], class_names: list[str
         images_per_s=result["images_per_s"],
         checkpoint=os.path.abspath(args.trained_model),
         model_kind=kind,
+        runtime=runtime,
+        preprocess=args.preprocess,
         dataset=[os.path.abspath(p) for p in args.dataset],
         dataset_type=args.dataset_type,
         split=args.split,
@@ -227,20 +219,25 @@ def _main(argv: list[str] | None) -> int:
     device = resolve_device(args.device, args.use_cuda)
     if not os.path.isfile(args.trained_model):
         raise ModelFileError.about(args.trained_model, "no such file", "--trained-model")
-    loaded = load_model_arg(args.trained_model, args, device, "--trained-model")
-    if not args.quiet:
-        print(loaded.describe(), file=sys.stderr)
-    dataset = _build_dataset(args, loaded.class_names)
+    for path in args.dataset:
+        if not os.path.exists(path):
+            raise DataError(f"--dataset {path}: no such folder")
     metric = args.metric or ("coco" if args.dataset_type == "coco" else "voc")
     with planned_cpu(args.num_workers, device.type) as num_workers:  # the network gets the cores they leave
+        detector = load_detector_arg(args.trained_model, args, device, settings, "--trained-model")
+        source = detector.source
+        if not args.quiet:
+            print(source.description, file=sys.stderr)
+        dataset = dataset_arg(args.dataset_type, args.dataset, args.split, detector.class_names, args.label_file,
+                              "--dataset")
         result = evaluate(
-            loaded.model, dataset, batch_size=args.batch_size, device=device, metric=metric, settings=settings,
+            detector, dataset, batch_size=args.batch_size, metric=metric, settings=settings,
             match_iou=args.match_iou, use_2007_metric=args.use_2007_metric, num_workers=num_workers,
             progress=not args.quiet, strict=args.strict,
         )
     _print_report(result)
     if args.eval_dir:
-        written = _write_eval_dir(args.eval_dir, result, loaded.class_names, args, loaded.kind)
+        written = _write_eval_dir(args.eval_dir, result, detector.class_names, args, source.kind, source.runtime)
         print(f"wrote {len(written)} files to {args.eval_dir}", file=sys.stderr)
     return 0
 

@@ -20,9 +20,11 @@ from ..errors import DataError, ModelFileError, SettingsError
 from ..export.deps import require
 from ..export.formats import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET, model_image_size
 from ..ops.settings import DISPLAY
+from ..runtimes.names import MAP_MARGINS
 from ._common import (add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg, make_parser,
                       positive_int, postprocess_settings, run_main)
 from ._export_int8 import add_int8_arguments, check_int8_flags, write_int8
+from ._export_map import check_data_flags, check_map
 
 __all__ = ["main", "build_parser"]
 
@@ -68,6 +70,7 @@ examples:
   ssdfast-export models/fruit/best.pth --format trt-nms --output fruit-trt.onnx --tensorrt fruit.engine --fp16
   ssdfast-export models/fruit/best.pth --verify-engine fruit.engine   # is the engine built from this checkpoint?
   ssdfast-export models/fruit/best.pth --int8 --calib-dir data/fruit/JPEGImages   # + best-int8-tensorrt.onnx, best-int8-cpu.onnx
+  ssdfast-export --model-dir=models/fruit --check --data data/fruit  # PyTorch mAP vs the export's, side by side
 
 --check and --int8 need onnxruntime (pip install 'ssdfast[export]', or onnxruntime-gpu); --tensorrt builds with
 the tensorrt package where it is installed (JetPack), else prints the trtexec command.
@@ -130,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
                  help="how many images --check uses at most")
     add_argument(chk, "--tolerance", type=float, default=1e-4,
                  help="largest absolute difference --check accepts")
+    add_argument(chk, "--data", default=None, metavar="DIR",
+                 help="with --check (jetson format): also score the PyTorch model and the export on DIR's test split "
+                      "(VOC, COCO or Open Images layout), print their mAP side by side (and the export's with "
+                      f"detectnet's preprocessing, for information) and exit 1 when they differ by more than "
+                      f"{MAP_MARGINS['fp32']:g} point ({MAP_MARGINS['int8']:g} for an INT8 graph)")
 
     add_int8_arguments(p)
 
@@ -338,6 +346,8 @@ def _check_flags(args: argparse.Namespace) -> None:
     check_int8_flags(args)
     if not args.tolerance > 0:
         raise SettingsError(f"--tolerance should be positive, got {args.tolerance}")
+    if args.data is not None:
+        check_data_flags(args)
     if args.check:  # before anything is written: say what to install
         require("onnxruntime", "--check")
 
@@ -394,6 +404,8 @@ def _export(args: argparse.Namespace) -> int:
                 print("no TensorRT engine built: the export failed its check", file=sys.stderr)
             return 1
     int8_files = write_int8(args, result, model, calib_images) if calib_images else {}
+    if args.check and args.data is not None and not check_map(args, result, loaded, list(int8_files.values())):
+        return 1
     if args.tensorrt:
         return _tensorrt(args, result, checkpoint_sha, int8_files.get("tensorrt"))
     return 0

@@ -54,9 +54,9 @@ def normalize_uint8(image: Tensor, mean255: Tensor, std255: Tensor) -> Tensor:
     return image.to(torch.float32).sub_(mean255).div_(std255)
 
 
-def resize_image(image: Tensor, size: int, *, antialias: bool = True) -> Tensor:
-    """``image [..., C, H, W]`` (uint8, or float) -> ``[..., C, size, size]`` of the same dtype, aspect
-    ratio not kept.
+def resize_image(image: Tensor, size: int | tuple[int, int], *, antialias: bool = True) -> Tensor:
+    """``image [..., C, H, W]`` (uint8, or float) -> ``[..., C, size, size]`` (``size`` an int) or
+    ``[..., C, h, w]`` (``size = (h, w)``) of the same dtype, aspect ratio not kept.
 
     ``antialias=True``: torchvision's bilinear with antialiasing (what ssdfast trains with).
     ``antialias=False``: OpenCV's ``cv2.resize(..., INTER_LINEAR)`` as pytorch-ssd feeds its models:
@@ -66,16 +66,16 @@ def resize_image(image: Tensor, size: int, *, antialias: bool = True) -> Tensor:
     a few pixels in a hundred at most); float images are interpolated in float
     (``F.interpolate(mode="bilinear", align_corners=False)``, the same rule without rounding).
     """
-    size = int(size)
-    if tuple(image.shape[-2:]) == (size, size):
+    out_h, out_w = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if tuple(image.shape[-2:]) == (out_h, out_w):
         return image
     if antialias:
-        return F.resize(image.contiguous(), [size, size], antialias=True)
+        return F.resize(image.contiguous(), [out_h, out_w], antialias=True)
     if image.dtype == torch.uint8:
-        return _resize_like_opencv(image, size, size)
+        return _resize_like_opencv(image, out_h, out_w)
     lead = image.shape[:-3]
     flat = image.reshape(-1, *image.shape[-3:])
-    out = torch.nn.functional.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False,
+    out = torch.nn.functional.interpolate(flat, size=(out_h, out_w), mode="bilinear", align_corners=False,
                                           antialias=False)
     return out.reshape(*lead, *out.shape[-3:])
 

@@ -5,7 +5,8 @@ Each worker reads an image with :func:`ssdfast.io.load_image` (the one reader: E
 applied, odd formats converted, a truncated file used with a warning) and turns it into the
 network's input with :func:`ssdfast.detector.prepare_image`, the Detector's own preprocessing; the
 main process runs :meth:`Detector.detect_batch`. So an image is evaluated exactly as
-``ssdfast-detect`` would see it.
+``ssdfast-detect`` would see it. The model may be a Detector already (e.g. an exported file in
+ONNX Runtime, :func:`ssdfast.load_detector`): its network and preprocessing are used.
 
 What a worker finds wrong travels back with the batch (a worker's log records and warnings would
 not reach the main process): an unreadable image comes back as such, its detections are empty
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..model_files import unwrap_model
-from ..detector import Detections, Detector, prepare_image
+from ..detector import Detections, Detector, Preprocessing, prepare_image
 from ..errors import DataError
 from ..io import class_count, load_image
 from ..io.images import strict_refusal
@@ -59,9 +60,9 @@ class _Prepared(Dataset):
     """``dataset`` as network inputs: ``_Item`` per image (see the module docstring). With
     ``strict``, a truncated image is not prepared (the main process refuses it)."""
 
-    def __init__(self, dataset: Any, config: Any, strict: bool):
+    def __init__(self, dataset: Any, preprocessing: Preprocessing, strict: bool):
         self.dataset = dataset
-        self.config = config
+        self.preprocessing = preprocessing
         self.strict = strict
 
     def __len__(self) -> int:
@@ -77,7 +78,7 @@ class _Prepared(Dataset):
             return _Item(index, path, None, None, None, loaded.warning)
         pixels = loaded.pixels
         size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
-        return _Item(index, path, prepare_image(pixels, self.config), size, None, loaded.warning)
+        return _Item(index, path, prepare_image(pixels, self.preprocessing), size, None, loaded.warning)
 
 
 def _collate(items: Sequence[_Item]) -> _Batch:
@@ -93,9 +94,8 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _class_names(core: nn.Module, dataset: Any) -> list[str]:
+def _class_names(num_classes: int, dataset: Any) -> list[str]:
     """The dataset's class names, checked against the model's class count (or placeholders)."""
-    num_classes = core.config.num_classes
     names = list(getattr(dataset, "class_names", None) or [])
     if names and len(names) != num_classes:
         raise ValueError(
@@ -113,7 +113,7 @@ def _is_terminal(stream: Any) -> bool:
 
 
 def run_inference(
-    model: nn.Module,
+    model: nn.Module | Detector,
     dataset: Any,
     *,
     batch_size: int = 8,
@@ -133,7 +133,9 @@ def run_inference(
     Args:
         model: an ssdfast SSD (``.config``, ``.priors``; DDP / compiled wrappers are fine), moved to
             ``device`` if it is elsewhere (default: where it is); put in eval mode for the run and
-            given back in the mode it came in.
+            given back in the mode it came in. Or a :class:`~ssdfast.detector.Detector` (any runtime,
+            :func:`ssdfast.load_detector`), run as it is (its device, network and preprocessing;
+            ``device`` and ``fused`` do not apply, ``settings`` does).
         dataset: an ssdfast dataset (``image_path(i)``, ``get_annotation(i)``, ``class_names``).
         progress: a tqdm bar on stderr when stderr is a terminal (never ``\\r`` lines in a log file).
         strict: an unreadable or truncated image raises :class:`ssdfast.errors.DataError` (naming it)
@@ -152,18 +154,25 @@ def run_inference(
     if not (hasattr(dataset, "image_path") and hasattr(dataset, "get_annotation")):
         raise TypeError("evaluation needs an ssdfast dataset (with image_path(i) and get_annotation(i)), "
                         f"got {type(dataset).__name__}")
-    core = unwrap_model(model)
-    if not (hasattr(core, "config") and hasattr(core, "priors")):
-        raise TypeError(f"evaluation needs an ssdfast SSD model (with .config and .priors), got {type(model).__name__}")
-    class_names = _class_names(core, dataset)
-    dev = _model_device(core) if device is None else torch.device(device)
+    given = model if isinstance(model, Detector) else None
+    core = None if given is not None else unwrap_model(model)
+    if core is not None and not (hasattr(core, "config") and hasattr(core, "priors")):
+        raise TypeError(f"evaluation needs an ssdfast SSD model (with .config and .priors) or a Detector, "
+                        f"got {type(model).__name__}")
+    num_classes = given.network.num_classes if given is not None else core.config.num_classes
+    class_names = _class_names(num_classes, dataset)
+    if given is not None:
+        dev = given.device
+    else:
+        dev = _model_device(core) if device is None else torch.device(device)
     from .. import ops
 
     ops.backend()  # load the kernels now, not inside the timed first batch
-    was_training = model.training
+    was_training = None if given is not None else model.training
     n = len(dataset)
+    preprocessing = given.preprocessing if given is not None else Preprocessing.of(core.config)
     loader = DataLoader(
-        _Prepared(dataset, core.config, strict), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        _Prepared(dataset, preprocessing, strict), batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=_collate, pin_memory=dev.type == "cuda",
     )
     bar = None
@@ -178,7 +187,7 @@ def run_inference(
     refused: str | None = None
     start = time.perf_counter()
     try:
-        detector = Detector(core, class_names, dev, settings, fused=fused)
+        detector = given or Detector(core, class_names, dev, settings, fused=fused)
         for batch in loader:
             for item in batch.problems:
                 if strict:
@@ -197,14 +206,15 @@ def run_inference(
             if refused is not None:
                 break  # leaving the loop stops its workers
             if batch.indices:
-                for index, det in zip(batch.indices, detector.detect_batch(batch.images, batch.sizes)):
+                for index, det in zip(batch.indices, detector.detect_batch(batch.images, batch.sizes, settings)):
                     detections[index] = det
             if bar is not None:
                 bar.update(len(batch.indices) + sum(1 for p in batch.problems if p.image is None))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
     finally:
-        model.train(was_training)
+        if was_training is not None:
+            model.train(was_training)
         if bar is not None:
             bar.close()
     if refused is not None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..detector import Detector
 from ..ops.settings import EVALUATION, PostprocessSettings, check_fraction
 from .coco import COCO_STAT_NAMES, evaluate_coco
 from .run import run_inference
@@ -23,7 +24,7 @@ METRICS = ("voc", "coco")
 
 
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | Detector,
     dataset: Any,
     *,
     batch_size: int = 8,
@@ -44,7 +45,8 @@ def evaluate(
         model: an ssdfast SSD (``.config``, ``.priors``; DDP / compiled wrappers are fine), moved to
             ``device`` if it is elsewhere (default: where it is). It runs inside a
             :class:`~ssdfast.detector.Detector`, preprocessed as its ``config`` says (a model from a
-            pytorch-ssd file gets OpenCV's resize).
+            pytorch-ssd file gets OpenCV's resize). Or a Detector, run as it is (e.g. an exported
+            file in ONNX Runtime from :func:`ssdfast.load_detector`; ``device`` and ``fused`` do not apply).
         dataset: an ssdfast dataset (``build_dataset``): images are read from ``image_path(i)`` with
             :func:`ssdfast.io.load_image` and prepared by the Detector's preprocessing (the dataset's
             own transform is not used); the ground truth comes from ``get_annotation(i)``.

@@ -25,7 +25,7 @@ the models and the checks.
 """
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_names
 
 #: submodule -> the public names it provides here
 _PROVIDERS = {
@@ -39,18 +39,5 @@ _PROVIDERS = {
     "tensorrt": ("EngineInfo", "build_engine", "check_engine", "file_sha256", "read_sidecar",
                  "sidecar_path", "tensorrt_available", "trtexec_command", "write_sidecar", "has_qdq_nodes"),
 }
-_LAZY = {name: module for module, names in _PROVIDERS.items() for name in names}
 
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'ssdfast.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_names(__name__, _PROVIDERS)

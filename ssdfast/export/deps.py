@@ -1,9 +1,10 @@
 """The packages export needs, imported where they are used, with a one-line message when one is missing.
 
 ``onnx`` and ``onnxslim`` are dependencies of ssdfast (every export needs them); ``onnxruntime``
-(checking an export, INT8 exports) is the ``export`` extra, because on GPU machines and Jetsons users install
-``onnxruntime-gpu`` instead, which provides the same module and must not be overwritten; ``tensorrt``
-comes with JetPack / NVIDIA's wheels.
+(checking an export, INT8 exports, the onnxruntime runtime) is the ``export`` extra, because on GPU
+machines and Jetsons users install ``onnxruntime-gpu`` instead, which provides the same module and must
+not be overwritten; ``openvino`` (the OpenVINO runtime) is the ``openvino`` extra; ``tensorrt`` comes
+with JetPack / NVIDIA's wheels.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ PACKAGES = {
     "onnxruntime": ("pip install onnxruntime (or onnxruntime-gpu), e.g. pip install 'ssdfast[export]'",
                     "checking an export against PyTorch"),
     "tensorrt": ("JetPack's python3-libnvinfer, or pip install tensorrt", "building TensorRT engines"),
+    "openvino": ("pip install openvino, e.g. pip install 'ssdfast[openvino]'", "the openvino runtime"),
 }
 
 

@@ -271,6 +271,8 @@ def export_onnx(
         "ssdfast.num_classes": str(num_classes),
         "ssdfast.image_size": f"{image_size[0]}x{image_size[1]}",
         "ssdfast.input": "RGB, [-1, 1] (pixel / 127.5 - 1)",
+        # the resize the model was trained with (ssdfast.detector.RESIZES), so a runtime feeds it the same
+        "ssdfast.resize": "antialias" if bool(getattr(config, "antialias", True)) else "opencv",
     }
     if format != "jetson":
         meta.update(settings_metadata(settings))

@@ -1,8 +1,9 @@
-"""Running an exported graph in onnxruntime (CPU), batch by batch at the graph's batch size."""
+"""Running an exported graph in onnxruntime, batch by batch at the graph's batch size (the check's
+runs, and :mod:`ssdfast.runtimes`' sessions)."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -12,22 +13,26 @@ from .formats import INPUT_NAME
 __all__ = ["onnxruntime_session", "graph_batch_size", "run_batched"]
 
 
-def onnxruntime_session(proto_or_path: Any, threads: int = 4) -> Any:
-    """An onnxruntime CPU ``InferenceSession`` of a ModelProto or an ``.onnx`` file.
+def onnxruntime_session(proto_or_path: Any, threads: int = 4, *, providers: Sequence[Any] = ("CPUExecutionProvider",),
+                        purpose: str | None = None) -> Any:
+    """An onnxruntime ``InferenceSession`` of a ModelProto or an ``.onnx`` file (on the CPU unless
+    ``providers`` say otherwise).
 
-    At most ``threads`` intra-op threads; idle threads sleep instead of spinning (a check shares
-    the machine with PyTorch and others). Needs onnxruntime (:class:`~ssdfast.errors.MissingPackageError`).
+    At most ``threads`` intra-op threads and one inter-op thread; idle threads sleep instead of
+    spinning (a session shares the machine with PyTorch, data workers and others). Needs onnxruntime
+    (:class:`~ssdfast.errors.MissingPackageError`, its message starting with ``purpose``).
     """
-    ort = require("onnxruntime")
+    ort = require("onnxruntime", purpose)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.intra_op_num_threads = max(1, min(threads, os.cpu_count() or 1))
+    options.intra_op_num_threads = max(1, min(int(threads), os.cpu_count() or 1))
+    options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(proto_or_path, (str, os.PathLike)):
         source = os.fspath(proto_or_path)
     else:
         source = proto_or_path.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, options, providers=list(providers))
 
 
 def graph_batch_size(proto: Any) -> int | None:

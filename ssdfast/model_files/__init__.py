@@ -10,6 +10,8 @@ Every model file ssdfast reads goes through :func:`read_model_file` (:mod:`.read
 - :mod:`.load`: :func:`load_model_file` (checkpoint or pytorch-ssd file -> :class:`LoadedModel`, what
   every command that takes a model calls), :func:`model_from_checkpoint`, :func:`load_weights`
   (``--pretrained-ssd`` / ``--base-net`` into a network);
+- :mod:`.exported`: :func:`exported_format`, what an exported file (``.onnx``, OpenVINO ``.xml``) is
+  (the runtimes of :mod:`ssdfast.runtimes` run them);
 - :mod:`.pick`: :func:`pick_model_file`, the file of a training folder to use (``--model-dir``);
 Their one error is :class:`ssdfast.errors.ModelFileError`, naming the file and the flag that gave it.
 
@@ -18,6 +20,7 @@ The networks and the loading of state dicts into them are :mod:`ssdfast.models`'
 from __future__ import annotations
 
 from .checkpoint import FORMAT, VERSION, check_checkpoint, save_checkpoint, unwrap_model
+from .exported import EXPORTED_FORMATS, exported_format
 from .load import LoadedModel, load_model_file, load_weights, model_from_checkpoint
 from .pick import ModelChoice, pick_model_file, pytorch_ssd_loss
 from .read import KINDS, ModelFile, load_checkpoint, read_model_file
@@ -27,6 +30,8 @@ __all__ = [
     "VERSION",
     "KINDS",
     "ModelFile",
+    "EXPORTED_FORMATS",
+    "exported_format",
     "read_model_file",
     "load_checkpoint",
     "check_checkpoint",

@@ -23,6 +23,7 @@ from torch import Tensor
 from ..errors import ModelFileError
 from ..models.state_dicts import state_dict_of
 from .checkpoint import FORMAT, check_checkpoint
+from .exported import exported_format
 
 __all__ = ["KINDS", "ModelFile", "read_model_file", "load_checkpoint"]
 
@@ -121,6 +122,10 @@ def _load(path: str, flag: str | None, mmap: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
     except Exception as exc:
+        exported = exported_format(path)
+        if exported is not None:
+            raise ModelFileError.about(path, f"an exported {exported} model, not a PyTorch model file: give the "
+                                       "checkpoint or .pth it was exported from", flag) from None
         raise ModelFileError.about(path, _load_failure(exc, is_zip), flag) from None
 
 

@@ -263,14 +263,14 @@ def test_pytorch_ssd_model_file(setup, capsys):
     [
         (["{ckpt}", "nowhere.jpg"], "no such file or folder"),
         (["{ckpt}", "{root}/*.nothing"], "no file matches"),
-        (["{root}/missing.pth", "{image}"], "no such checkpoint"),
+        (["{root}/missing.pth", "{image}"], "no such model file"),
         (["{ckpt}"], "give images"),
         ([], "give the model file"),
         (["{ckpt}", "{image}", "--threshold", "1.5"], "--threshold"),
         (["{ckpt}", "{image}", "--top-k", "0"], "--top-k"),
         (["{ckpt}", "{image}", "{gif}", "--output", "{root}/x.jpg"], "file exists"),
         (["{image}", "{image}"], "not a torch weights file"),
-        (["{root}/model.onnx", "{image}"], "ONNX"),
+        (["{root}/model.onnx", "{image}"], "model.onnx: onnxruntime cannot load it"),
     ],
 )
 def test_user_errors(setup, capsys, argv, message):

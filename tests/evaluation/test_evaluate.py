@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-import ssdfast.detector
+import ssdfast.detector.detector
 from ssdfast.data import build_dataset
 from ssdfast.data.synthetic import generate
 from ssdfast.detector import Detections, Detector
@@ -81,7 +81,7 @@ def _perfect_postprocess(dataset, indices=None, extra=None):
 @pytest.mark.parametrize("kind", ["voc", "coco"])
 def test_ground_truth_detections_score_one(kind, data_dirs, model, monkeypatch):
     dataset = build_dataset(kind, data_dirs[kind], split="test")
-    monkeypatch.setattr(ssdfast.detector, "postprocess", _perfect_postprocess(dataset))
+    monkeypatch.setattr(ssdfast.detector.detector, "postprocess", _perfect_postprocess(dataset))
     out = evaluate(model, dataset, batch_size=2, metric=kind, progress=False)
     assert out["mAP"] == pytest.approx(1.0)
     if kind == "coco":
@@ -166,7 +166,7 @@ def test_unreadable_image_counts_as_missed(voc_copy, model, monkeypatch, caplog)
     def false_positive(index):  # one box of class 1 where nothing is, to make the AP non-trivial
         return torch.tensor([[1.0, 1.0, 9.0, 9.0]]), torch.tensor([1])
 
-    monkeypatch.setattr(ssdfast.detector, "postprocess", _perfect_postprocess(dataset, readable, false_positive))
+    monkeypatch.setattr(ssdfast.detector.detector, "postprocess", _perfect_postprocess(dataset, readable, false_positive))
     with caplog.at_level(logging.WARNING, logger="ssdfast.evaluation"):
         out = evaluate(model, dataset, batch_size=3, metric="voc", progress=False)
     assert out["skipped_images"] == 1 and out["num_images"] == len(dataset) - 1
@@ -204,7 +204,7 @@ def test_coco_unreadable_image_counts_as_missed(data_dirs, tmp_path, model, monk
     with open(dataset.image_path(bad), "wb") as f:
         f.write(b"")
     readable = [i for i in range(len(dataset)) if i != bad]
-    monkeypatch.setattr(ssdfast.detector, "postprocess", _perfect_postprocess(dataset, readable))
+    monkeypatch.setattr(ssdfast.detector.detector, "postprocess", _perfect_postprocess(dataset, readable))
     out = evaluate(model, dataset, batch_size=4, metric="coco", progress=False)
     assert out["unreadable_images"] == [dataset.image_path(bad)]
     assert out["AR100"] < 1.0 and out["mAP"] < 1.0  # its objects are in the ground truth, missed

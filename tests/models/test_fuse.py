@@ -161,8 +161,8 @@ def test_detector_fast_path_gives_the_same_detections():
     settings = PostprocessSettings(score_threshold=0.2, max_detections=50)
     fast = Detector(model, classes, settings=settings)
     plain = Detector(model, classes, settings=settings, fused=False)
-    assert fast.model is model and plain.model is model and plain.network is model
-    assert fast.network is not model and _norms(fast.network) == 0
+    assert fast.model is model and plain.model is model and plain.network.module is model
+    assert fast.network.module is not model and _norms(fast.network.module) == 0
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (48, 80, 3), dtype=np.uint8), torch.rand(3, 70, 50)]
     batch, sizes = fast.preprocess(images)
@@ -230,7 +230,7 @@ def test_activations_fused_into_onednn_convs_except_across_observed_maps():
 
 
 def test_detector_runs_big_cpu_batches_in_chunks_with_the_same_results(monkeypatch):
-    from ssdfast import detector as detector_module
+    from ssdfast.detector import network as detector_module
 
     torch.manual_seed(0)
     model = _randomize_norms(create_model("mb2-ssd-lite", 3, width_mult=0.5, image_size=64)).eval()
@@ -239,21 +239,21 @@ def test_detector_runs_big_cpu_batches_in_chunks_with_the_same_results(monkeypat
     whole = Detector(model, classes, settings=EVERY, chunk_size=0)
     batch, _ = whole.preprocess(images)
     expected = whole.run_network(batch)
-    assert not whole._chunks
+    assert not whole.network.chunks
     # the default: a chunk size from the largest feature map of one image (here tiny maps: 7 at a time,
     # so lower the limit to force chunks of 2)
-    largest, _ = detector_module._largest_output_bytes(whole.network, batch[:1])
+    largest, _ = detector_module._largest_output_bytes(whole.network.module, batch[:1])
     monkeypatch.setattr(detector_module, "_CHUNK_BYTES", 2 * largest + 1)
     auto = Detector(model, classes, settings=EVERY)
     calls = []
-    auto.network.register_forward_pre_hook(lambda m, args: calls.append(int(args[0].shape[0])))
+    auto.network.module.register_forward_pre_hook(lambda m, args: calls.append(int(args[0].shape[0])))
     for _ in range(2):  # the first call measures (one image alone), the next ones reuse the size
         calls.clear()
         out = auto.run_network(batch)
         torch.testing.assert_close(out[0], expected[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(out[1], expected[1], rtol=1e-4, atol=1e-5)
-    assert auto._chunks == {tuple(batch.shape[1:]): 2} and calls == [2, 2, 2, 1]
-    assert detector_module.run_in_chunks(whole.network, batch, 0)[0].shape == expected[0].shape
+    assert auto.network.chunks == {tuple(batch.shape[1:]): 2} and calls == [2, 2, 2, 1]
+    assert detector_module.run_in_chunks(whole.network.module, batch, 0)[0].shape == expected[0].shape
     fixed = Detector(model, classes, settings=EVERY, chunk_size=3)
     for a, b in zip(fixed(images), whole(images)):
         _matched(a, b)
