@@ -91,6 +91,28 @@ def test_export_check_data_prints_both_maps(trained, tmp_path, capsys, monkeypat
     assert "FAILED" in capsys.readouterr().err
 
 
+def test_export_check_data_scores_the_int8_file_beside_fp32(trained, tmp_path, capsys, monkeypatch):
+    from ssdfast.runtimes import names
+
+    output = tmp_path / "m.onnx"
+    argv = [str(trained["checkpoint"]), "-o", str(output), "--check", "--check-count", "1", "--data",
+            str(trained["data"]), "--int8", "--int8-target", "cpu", "--calib-dir", str(trained["data"] / "JPEGImages")]
+    # 12 test images: one detection moves the mAP by points, so the margins are set here; the INT8 file's
+    # accuracy is tests/export/test_quantize.py's
+    monkeypatch.setitem(names.MAP_MARGINS, "int8", 50.0)
+    assert export(argv) == 0
+    captured = capsys.readouterr()
+    blocks = (captured.out + captured.err).split("VOC mAP@0.5 on ")[1:]
+    assert [b.split(" in ")[0].split("vs ")[1] for b in blocks] == ["m.onnx (fp32)", "m-int8-cpu.onnx (int8)"]
+    pytorch = [float(b.split("PyTorch, ssdfast preprocessing:")[1].split()[0]) for b in blocks]
+    exported = [float(b.split("exported, ssdfast preprocessing:")[1].split()[0]) for b in blocks]
+    assert pytorch[0] == pytorch[1] > 0.3 and exported[1] > 0.3  # PyTorch scored once; INT8 detects
+    assert "margin 50: passed" in blocks[1]
+    monkeypatch.setitem(names.MAP_MARGINS, "int8", -1.0)  # the INT8 file beyond its margin: exit 1
+    assert export(argv) == 1
+    assert "margin -1: FAILED" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flags,message", [
     (["--data", "{data}"], "--data DIR scores the export: add --check"),
     (["--check", "--data", "{data}", "--format", "onnx-nms"], "--check --data scores jetson-format exports"),

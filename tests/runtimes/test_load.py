@@ -12,7 +12,8 @@ import torch
 
 from ssdfast import Detector, load_detector
 from ssdfast.detector import Detections, Preprocessing
-from ssdfast.export import MissingPackageError, export_onnx
+from ssdfast.errors import MissingPackageError
+from ssdfast.export import export_onnx
 from ssdfast.export.inputs import sample_images
 from ssdfast.errors import ModelFileError
 from ssdfast.model_files import save_checkpoint
