@@ -9,9 +9,10 @@ decoded from a file) and returns per-image detections:
   (``detector.preprocess``: uint8 resize + normalize into a channels_last batch; the network's
   inference copy, BatchNorm folded and channels_last, made once when the detector is built;
   ``detector.postprocess``: softmax + ``ops.ssd_postprocess`` + scaling to pixels): the torch runtime;
-- ``ssdfast-onnxruntime``, ``ssdfast-openvino`` (:data:`RUNTIME_CONTENDERS`): the same network's
-  export run by :func:`ssdfast.load_detector` in that runtime -- the Detector with the network of
-  another runtime, its preprocessing and ``ops.ssd_postprocess`` ssdfast's;
+- ``ssdfast-onnxruntime``, ``ssdfast-openvino`` and their ``-int8`` twins (:data:`RUNTIME_CONTENDERS`):
+  the same network's export (FP32, or its INT8 Q/DQ file) run by :func:`ssdfast.load_detector` in that
+  runtime -- the Detector with the network of another runtime, its preprocessing and
+  ``ops.ssd_postprocess`` ssdfast's;
 - ``torchvision``: ``ssd300_vgg16`` / ``ssdlite320_mobilenet_v3_large`` in eval mode, fed the
   images as float in [0, 1] (its own transform resizes and normalizes, its own post-processing),
   as shipped (NCHW);
@@ -21,8 +22,8 @@ decoded from a file) and returns per-image detections:
   against the priors, as the op decodes) and scaling to pixels: the floor the Detector with the
   onnxruntime runtime is held to (no overhead of its own).
 
-A runtime contender is a runtime and an exported file (:data:`EXPORTED_FILES`: the FP32 export;
-an INT8 file is one more maker there and one more line in :data:`RUNTIME_CONTENDERS`).
+A runtime contender is a runtime and an exported file (:data:`EXPORTED_FILES`: the FP32 export and the
+INT8 file ``ssdfast-export --int8`` writes for CPUs; :data:`RUNTIME_CONTENDERS`).
 
 Fairness:
 
@@ -87,8 +88,16 @@ UNPAIRED_SETTINGS = PostprocessSettings(score_threshold=0.01, iou_threshold=0.45
 #: Exported files a runtime contender runs, by name: ``make(model, folder) -> path``
 #: (``model``: the calibrated ssdfast SSD; ``folder``: a fresh folder of its own).
 EXPORTED_FILES: dict[str, Callable[[nn.Module, str], str]] = {}
-#: The runtime contenders: (contender name, runtime, exported file of EXPORTED_FILES).
-RUNTIME_CONTENDERS = (("ssdfast-onnxruntime", "onnxruntime", "fp32"), ("ssdfast-openvino", "openvino", "fp32"))
+#: The runtime contenders: (contender name, runtime, exported file of EXPORTED_FILES): the FP32 export
+#: and the INT8 file ``ssdfast-export --int8`` writes for CPUs, in ONNX Runtime and OpenVINO.
+RUNTIME_CONTENDERS = (
+    ("ssdfast-onnxruntime", "onnxruntime", "fp32"),
+    ("ssdfast-openvino", "openvino", "fp32"),
+    ("ssdfast-onnxruntime-int8", "onnxruntime", "int8-cpu"),
+    ("ssdfast-openvino-int8", "openvino", "int8-cpu"),
+)
+#: Images the INT8 file is calibrated on (generated, prepared as the evaluation transform prepares them).
+INT8_CALIBRATION_IMAGES = 16
 
 #: (height, width) of the benchmark images before preprocessing.
 ORIGINAL_SIZE = (480, 640)
@@ -259,7 +268,21 @@ def _export_fp32(model: nn.Module, folder: str) -> str:
     return path
 
 
+def _export_int8_cpu(model: nn.Module, folder: str) -> str:
+    """The FP32 export quantized as ``ssdfast-export --int8 --int8-target cpu`` does (Q/DQ, unsigned
+    activations), calibrated on generated images of the benchmark's size; its labels.txt beside it."""
+    from ssdfast.export.inputs import calibration_batches
+    from ssdfast.export.quantize import quantize_onnx
+
+    fp32 = exported_file(model, "fp32")
+    batches = calibration_batches(make_images(INT8_CALIBRATION_IMAGES, seed=1), model.config, 1)
+    path = quantize_onnx(fp32, os.path.join(folder, "model-int8-cpu.onnx"), batches, target="cpu").path
+    shutil.copy(os.path.join(os.path.dirname(fp32), "labels.txt"), os.path.join(folder, "labels.txt"))
+    return str(path)
+
+
 EXPORTED_FILES["fp32"] = _export_fp32
+EXPORTED_FILES["int8-cpu"] = _export_int8_cpu
 
 
 def exported_file(model: nn.Module, kind: str = "fp32") -> str:

@@ -16,6 +16,8 @@ Sections:
   infer      end to end (uint8 480x640 images -> boxes in pixels), images/s at two batch sizes:
              the ssdfast Detector in each runtime (torch, onnxruntime, openvino) vs torchvision's SSD
              vs the ONNX export called by hand in onnxruntime
+  deploy     the mAP of what ships: a trained model, its FP32 export and INT8 files in each CPU runtime,
+             with ssdfast's and detectNet's preprocessing
   data       training data pipeline images/s next to the mb2-ssd-lite training step
   coco-eval  COCO evaluation of a generated 5,000-image result set: ssdfast vs pycocotools
 Every ratio in a table is measured side by side in the same run. A PNG chart of the speedups is
@@ -53,6 +55,7 @@ class Settings:
     train_batch: int | None = None  # default: 4 quick, 8 CPU, 64 GPU
     infer_batches: tuple[int, ...] | None = None  # default: (1, 32)
     networks: tuple[str, ...] | None = None  # train / infer sections; default: quick's three or all / all four
+    work: str | None = None  # deploy section: where the trained models stay (reused); default: a temporary folder
 
 
 def machine_name(device: str) -> str:
@@ -111,8 +114,8 @@ def train_section(s: Settings) -> str:
 
     batch = s.train_batch or (4 if s.quick else 64 if s.device.startswith("cuda") else 8)
     names = s.networks or (train_cases.QUICK_NETWORKS if s.quick else tuple(train_cases.all_networks()))
-    layout = {None: "in the memory format `ssdfast-train` picks for the network and device (NCHW for VGG on a "
-                    "CPU, channels-last otherwise: `python -m benchmarks.memory_format`)",
+    layout = {None: "in the memory format `ssdfast-train` measures faster for the network on this machine "
+                    "(`python -m benchmarks.memory_format`)",
               True: "channels-last (forced)", False: "NCHW (forced)"}[s.channels_last]
     rows = [
         f"One step (forward, MultiBoxLoss, backward, SGD) at batch {batch}, 81 classes{', AMP' if s.amp else ''}. "
@@ -149,12 +152,18 @@ INFER_BARS = (
     ("fastest vs torchvision", "mb3-large-ssd-lite", 1, 2.0),
     ("fastest vs torchvision", "vgg16-ssd", 1, 1.3),
     ("onnxruntime vs raw", None, None, 0.95),
+    ("INT8 vs FP32", "vgg16-ssd", None, 1.5),
+    ("INT8 vs FP32", "mb1-ssd", None, 1.5),
+    ("INT8 vs FP32", "mb2-ssd-lite", None, 1.25),
 )
-#: Contender -> its column, in order: the Detector in each runtime, then the others.
+#: Contender -> its column, in order: the Detector in each runtime (FP32, then INT8), then the others.
 _INFER_COLUMNS = {"ssdfast": "torch", "ssdfast-onnxruntime": "onnxruntime", "ssdfast-openvino": "openvino",
+                  "ssdfast-onnxruntime-int8": "onnxruntime INT8", "ssdfast-openvino-int8": "openvino INT8",
                   "onnxruntime": "raw onnxruntime", "torchvision": "torchvision", "torchvision-cl": "torchvision-cl"}
-#: The Detector's runtimes (the fastest of them is held to torchvision).
+#: The Detector's FP32 runtimes (the fastest of them is held to torchvision: INT8 is another model).
 _RUNTIMES = ("ssdfast", "ssdfast-onnxruntime", "ssdfast-openvino")
+#: The same runtime's INT8 contender of each FP32 one.
+_INT8_OF = {"ssdfast-onnxruntime": "ssdfast-onnxruntime-int8", "ssdfast-openvino": "ssdfast-openvino-int8"}
 
 
 def _infer_bars(name: str, batch: int, ratios: dict[str, float | None]) -> str:
@@ -185,13 +194,15 @@ def infer_section(s: Settings) -> str:
         "by hand. Both sides of a pair use torchvision's post-processing settings (networks without a twin: "
         "ssd300_vgg16's) and their heads are calibrated to "
         f"{infer_cases.CANDIDATES_PER_IMAGE} candidates per image (see benchmarks/infer_cases.py). "
-        "fastest: the fastest of the Detector's runtimes. Bars: "
+        "fastest: the fastest of the Detector's FP32 runtimes. INT8: the Q/DQ file `ssdfast-export --int8` writes "
+        "for CPUs (`-int8-cpu.onnx`, calibrated on 16 generated images), in the same runtime; INT8 vs FP32: the "
+        "better of the two runtimes' ratios. Bars: "
         + ", ".join(f"{what}{f' ({net}' if net else ''}{f', batch {b}' if b else ''}{')' if net else ''} >= {bar}x"
                     for what, net, b, bar in INFER_BARS) + ".",
         "",
         "| network vs torchvision (batch) | " + " | ".join(f"{c} images/s" for c in _INFER_COLUMNS.values())
-        + " | torch vs torchvision | fastest vs torchvision | onnxruntime vs raw onnxruntime | bars |",
-        "|---|" + "---:|" * (len(_INFER_COLUMNS) + 3) + "---|",
+        + " | torch vs torchvision | fastest vs torchvision | onnxruntime vs raw onnxruntime | INT8 vs FP32 | bars |",
+        "|---|" + "---:|" * (len(_INFER_COLUMNS) + 4) + "---|",
     ]
     for name in names:
         builder, size = infer_cases.INFER_NETWORKS[name]
@@ -205,11 +216,14 @@ def infer_section(s: Settings) -> str:
             ips = {k: batch / v for k, v in t.items()}
             fastest = max((k for k in _RUNTIMES if k in ips), key=lambda k: ips[k])
             tv = ips.get("torchvision")
+            int8 = {fp32: ips[int8] / ips[fp32] for fp32, int8 in _INT8_OF.items() if fp32 in ips and int8 in ips}
+            int8_best = max(int8, key=int8.get) if int8 else None
             ratios = {
                 "torch vs torchvision": ips["ssdfast"] / tv if tv else None,
                 "fastest vs torchvision": ips[fastest] / tv if tv else None,
                 "onnxruntime vs raw": (ips["ssdfast-onnxruntime"] / ips["onnxruntime"]
                                        if "ssdfast-onnxruntime" in ips and "onnxruntime" in ips else None),
+                "INT8 vs FP32": int8[int8_best] if int8_best else None,
             }
             cells = [f"{ips[k]:.1f}" if k in ips else "—" for k in _INFER_COLUMNS]
             fastest_cell = "—" if tv is None else f"{ratios['fastest vs torchvision']:.2f}x ({_INFER_COLUMNS[fastest]})"
@@ -219,6 +233,7 @@ def infer_section(s: Settings) -> str:
                 + " | ".join(["—" if ratios["torch vs torchvision"] is None else f"{ratios['torch vs torchvision']:.2f}x",
                               fastest_cell,
                               "—" if ratios["onnxruntime vs raw"] is None else f"{ratios['onnxruntime vs raw']:.2f}x",
+                              "—" if int8_best is None else f"{int8[int8_best]:.2f}x ({_INFER_COLUMNS[int8_best]})",
                               _infer_bars(name, batch, ratios)]) + " |"
             )
             _log(rows[-1])
@@ -297,10 +312,33 @@ def coco_eval_section(s: Settings) -> str:
     return "\n".join(rows)
 
 
+def deploy_section(s: Settings) -> str:
+    import shutil
+    import tempfile
+
+    from . import deploy_cases
+
+    trained = deploy_cases.TRAINED[:1] if s.quick else deploy_cases.TRAINED
+    work = s.work or tempfile.mkdtemp(prefix="ssdfast-bench-deploy-")
+    try:
+        rows = deploy_cases.deploy_rows(work, trained, log=_log)
+    finally:
+        if s.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    intro = ("The mAP of what ships (benchmarks/deploy_cases.py): the demo's model(s), trained on its generated "
+             "VOC-format set (160 px), exported (`jetson`, FP32) and quantized as `ssdfast-export --int8` does "
+             "(`-int8-cpu`: ONNX Runtime / OpenVINO; `-int8-tensorrt`: TensorRT's explicit quantization), each run "
+             "through `ssdfast.load_detector` in each CPU runtime and scored on the held-out split (VOC mAP@0.5, "
+             "11-point) with ssdfast's preprocessing and with detectNet's (nearest-neighbour resize), beside the "
+             "PyTorch model: what `ssdfast-export --check --data` prints. Margins: 0.5 point FP32, 1.0 INT8.")
+    return intro + "\n\n" + "\n".join(rows)
+
+
 SECTIONS: dict[str, Callable[[Settings], str]] = {
     "ops": lambda s: ops_section(s.device, s.quick),
     "train": train_section,
     "infer": infer_section,
+    "deploy": deploy_section,
     "data": data_section,
     "coco-eval": coco_eval_section,
 }
@@ -340,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--networks", default=None,
                         help="comma-separated networks for the train section (default: all; three with --quick) and the "
                              "infer section (default: mb1-ssd, mb2-ssd-lite, mb3-large-ssd-lite, vgg16-ssd)")
+    parser.add_argument("--work", default=None, metavar="DIR",
+                        help="deploy section: train the demo models into DIR and reuse them on the next run "
+                             "(default: a temporary folder, removed)")
     parser.add_argument("--no-chart", "--no_chart", dest="chart", action="store_false",
                         help="do not write the PNG chart beside the Markdown file")
     args = parser.parse_args(argv)
@@ -352,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         train_batch=args.train_batch,
         infer_batches=args.infer_batches,
         networks=tuple(n.strip() for n in args.networks.split(",")) if args.networks else None,
+        work=args.work,
     )
     torch.manual_seed(0)
     machine = machine_name(args.device)

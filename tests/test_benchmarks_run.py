@@ -46,3 +46,24 @@ def test_memory_format_table_times_both_layouts_and_what_ssdfast_train_picks(cap
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[1]) > 0 and float(cells[2]) > 0 and cells[4] in ("NCHW", "channels-last")
     assert cells[5].split()[0] in ("NCHW", "channels-last")  # what ssdfast-train's own measurement picks
+
+
+def test_deploy_rows_score_the_export_and_its_int8_files_beside_pytorch(trained, tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import deploy_cases
+    finally:
+        sys.path.remove(str(ROOT))
+    import shutil
+
+    checkpoint = tmp_path / "model" / "best.pth"  # its exports are written beside it
+    checkpoint.parent.mkdir()
+    shutil.copy(trained["checkpoint"], checkpoint)
+    monkeypatch.setattr(deploy_cases, "trained_model", lambda work, net, width: (checkpoint, trained["data"]))
+    rows = deploy_cases.deploy_rows(tmp_path, [("mb2-ssd-lite", 0.25)], runtimes=("onnxruntime",), log=lambda _: None)
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows[2:]]
+    assert [c[1] for c in cells] == ["PyTorch (torch)", "model.onnx (fp32)", "model-int8-tensorrt.onnx (int8)",
+                                     "model-int8-cpu.onnx (int8)"]
+    pytorch = float(cells[0][3])
+    assert pytorch > 0.3 and abs(float(cells[1][3]) - pytorch) < 0.005  # FP32 export: PyTorch's mAP
+    assert all(float(c[5]) > 0 for c in cells[1:]) and all(c[2] == "onnxruntime" for c in cells[1:])
