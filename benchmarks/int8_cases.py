@@ -207,8 +207,8 @@ def onnx_map(run: Callable[[np.ndarray], list[np.ndarray]], batches: list[tuple[
 
     from ssdfast import ops
     from ssdfast.detector import postprocess
-    from ssdfast.ops import EVALUATION
     from ssdfast.evaluation import evaluate_voc
+    from ssdfast.ops import EVALUATION
 
     priors, variances = model.priors.detach().float().cpu(), tuple(model.config.variances)
     detections = []
@@ -222,10 +222,10 @@ def onnx_map(run: Callable[[np.ndarray], list[np.ndarray]], batches: list[tuple[
 def accuracy_rows(work: Path, candidates: Sequence[str], threads: int = 2,
                   calibration_images: int = CALIBRATION_IMAGES, nets: Sequence[str] | None = None) -> list[str]:
     """The accuracy table (Markdown lines) for the trained models of :data:`TRAINED` (those of ``nets``)."""
-    from ssdfast.model_files import model_from_checkpoint
     from ssdfast.data import build_dataset
     from ssdfast.evaluation import evaluate
     from ssdfast.export import export_onnx
+    from ssdfast.model_files import model_from_checkpoint
 
     runtimes = [r for r in RUNTIMES if _installed(r)]
     rows = [f"| model | file | {' | '.join(f'{r} mAP' for r in runtimes)} | {' | '.join(f'{r} vs FP32' for r in runtimes)} |",

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `ssdfast` importable from
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ssdfast import check, ops  # noqa: E402
-from ssdfast.ops import sample_cases, reference  # noqa: E402
+from ssdfast.ops import reference, sample_cases  # noqa: E402
 from ssdfast.ops.sample_cases import TOLS, V  # noqa: E402
 
 

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError, SettingsError
 from ..export.deps import require
 from ..export.quantize import INT8_TARGETS, MIN_INT8_OPSET
-from ..errors import DataError, SettingsError
 from ._common import add_argument, positive_int
 
 __all__ = ["add_int8_arguments", "check_int8_flags", "int8_targets", "write_int8"]

@@ -23,8 +23,17 @@ from typing import Any
 from ..device import resolve_device
 from ..errors import DataError, MissingPackageError, ModelFileError, SettingsError
 from ..ops.settings import DISPLAY
-from ._common import (add_argument, add_model_file_arguments, add_postprocess_arguments, add_runtime_arguments,
-                      load_detector_arg, make_parser, postprocess_settings, run_main, str2bool)
+from ._common import (
+    add_argument,
+    add_model_file_arguments,
+    add_postprocess_arguments,
+    add_runtime_arguments,
+    load_detector_arg,
+    make_parser,
+    postprocess_settings,
+    run_main,
+    str2bool,
+)
 from ._detect_files import Outputs, camera_index, detection_record, expand_inputs, is_stream
 
 __all__ = ["main", "build_parser"]

@@ -21,8 +21,16 @@ from ..export.deps import require
 from ..export.formats import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET, model_image_size
 from ..ops.settings import DISPLAY
 from ..runtimes.names import MAP_MARGINS
-from ._common import (add_argument, add_model_file_arguments, add_postprocess_arguments, load_model_arg, make_parser,
-                      positive_int, postprocess_settings, run_main)
+from ._common import (
+    add_argument,
+    add_model_file_arguments,
+    add_postprocess_arguments,
+    load_model_arg,
+    make_parser,
+    positive_int,
+    postprocess_settings,
+    run_main,
+)
 from ._export_int8 import add_int8_arguments, check_int8_flags, write_int8
 from ._export_map import check_data_flags, check_map
 

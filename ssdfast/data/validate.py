@@ -302,9 +302,9 @@ def _one_thread() -> None:
 
 
 def _run(fn: Callable, jobs: list[tuple], workers: int, progress: bool, desc: str) -> Iterable[_Result]:
-    from tqdm import tqdm
     import torchvision.io  # noqa: F401  (imported once here, not in every forked worker)
     from PIL import Image  # noqa: F401
+    from tqdm import tqdm
 
     bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress, leave=False)
     try:

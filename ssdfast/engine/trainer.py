@@ -36,8 +36,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..device import resolve_device
 from . import distributed as dist_utils
-from .build import (build_criterion, build_data, build_model, init_weights, read_start_files, run_length,
-                    wrap_for_training)
+from .build import (
+    build_criterion,
+    build_data,
+    build_model,
+    init_weights,
+    read_start_files,
+    run_length,
+    wrap_for_training,
+)
 from .hooks import Hook, StepOutput
 from .memory_format import training_memory_format
 from .notes import RunNotes
@@ -45,11 +52,26 @@ from .optim import LrSchedule, build_optimization, build_param_groups, make_sgd
 from .reporting import RunningMeans, RunReport
 from .run_folder import new_run_id, prepare_run_folder
 from .run_logs import close_logger, setup_logger
-from .sampling import (EpochSampler, SeededSamples, batches, collate_batch, derive_seed, get_rng_state,
-                       seed_everything, set_rng_state, worker_init)
+from .sampling import (
+    EpochSampler,
+    SeededSamples,
+    batches,
+    collate_batch,
+    derive_seed,
+    get_rng_state,
+    seed_everything,
+    set_rng_state,
+    worker_init,
+)
 from .settings import TrainConfig
-from .stopping import (NonFiniteLossError, StopRequest, TrainingInterrupted, interrupted_message, resume_command,
-                       stopped_message)
+from .stopping import (
+    NonFiniteLossError,
+    StopRequest,
+    TrainingInterrupted,
+    interrupted_message,
+    resume_command,
+    stopped_message,
+)
 from .validation import validation_loss, validation_metrics
 
 if TYPE_CHECKING:

@@ -26,11 +26,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..model_files import unwrap_model
 from ..detector import Detections, Detector, Preprocessing, prepare_image
 from ..errors import DataError
 from ..io import class_count, load_image
 from ..io.images import strict_refusal
+from ..model_files import unwrap_model
 from ..ops.settings import EVALUATION, PostprocessSettings
 
 __all__ = ["run_inference"]

@@ -28,11 +28,18 @@ from .. import ops
 from ..detector import Detections, postprocess
 from ..ops.settings import DISPLAY, PostprocessSettings
 from .deps import require
-from .formats import (INPUT_NAME, JETSON_OUTPUTS, NMS_OUTPUTS, RAW_BOXES, RAW_SCORES, model_image_size,
-                      settings_from_metadata)
-from .tensorrt_rules import network_part, unsupported_ops, validate_efficient_nms
+from .formats import (
+    INPUT_NAME,
+    JETSON_OUTPUTS,
+    NMS_OUTPUTS,
+    RAW_BOXES,
+    RAW_SCORES,
+    model_image_size,
+    settings_from_metadata,
+)
 from .inputs import prepare_inputs, sample_images
 from .runtime import graph_batch_size, onnxruntime_session, run_batched
+from .tensorrt_rules import network_part, unsupported_ops, validate_efficient_nms
 
 __all__ = ["CheckReport", "CheckError", "check_export"]
 

@@ -19,8 +19,16 @@ from torch import nn
 from ..errors import ModelFileError, first_line, one_line
 from ..io import read_label_file
 from ..io.labels import class_count
-from ..models import (LoadReport, canonical_name, describe_network, identify_pytorch_ssd, load_base_net,
-                      load_pretrained_ssd, model_from_config, model_from_pytorch_ssd)
+from ..models import (
+    LoadReport,
+    canonical_name,
+    describe_network,
+    identify_pytorch_ssd,
+    load_base_net,
+    load_pretrained_ssd,
+    model_from_config,
+    model_from_pytorch_ssd,
+)
 from .read import ModelFile, read_model_file
 
 __all__ = ["LoadedModel", "load_model_file", "model_from_checkpoint", "load_weights"]

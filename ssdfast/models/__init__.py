@@ -39,8 +39,16 @@ from __future__ import annotations
 
 from .identify import describe_network, identify_pytorch_ssd
 from .pytorch_ssd import model_from_pytorch_ssd
-from .registry import (DEFAULT_IMAGE_SIZES, MODEL_BUILDERS, MODEL_OPTIONS, canonical_name, create_model, list_models,
-                       model_from_config, model_options)
+from .registry import (
+    DEFAULT_IMAGE_SIZES,
+    MODEL_BUILDERS,
+    MODEL_OPTIONS,
+    canonical_name,
+    create_model,
+    list_models,
+    model_from_config,
+    model_options,
+)
 from .ssd import BACKBONES, CONV4_3_NORMS, SSD, WIDTH_MULT_NETS, SSDConfig
 from .state_dicts import state_dict_of
 from .weights import LoadReport, load_base_net, load_pretrained_ssd

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 
 from ..detector import Detector, Preprocessing
-from ..io import read_label_file
-from ..io.labels import class_count
 from ..errors import MissingPackageError, ModelFileError, SettingsError, first_line
 from ..export.deps import require
+from ..io import read_label_file
+from ..io.labels import class_count
 from ..model_files import exported_format, load_model_file
 from ..ops.settings import DISPLAY, PostprocessSettings
 from .names import PACKAGES, PREPROCESSES, RUNTIMES, default_runtime

@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ssdfast.model_files import save_checkpoint
 from ssdfast.cli.detect import main
 from ssdfast.data import build_dataset
 from ssdfast.data.synthetic import generate
 from ssdfast.io import open_video
+from ssdfast.model_files import save_checkpoint
 from ssdfast.models import create_model
 from tests.io.samples import odd_images
 

@@ -16,8 +16,8 @@ from pycocotools.cocoeval import COCOeval
 from ssdfast.cli.eval import main
 from ssdfast.data import build_dataset
 from ssdfast.data.synthetic import generate
-from ssdfast.model_files import save_checkpoint
 from ssdfast.evaluation import evaluate_voc, to_devkit_boxes
+from ssdfast.model_files import save_checkpoint
 from ssdfast.models import create_model
 
 SIZE = 128

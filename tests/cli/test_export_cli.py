@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from ssdfast.cli.export import main
-from ssdfast.model_files import save_checkpoint
 from ssdfast.export.tensorrt import file_sha256, sidecar_path, tensorrt_available
+from ssdfast.model_files import save_checkpoint
 from ssdfast.models import create_model
 from tests.export._export_models import CLASS_NAMES, make_model
 

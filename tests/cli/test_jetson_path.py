@@ -19,13 +19,13 @@ import onnx
 import pytest
 import torch
 
-from ssdfast.model_files import load_model_file
 from ssdfast.cli.detect import main as detect_main
 from ssdfast.cli.eval import main as eval_main
 from ssdfast.cli.export import main as export_main
 from ssdfast.cli.train import main as train_main
 from ssdfast.data.synthetic import generate
 from ssdfast.export import check_export
+from ssdfast.model_files import load_model_file
 from ssdfast.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,8 +5,8 @@ import torch
 
 from ssdfast.engine import Trainer
 from ssdfast.engine import memory_format as mf
-from ssdfast.models import create_model
 from ssdfast.model_files import load_checkpoint
+from ssdfast.models import create_model
 
 
 def _tiny_model() -> torch.nn.Module:

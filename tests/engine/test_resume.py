@@ -13,7 +13,6 @@ from ssdfast.engine.run_logs import read_metrics
 from ssdfast.engine.trainer import Hook, TrainConfig, Trainer
 from ssdfast.errors import ModelFileError
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -14,15 +14,14 @@ from ssdfast.engine.trainer import (  # the names the package had before its spl
     Hook,
     LrSchedule,
     NonFiniteLossError,
+    SeededSamples,
     TrainConfig,
     Trainer,
-    SeededSamples,
     build_param_groups,
     get_rng_state,
     set_rng_state,
 )
 from ssdfast.errors import SettingsError
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

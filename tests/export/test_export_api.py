@@ -10,15 +10,16 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from ._export_models import CLASS_NAMES, make_model
 from ssdfast import ops
 from ssdfast.export import ExportModule, check_export, export_onnx
 from ssdfast.export.formats import settings_from_metadata, settings_metadata
-from ssdfast.io import write_label_file as write_labels
-from ssdfast.export.tensorrt_rules import unsupported_ops, validate_efficient_nms
 from ssdfast.export.inputs import prepare_inputs, sample_images
 from ssdfast.export.nms import efficient_nms_attributes
+from ssdfast.export.tensorrt_rules import unsupported_ops, validate_efficient_nms
+from ssdfast.io import write_label_file as write_labels
 from ssdfast.ops import DISPLAY, PostprocessSettings
+
+from ._export_models import CLASS_NAMES, make_model
 
 # Small networks gain nothing from a second thread and lose a lot on a busy 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")

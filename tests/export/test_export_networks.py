@@ -13,12 +13,13 @@ import functools
 import onnx
 import pytest
 
-from ._export_models import CLASS_NAMES, make_model
 from ssdfast.export import FORMATS, check_export, export_onnx
-from ssdfast.export.tensorrt_rules import TENSORRT_OPS
 from ssdfast.export.inputs import sample_images
+from ssdfast.export.tensorrt_rules import TENSORRT_OPS
 from ssdfast.models import list_models
 from ssdfast.ops import DISPLAY
+
+from ._export_models import CLASS_NAMES, make_model
 
 # Small networks gain nothing from a second thread and lose a lot on a busy 2-core machine.
 pytestmark = pytest.mark.usefixtures("one_thread")

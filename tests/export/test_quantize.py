@@ -14,22 +14,22 @@ import torch
 from onnx import numpy_helper
 
 from ssdfast import ops
-from ssdfast.model_files import save_checkpoint
 from ssdfast.cli.export import main
 from ssdfast.data import build_dataset
 from ssdfast.data.synthetic import generate
 from ssdfast.data.transforms import EvalTransform
 from ssdfast.detector import postprocess
-from ssdfast.ops import EVALUATION
 from ssdfast.evaluation import evaluate_voc
 from ssdfast.export import export_onnx
-from ssdfast.export.tensorrt_rules import unsupported_ops
 from ssdfast.export.inputs import calibration_batches, load_images, prepare_inputs
 from ssdfast.export.quantize import INT8_TARGETS, MAX_HEAD_STEP, int8_path, qdq_summary, quantize_onnx
 from ssdfast.export.runtime import onnxruntime_session
 from ssdfast.export.tensorrt import file_sha256, has_qdq_nodes, read_sidecar
+from ssdfast.export.tensorrt_rules import unsupported_ops
 from ssdfast.loss import MultiBoxLoss
+from ssdfast.model_files import save_checkpoint
 from ssdfast.models import create_model
+from ssdfast.ops import EVALUATION
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,11 +6,10 @@ torchvision's modules and from pytorch-ssd's modules as re-stated in ``pytorch_s
 """
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from torch import nn
-
-import pytest
 
 from ssdfast.model_files import load_weights, save_checkpoint
 from ssdfast.models import create_model, load_base_net, load_pretrained_ssd

@@ -12,10 +12,9 @@ import torch
 
 from ssdfast import Detector, load_detector
 from ssdfast.detector import Detections, Preprocessing
-from ssdfast.errors import MissingPackageError
+from ssdfast.errors import MissingPackageError, ModelFileError
 from ssdfast.export import export_onnx
 from ssdfast.export.inputs import sample_images
-from ssdfast.errors import ModelFileError
 from ssdfast.model_files import save_checkpoint
 from ssdfast.ops import PostprocessSettings
 from ssdfast.runtimes import CPU_DEFAULT, ExportedNetwork, GraphInfo, default_runtime
