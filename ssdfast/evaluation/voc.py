@@ -208,9 +208,9 @@ def evaluate_voc(
     det_boxes, det_scores, det_labels, det_img = [], [], [], []
     gt_boxes, gt_labels, gt_difficult, gt_img = [], [], [], []
     for i, (det, ann) in enumerate(zip(detections, annotations)):
-        b, s, l = as_numpy_detections(det)
-        det_boxes.append(b), det_scores.append(s), det_labels.append(l)
-        det_img.append(np.full(len(l), i, dtype=np.int64))
+        db, ds, dl = as_numpy_detections(det)
+        det_boxes.append(db), det_scores.append(ds), det_labels.append(dl)
+        det_img.append(np.full(len(dl), i, dtype=np.int64))
         gb, gl, gd = _annotation_arrays(ann)
         gt_boxes.append(gb), gt_labels.append(gl), gt_difficult.append(gd)
         gt_img.append(np.full(len(gl), i, dtype=np.int64))

@@ -352,10 +352,10 @@ class SSD(nn.Module):
         locations = []
         features = self.extract_features(images)
         for x, cls_head, reg_head in zip(features, self.classification_headers, self.regression_headers):
-            c = cls_head(x)
-            l = reg_head(x)
-            confidences.append(c.permute(0, 2, 3, 1).reshape(c.shape[0], -1, self.num_classes))
-            locations.append(l.permute(0, 2, 3, 1).reshape(l.shape[0], -1, 4))
+            conf = cls_head(x)
+            loc = reg_head(x)
+            confidences.append(conf.permute(0, 2, 3, 1).reshape(conf.shape[0], -1, self.num_classes))
+            locations.append(loc.permute(0, 2, 3, 1).reshape(loc.shape[0], -1, 4))
         return torch.cat(confidences, 1), torch.cat(locations, 1)
 
     def extra_repr(self) -> str:

@@ -90,13 +90,13 @@ def encode_boxes(boxes: Tensor, priors: Tensor, variances: Sequence[float] = (0.
 def decode_boxes(loc: Tensor, priors: Tensor, variances: Sequence[float] = (0.1, 0.2)) -> Tensor:
     """Inverse of ``encode_boxes``: ``loc[..., P, 4]`` offsets -> xyxy boxes ``[..., P, 4]``."""
     out_dtype = loc.dtype
-    l = loc.float()
+    d = loc.float()
     p = priors.float()
     v0, v1 = float(variances[0]), float(variances[1])
-    cx = l[..., 0] * v0 * p[:, 2] + p[:, 0]
-    cy = l[..., 1] * v0 * p[:, 3] + p[:, 1]
-    w = torch.exp((l[..., 2] * v1).clamp(max=DECODE_CLAMP)) * p[:, 2]
-    h = torch.exp((l[..., 3] * v1).clamp(max=DECODE_CLAMP)) * p[:, 3]
+    cx = d[..., 0] * v0 * p[:, 2] + p[:, 0]
+    cy = d[..., 1] * v0 * p[:, 3] + p[:, 1]
+    w = torch.exp((d[..., 2] * v1).clamp(max=DECODE_CLAMP)) * p[:, 2]
+    h = torch.exp((d[..., 3] * v1).clamp(max=DECODE_CLAMP)) * p[:, 3]
     half_w = w / 2
     half_h = h / 2
     return torch.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), -1).to(out_dtype)

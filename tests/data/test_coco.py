@@ -29,8 +29,8 @@ def test_sparse_category_ids_map_to_contiguous_labels(coco_root):
     for i in range(len(ds)):
         ann = ds.get_annotation(i)
         labels = ann["labels"].tolist()
-        assert [ds.category_ids[l] for l in labels] == by_image[ann["image_id"]]
-        assert all(1 <= l <= 5 for l in labels)
+        assert [ds.category_ids[label] for label in labels] == by_image[ann["image_id"]]
+        assert all(1 <= label <= 5 for label in labels)
 
 
 def test_label_file_selects_and_orders_categories(tmp_path, coco_root):

@@ -24,7 +24,7 @@ def test_loads_generated_data(oi_root):
     torch.testing.assert_close(target["boxes"] * torch.tensor([w, h, w, h], dtype=torch.float32), ann["boxes"])
     with open(oi_root / "sub-train-annotations-bbox.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["ImageID"] == ann["image_id"]]
-    assert [train.class_names[l] for l in ann["labels"].tolist()] == [r["ClassName"] for r in rows]
+    assert [train.class_names[label] for label in ann["labels"].tolist()] == [r["ClassName"] for r in rows]
     assert len(build_dataset("open_images", [str(oi_root)], split="val")) >= 1
 
 

@@ -100,8 +100,8 @@ def test_class_names_from_label_file_or_voc_or_discovered(tmp_path, voc_root):
     assert ds.class_names == ["BACKGROUND", "ring", "cross", "triangle", "square", "circle"]
     # the same objects, under the new label numbers
     default = VOCDataset(root, "train", label_file=str(voc_root / "labels.txt"))
-    names = [ds.class_names[l] for l in ds.get_annotation(0)["labels"].tolist()]
-    assert names == [default.class_names[l] for l in default.get_annotation(0)["labels"].tolist()]
+    names = [ds.class_names[label] for label in ds.get_annotation(0)["labels"].tolist()]
+    assert names == [default.class_names[label] for label in default.get_annotation(0)["labels"].tolist()]
     assert ds.get_annotation(0)["labels"].tolist() != default.get_annotation(0)["labels"].tolist()
     # no labels.txt: the names found, sorted
     (root / "labels.txt").unlink()

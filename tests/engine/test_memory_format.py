@@ -31,7 +31,7 @@ def _with_costs(monkeypatch, nchw: float, channels_last: float) -> list[float]:
 def test_the_faster_layout_is_picked(monkeypatch):
     for nchw, cl, expected in ((2.0, 1.0, True), (1.0, 2.0, False)):
         clock = _with_costs(monkeypatch, nchw, cl)
-        choice = mf.measure_memory_format(_tiny_model(), 96, torch.device("cpu"), timer=lambda: clock[0])
+        choice = mf.measure_memory_format(_tiny_model(), 96, torch.device("cpu"), timer=lambda clock=clock: clock[0])
         assert choice.channels_last is expected
         assert (choice.nchw_s, choice.channels_last_s) == (nchw, cl)
         assert choice.memory_format == (torch.channels_last if expected else torch.contiguous_format)

@@ -43,7 +43,7 @@ def test_dataset_counts_and_notes_reach_log_and_metrics(broken_voc, tmp_path, ti
 class _Warn(Hook):
     def after_step(self, trainer, output):
         if trainer.step == 1:
-            warnings.warn("a warning raised while training", UserWarning)
+            warnings.warn("a warning raised while training", UserWarning, stacklevel=1)
 
 
 def test_python_warnings_reach_the_log(voc_data, tmp_path, tiny_config):

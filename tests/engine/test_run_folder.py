@@ -55,7 +55,7 @@ def test_a_new_run_moves_the_previous_runs_files_aside(voc_data, tmp_path, tiny_
     second_id = torch.load(folder / "last.pth", weights_only=True)["train_state"]["run_id"]
     assert second_id != first_id
     log = (folder / "train.log").read_text()
-    assert f"held another run's files: moved" in log and str(previous) in log and "ssd-mobilenet.onnx" in log
+    assert "held another run's files: moved" in log and str(previous) in log and "ssd-mobilenet.onnx" in log
     assert "Weights: --pretrained-ssd" in log
 
 

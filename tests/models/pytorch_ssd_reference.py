@@ -72,18 +72,18 @@ class PsSSD(nn.Module):
                     x = layer(x)
                 end += 1
             start = end
-            c, l = self._head(head, y)
+            conf, loc = self._head(head, y)
             head += 1
-            confidences.append(c)
-            locations.append(l)
+            confidences.append(conf)
+            locations.append(loc)
         for layer in self.base_net[end:]:
             x = layer(x)
         for layer in self.extras:
             x = layer(x)
-            c, l = self._head(head, x)
+            conf, loc = self._head(head, x)
             head += 1
-            confidences.append(c)
-            locations.append(l)
+            confidences.append(conf)
+            locations.append(loc)
         return torch.cat(confidences, 1), torch.cat(locations, 1)
 
 
