@@ -199,8 +199,10 @@ def _cases(device: str, sizes: Sizes) -> list[tuple[str, str, dict[str, Callable
     B = sizes.batches[-1]
     loc_b = (torch.randn(B, P, 4, generator=g) * 0.2).to(device)
     boxes_b = _random_boxes(B, P, max_size=0.5, g=g, device=device)
-    rows.append(("encode_boxes", f"B={B}, P={P}", {"native": lambda: nat.encode_boxes(boxes_b, priors, V), "reference": lambda: ref.encode_boxes(boxes_b, priors, V)}))
-    rows.append(("decode_boxes", f"B={B}, P={P}", {"native": lambda: nat.decode_boxes(loc_b, priors, V), "reference": lambda: ref.decode_boxes(loc_b, priors, V)}))
+    rows.append(("encode_boxes", f"B={B}, P={P}", {"native": lambda: nat.encode_boxes(boxes_b, priors, V),
+                                                   "reference": lambda: ref.encode_boxes(boxes_b, priors, V)}))
+    rows.append(("decode_boxes", f"B={B}, P={P}", {"native": lambda: nat.decode_boxes(loc_b, priors, V),
+                                                   "reference": lambda: ref.decode_boxes(loc_b, priors, V)}))
 
     for B in sizes.batches:
         gt, gl = _gt(B, 20, C, g, device)
@@ -321,10 +323,12 @@ def _memory_rows(device: str, sizes: Sizes) -> list[str]:
     cases = []
     for B, C in ((sizes.batches[-1], sizes.classes), (sizes.many_batch, sizes.many_classes)):
         loc, scores = _post_inputs(B, P, C, g, device, peaked=False)
-        cases.append(("ssd_postprocess", f"B={B}, P={P}, C={C}", lambda loc=loc, scores=scores: nat.ssd_postprocess(loc, scores, priors, V, 0.01, 0.45, 200, 200)))
+        cases.append(("ssd_postprocess", f"B={B}, P={P}, C={C}", lambda loc=loc, scores=scores:
+                      nat.ssd_postprocess(loc, scores, priors, V, 0.01, 0.45, 200, 200)))
     for n, classes in sizes.nms_memory:
         boxes, sc, idxs = _nms_inputs(n, classes, 0.05, g, device)
-        cases.append(("batched_nms", f"N={n}, {classes} classes", lambda boxes=boxes, sc=sc, idxs=idxs: nat.batched_nms(boxes, sc, idxs, 0.5)))
+        cases.append(("batched_nms", f"N={n}, {classes} classes", lambda boxes=boxes, sc=sc, idxs=idxs:
+                      nat.batched_nms(boxes, sc, idxs, 0.5)))
     on_cuda = torch.device(device).type == "cuda"
     for op, size, fn in cases:
         if not on_cuda:  # the dry run: the call only
@@ -348,7 +352,8 @@ def run(device: str = "cuda", quick: bool = False, dry_run: bool = False) -> str
     rounds, min_time = (1, 0.0) if dry_run else (3, 0.05) if quick else (7, 0.2)
     on_cuda = torch.device(device).type == "cuda"
     if on_cuda:
-        where = f"CUDA kernels on {torch.cuda.get_device_name(device)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+        where = (f"CUDA kernels on {torch.cuda.get_device_name(device)} (torch {torch.__version__}, "
+                 f"CUDA {torch.version.cuda})")
         clock = "timed with CUDA events"
     else:
         where = f"Kernels on the CPU ({platform.processor() or platform.machine()}, torch {torch.__version__})"
@@ -382,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, batch 64 only (about 2 minutes)")
     parser.add_argument("--device", default=None, help="device to measure (default: cuda; cpu with --dry-run)")
-    parser.add_argument("--dry-run", action="store_true", help="every row once at tiny sizes (default on the CPU): checks the script")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="every row once at tiny sizes (default on the CPU): checks the script")
     parser.add_argument("--out", help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
     device = args.device or ("cpu" if args.dry_run else "cuda")
@@ -392,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     from ssdfast import ops
 
     if ops.backend() != "native":
-        print("bench_cuda: the ssdfast._C extension is not built (pip install --no-build-isolation -e .)", file=sys.stderr)
+        print("bench_cuda: the ssdfast._C extension is not built (pip install --no-build-isolation -e .)",
+              file=sys.stderr)
         return 1
     table = run(device, args.quick, args.dry_run)
     print(table)

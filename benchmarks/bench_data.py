@@ -96,7 +96,8 @@ def train_step_images_per_second(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=None, help="VOC root (default: generate synthetic VOC data in a temporary folder)")
+    parser.add_argument("--root", default=None,
+                        help="VOC root (default: generate synthetic VOC data in a temporary folder)")
     parser.add_argument("--num-images", type=int, default=500, help="images to generate when --root is not given")
     parser.add_argument("--image-size", type=int, default=500, help="long side of generated images (VOC's are ~500 px)")
     parser.add_argument("--size", type=int, default=300, help="network input size")
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             root = os.path.join(tmp, "voc")
             t = time.perf_counter()
             generate(root, "voc", num_images=args.num_images, image_size=args.image_size, seed=0)
-            print(f"generated {args.num_images} images of {args.image_size} px in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+            print(f"generated {args.num_images} images of {args.image_size} px in {time.perf_counter() - t:.1f} s",
+                  file=sys.stderr)
         rate = pipeline_images_per_second(root, args.size, args.batch_size, args.num_workers, args.seconds)
     print(f"pipeline: {rate:.1f} images/s ({args.size} px, batch {args.batch_size}, {args.num_workers} workers, "
           f"{os.cpu_count()} CPUs)")

@@ -6,7 +6,7 @@
 
 so a commit's numbers can be compared with any earlier commit's saved file (``--benchmark-storage``
 given on the command line still wins).
-"""
+"""  # noqa: E501
 from __future__ import annotations
 
 import os

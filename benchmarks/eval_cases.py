@@ -28,8 +28,8 @@ COCO_CATEGORY_IDS = [0] + [i for i in range(1, 91) if i not in
                            (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
 
 
-def make_result_set(num_images: int = 5000, detections_per_image: int = 100, seed: int = 0,
-                    width: int = 640, height: int = 480) -> tuple[dict[str, Any], list[dict[str, np.ndarray]], list[int]]:
+def make_result_set(num_images: int = 5000, detections_per_image: int = 100, seed: int = 0, width: int = 640,
+                    height: int = 480) -> tuple[dict[str, Any], list[dict[str, np.ndarray]], list[int]]:
     """``(gt COCO dict, per-image detections, image ids)``; detections are
     ``{"boxes": float64 [K, 4] xyxy px, "scores": [K], "labels": int64 [K] (1..80)}``."""
     rng = np.random.default_rng(seed)
@@ -67,7 +67,8 @@ def make_result_set(num_images: int = 5000, detections_per_image: int = 100, see
                              rng.integers(1, num_labels + 1, size=n_fp))
         boxes = np.concatenate([tp_boxes, fp_boxes]).clip(0, [width, height, width, height])
         boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
-        detections.append({"boxes": boxes, "scores": rng.random(k), "labels": np.concatenate([tp_labels, fp_labels]).astype(np.int64)})
+        detections.append({"boxes": boxes, "scores": rng.random(k),
+                           "labels": np.concatenate([tp_labels, fp_labels]).astype(np.int64)})
     categories = [{"id": cid, "name": f"class{cid}"} for cid in COCO_CATEGORY_IDS[1:]]
     gt = {"images": images, "annotations": annotations, "categories": categories,
           "info": {"description": "ssdfast benchmark"}, "licenses": []}
@@ -106,7 +107,8 @@ def faster_coco_eval_available() -> bool:
     return True
 
 
-def coco_eval_case(num_images: int = 5000, detections_per_image: int = 100, seed: int = 0) -> dict[str, Callable[[], Any]]:
+def coco_eval_case(num_images: int = 5000, detections_per_image: int = 100,
+                   seed: int = 0) -> dict[str, Callable[[], Any]]:
     """Contenders evaluating one generated result set (see the module docstring)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval

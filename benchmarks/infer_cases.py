@@ -110,7 +110,8 @@ CALIBRATION_IMAGES = 2
 LOGIT_STD = 2.0
 
 
-def make_images(batch_size: int, height: int = ORIGINAL_SIZE[0], width: int = ORIGINAL_SIZE[1], seed: int = 0) -> list[Tensor]:
+def make_images(batch_size: int, height: int = ORIGINAL_SIZE[0], width: int = ORIGINAL_SIZE[1],
+                seed: int = 0) -> list[Tensor]:
     """``batch_size`` random ``uint8 [3, height, width]`` images (smooth blobs plus noise, so the
     activations are not those of pure noise); image ``i`` is the same for every ``batch_size``."""
     images = []

@@ -228,7 +228,8 @@ def accuracy_rows(work: Path, candidates: Sequence[str], threads: int = 2,
     from ssdfast.model_files import model_from_checkpoint
 
     runtimes = [r for r in RUNTIMES if _installed(r)]
-    rows = [f"| model | file | {' | '.join(f'{r} mAP' for r in runtimes)} | {' | '.join(f'{r} vs FP32' for r in runtimes)} |",
+    rows = [f"| model | file | {' | '.join(f'{r} mAP' for r in runtimes)} | "
+            f"{' | '.join(f'{r} vs FP32' for r in runtimes)} |",
             "|---|---|" + "---:|" * (2 * len(runtimes))]
     for net, width in TRAINED:
         if nets is not None and net not in nets:
@@ -375,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("accuracy", "both"):
         names = available(args.candidates or DEFAULT_ACCURACY)
         print(f"### INT8 accuracy (VOC mAP@0.5 on the held-out split, {args.calib_count} calibration images)\n")
-        print("\n".join(accuracy_rows(args.work, names, args.threads, args.calib_count, args.trained)) + "\n", flush=True)
+        print("\n".join(accuracy_rows(args.work, names, args.threads, args.calib_count, args.trained)) + "\n",
+              flush=True)
     if args.part in ("speed", "both"):
         names = available(args.candidates or DEFAULT_SPEED)
         print(f"### INT8 speed (network only, {args.threads} threads, images/s)\n")

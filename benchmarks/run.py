@@ -230,7 +230,8 @@ def infer_section(s: Settings) -> str:
             twin = f" vs {builder}" if builder else ""
             rows.append(
                 f"| {name} ({size}){twin} ({batch}) | " + " | ".join(cells) + " | "
-                + " | ".join(["—" if ratios["torch vs torchvision"] is None else f"{ratios['torch vs torchvision']:.2f}x",
+                + " | ".join(["—" if ratios["torch vs torchvision"] is None
+                              else f"{ratios['torch vs torchvision']:.2f}x",
                               fastest_cell,
                               "—" if ratios["onnxruntime vs raw"] is None else f"{ratios['onnxruntime vs raw']:.2f}x",
                               "—" if int8_best is None else f"{int8[int8_best]:.2f}x ({_INFER_COLUMNS[int8_best]})",
@@ -296,7 +297,8 @@ def coco_eval_section(s: Settings) -> str:
     contenders = eval_cases.coco_eval_case(num_images, per_image)
     t = _time_each_once(contenders, rounds=1 if s.quick else 3)
     fce = f"{t['faster-coco-eval']:.2f}" if "faster-coco-eval" in t else "—"
-    backend = "faster-coco-eval" if eval_cases.faster_coco_eval_available() else "pycocotools; faster-coco-eval not installed"
+    backend = ("faster-coco-eval" if eval_cases.faster_coco_eval_available()
+               else "pycocotools; faster-coco-eval not installed")
     rows = [
         f"COCO box evaluation (load results, evaluate, accumulate, summarize) of a generated result set: "
         f"{num_images} images, 1-15 ground-truth boxes each, {per_image} detections per image. ssdfast: "
@@ -376,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--infer-batches", "--infer_batches", dest="infer_batches", type=_batches, default=None,
                         help="inference batch sizes, comma-separated (default: 1,32)")
     parser.add_argument("--networks", default=None,
-                        help="comma-separated networks for the train section (default: all; three with --quick) and the "
-                             "infer section (default: mb1-ssd, mb2-ssd-lite, mb3-large-ssd-lite, vgg16-ssd)")
+                        help="comma-separated networks for the train section (default: all; three with --quick) "
+                             "and the infer section (default: mb1-ssd, mb2-ssd-lite, mb3-large-ssd-lite, vgg16-ssd)")
     parser.add_argument("--work", default=None, metavar="DIR",
                         help="deploy section: train the demo models into DIR and reuse them on the next run "
                              "(default: a temporary folder, removed)")

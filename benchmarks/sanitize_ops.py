@@ -53,25 +53,29 @@ def calls(small: bool) -> list[tuple[str, str, tuple, dict]]:
     add("match_priors", f"B={B}, P={P}, G=30", (big, gt, gl, 0.5))
     add("ssd_targets", f"B={B}, P={P}, G=30", (big, gt, gl, 0.5, V))
     G = 1600  # 51 KB of dynamic shared memory: the opt-in above 48 KB
-    add("match_priors", f"B=1, P={sp.shape[0]}, G={G}", (sp, sample_cases.make_boxes(1, G, g=g, max_size=0.3), torch.randint(1, 5, (1, G), generator=g), 0.5))
+    add("match_priors", f"B=1, P={sp.shape[0]}, G={G}",
+        (sp, sample_cases.make_boxes(1, G, g=g, max_size=0.3), torch.randint(1, 5, (1, G), generator=g), 0.5))
     add("ssd_targets", "G=0", (sp, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), 0.5, V))
     loss, labels = sample_cases.make_mining(B, P, g, special=True)
     add("hard_negative_mask", f"B={B}, P={P}, NaN / inf / ties", (loss, labels, 3))
     add("hard_negative_mask", "k = num_neg - 1", sample_cases.make_mining_nan_case())
     n = 1000 if small else 4000
     add("batched_nms", f"N={n}, 1 class", sample_cases.make_nms_inputs(n, 1, g) + (0.5,))
-    add("batched_nms", f"N={n}, 81 classes, NaN and ties", sample_cases.make_nms_inputs(n, 81, g, adversarial=True) + (0.5,))
+    add("batched_nms", f"N={n}, 81 classes, NaN and ties",
+        sample_cases.make_nms_inputs(n, 81, g, adversarial=True) + (0.5,))
     add("batched_nms", f"N={n}, {n // 3} classes", sample_cases.make_nms_inputs(n, n // 3, g) + (0.5,))
     boxes, scores, idxs = sample_cases.make_nms_inputs(n, 4, g)
     add("batched_nms", "idxs 2^32 apart", (boxes, scores, idxs + (torch.randint(0, 2, (n,), generator=g) << 32), 0.5))
-    add("batched_nms", "global-memory walk", sample_cases.make_nms_inputs(n, 3, g) + (0.5,), {"SSDFAST_NMS_SMEM_LIMIT": "8"})
+    add("batched_nms", "global-memory walk", sample_cases.make_nms_inputs(n, 3, g) + (0.5,),
+        {"SSDFAST_NMS_SMEM_LIMIT": "8"})
     add("batched_nms", "N=0", (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5))
     loc, sc = sample_cases.make_post_inputs(B, P, 21, g)
     add("ssd_postprocess", f"B={B}, P={P}, C=21", (loc, sc, big, V, 0.01, 0.45, 200, 200))
     loc, sc = sample_cases.make_post_inputs(1, P, 4, g, peaked=False, sharp=0.5)  # ~P candidates per class
     add("ssd_postprocess", "dense: cut while read, 3 class + 2 merge chunks", (loc, sc, big, V, 0.01, 0.45, 600, 1500))
     loc, sc = sample_cases.make_post_inputs(2, P, 3, g, peaked=False, sharp=2.0)
-    add("ssd_postprocess", "~2600 candidates per class, cut at the end: fp16", (loc, sc.half(), big, V, 0.5, 0.45, 400, 300))
+    add("ssd_postprocess", "~2600 candidates per class, cut at the end: fp16",
+        (loc, sc.half(), big, V, 0.5, 0.45, 400, 300))
     loc, sc = sample_cases.make_post_inputs(1, P, 3, g, peaked=False, sharp=0.5)
     add("ssd_postprocess", "dense, top_k 3000: column rescans", (loc, sc, big, V, 0.01, 0.45, 3000, 400))
     rising = 0.02 + 0.4 * torch.arange(P, dtype=torch.float32) / P  # every batch of 1024 beats all before
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             got = getattr(native, op)(*dev_args)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            detail = "" if device.type == "cpu" else check.compare(got, _expected(op, cpu_args, dev_args), TOLS.get(op, ()))
+            detail = ("" if device.type == "cpu"
+                      else check.compare(got, _expected(op, cpu_args, dev_args), TOLS.get(op, ())))
         except Exception as exc:  # reported, then the next call
             detail = f"error: {type(exc).__name__}: {exc}"
         finally:

@@ -57,7 +57,8 @@ def test_train_step(benchmark, network, who):
 
 
 _INFER = [(n, w) for n in infer_cases.INFER_PAIRS
-          for w in ("ssdfast", "torchvision", "torchvision-cl", "onnxruntime", "ssdfast-onnxruntime", "ssdfast-openvino")]
+          for w in ("ssdfast", "torchvision", "torchvision-cl", "onnxruntime", "ssdfast-onnxruntime",
+                    "ssdfast-openvino")]
 
 
 @pytest.mark.parametrize("network,who", _INFER, ids=[f"{n}-{w}" for n, w in _INFER])

@@ -151,7 +151,8 @@ def _sgd(model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), **SGD_OPTIONS)
 
 
-def _step_fn(loss_fn: Callable[[], Tensor], optimizer: torch.optim.Optimizer, device: str, amp: bool) -> Callable[[], None]:
+def _step_fn(loss_fn: Callable[[], Tensor], optimizer: torch.optim.Optimizer, device: str,
+             amp: bool) -> Callable[[], None]:
     scaler = torch.amp.GradScaler(torch.device(device).type, enabled=amp)
 
     def step() -> None:

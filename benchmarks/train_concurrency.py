@@ -98,7 +98,8 @@ def _runnable() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_concurrency", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_concurrency",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--net", default="mb2-ssd-lite")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--images", type=int, default=128, help="training images (generated)")
@@ -138,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         f"load average before {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; other processes runnable when each "
         f"case started: {', '.join(str(x) for x in loads)})",
         "",
-        f"`ssdfast-train --net {args.net} --batch-size {args.batch_size}{flags}`{which} on {args.images} generated images "
-        f"of {args.image_size} px (this checkout sizes {default_num_workers()} data worker(s) by default); seconds per epoch "
-        f"(the middle epoch of {args.epochs}, median of {args.repeats}):",
+        f"`ssdfast-train --net {args.net} --batch-size {args.batch_size}{flags}`{which} on {args.images} "
+        f"generated images of {args.image_size} px (this checkout sizes {default_num_workers()} data worker(s) "
+        f"by default); seconds per epoch (the middle epoch of {args.epochs}, median of {args.repeats}):",
         "",
         "| one run alone | two runs at once (each) | ratio | CPU s per run, alone | CPU s per run, two at once |",
         "|---:|---:|---:|---:|---:|",

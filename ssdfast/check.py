@@ -77,7 +77,8 @@ def compare(got: Any, expected: Any, tols: Sequence[float | None] = ()) -> str:
         if bad.any():
             n = int(bad.sum())
             where = tuple(int(j) for j in bad.nonzero()[0])
-            return f"output {i} differs in {n} of {a.numel()} elements (first at {where}: {a[where].item()} vs {b[where].item()})"
+            return (f"output {i} differs in {n} of {a.numel()} elements "
+                    f"(first at {where}: {a[where].item()} vs {b[where].item()})")
     return ""
 
 

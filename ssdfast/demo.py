@@ -68,8 +68,10 @@ def run_demo(output: str | Path = "demo-output", *, device: str = "cpu", seed: i
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "data"
-    _say(f"[1/4] generating {s.num_images} synthetic images ({class_count(s.num_classes + 1)}, {s.image_size} px) in {data_dir}")
-    generate(data_dir, format="voc", num_images=s.num_images, image_size=s.image_size, seed=seed, num_classes=s.num_classes)
+    _say(f"[1/4] generating {s.num_images} synthetic images ({class_count(s.num_classes + 1)}, {s.image_size} px) "
+         f"in {data_dir}")
+    generate(data_dir, format="voc", num_images=s.num_images, image_size=s.image_size, seed=seed,
+             num_classes=s.num_classes)
     t_data = time.perf_counter() - start
 
     folder = out / "checkpoints"
@@ -78,8 +80,8 @@ def run_demo(output: str | Path = "demo-output", *, device: str = "cpu", seed: i
     config = TrainConfig(
         dataset_type="voc", datasets=[str(data_dir)], validation_dataset=str(data_dir),
         net=s.net, mb2_width_mult=s.width_mult, resolution=s.resolution,
-        lr=s.lr, base_net_lr=s.lr, scheduler="cosine", warmup=s.warmup, batch_size=s.batch_size, num_epochs=s.num_epochs,
-        num_workers=s.num_workers, validation_epochs=s.validation_epochs, debug_steps=10,
+        lr=s.lr, base_net_lr=s.lr, scheduler="cosine", warmup=s.warmup, batch_size=s.batch_size,
+        num_epochs=s.num_epochs, num_workers=s.num_workers, validation_epochs=s.validation_epochs, debug_steps=10,
         checkpoint_folder=str(folder), device=device, seed=seed, grad_clip=10.0, channels_last=s.channels_last,
         zoom_out_max=s.zoom_out_max,
     )
@@ -100,7 +102,8 @@ def run_demo(output: str | Path = "demo-output", *, device: str = "cpu", seed: i
     _say(f"time: {seconds / 60:.1f} min (data {t_data:.0f} s, training + validation {t_train:.0f} s)")
     _say(f"checkpoint: {folder / 'last.pth'}   curves: {folder / 'curves.png'}   detections: {out / 'detections'}")
     _say(f"next: ssdfast-eval --checkpoint {folder / 'last.pth'} --dataset {data_dir}")
-    _say(f"      ssdfast-detect {folder / 'last.pth'} {data_dir / 'JPEGImages'} --output {out / 'detect'} --threshold 0.2")
+    _say(f"      ssdfast-detect {folder / 'last.pth'} {data_dir / 'JPEGImages'} --output {out / 'detect'} "
+         "--threshold 0.2")
     return {"mAP": float(mean_ap), "seconds": seconds, "checkpoint": str(folder / "last.pth"),
             "curves": str(folder / "curves.png"), "images": [str(p) for p in images]}
 
@@ -122,7 +125,8 @@ def _evaluate(checkpoint: Path, data_dir: Path, device: str) -> float:
 
     model, _ = model_from_checkpoint(checkpoint, device=device)
     cfg = model.config
-    dataset = build_dataset("voc", [str(data_dir)], split="test", transform=EvalTransform(cfg.image_size, cfg.mean, cfg.std))
+    dataset = build_dataset("voc", [str(data_dir)], split="test",
+                            transform=EvalTransform(cfg.image_size, cfg.mean, cfg.std))
     return float(evaluate(model, dataset, batch_size=16, device=device, metric="voc")["mAP"])
 
 

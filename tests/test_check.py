@@ -86,7 +86,8 @@ def test_a_raising_kernel_fails_the_check(native, monkeypatch, capsys):
 def test_check_uses_the_reference_as_it_stands_at_run_time(native, monkeypatch, capsys):
     from ssdfast.ops import reference
 
-    monkeypatch.setattr(reference, "decode_boxes", lambda loc, priors, variances: reference.encode_boxes(loc, priors, variances))
+    monkeypatch.setattr(reference, "decode_boxes",
+                        lambda loc, priors, variances: reference.encode_boxes(loc, priors, variances))
     assert check.main(["--quick", "--device", "cpu"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  cpu     decode_boxes" in out and "PASS  cpu     encode_boxes" in out

@@ -237,7 +237,8 @@ def test_preprocessing_values(model):
 
     own = Preprocessing.of(model.config)
     assert own == Preprocessing((64, 64), model.config.mean, model.config.std, "antialias")
-    assert Preprocessing.of(model.config, "nearest").resize == "nearest" and own.with_resize("opencv").resize == "opencv"
+    assert (Preprocessing.of(model.config, "nearest").resize == "nearest"
+            and own.with_resize("opencv").resize == "opencv")
     with pytest.raises(ValueError, match="resize should be one of antialias, opencv, nearest, got 'bicubic'"):
         Preprocessing(64, (0.5,) * 3, (0.5,) * 3, "bicubic")
     with pytest.raises(ValueError, match="std should be positive"):

@@ -32,7 +32,8 @@ def _case():
     locations = torch.full((2, 4, 4), 9.0)  # only positives' offsets count
     locations[0, 0] = torch.tensor([0.5, -2.0, 0.0, 0.1])  # prior 0 of image 0 (target: zeros)
     locations[1, 1] = torch.zeros(4)  # prior 1 of image 1, exact
-    gt_boxes = torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]], [[0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]])
+    gt_boxes = torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]],
+                             [[0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]])
     gt_labels = torch.tensor([[1, -1], [2, -1]])
     return confidences, locations, gt_boxes, gt_labels
 

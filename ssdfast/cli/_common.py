@@ -146,7 +146,8 @@ def load_model_arg(source: "str | ModelFile", args: argparse.Namespace, device: 
     :class:`~ssdfast.errors.ModelFileError` naming ``flag`` and the file (:func:`run_main` prints it)."""
     from ..model_files import load_model_file
 
-    return load_model_file(source, flag=flag, net=getattr(args, "net", None), label_file=getattr(args, "label_file", None),
+    return load_model_file(source, flag=flag, net=getattr(args, "net", None),
+                           label_file=getattr(args, "label_file", None),
                            width_mult=getattr(args, "mb2_width_mult", None),
                            resolution=getattr(args, "resolution", None), device=device)
 

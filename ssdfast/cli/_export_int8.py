@@ -18,9 +18,9 @@ def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
     """The INT8 argument group: --int8, --int8-target, --calib-dir, --calib-count."""
     int8 = parser.add_argument_group("INT8 (ONNX with Q/DQ nodes: explicit quantization; needs onnxruntime)")
     add_argument(int8, "--int8", action="store_true",
-                 help="also write INT8 ONNX files beside the export, calibrated on --calib-dir: MODEL-int8-tensorrt.onnx "
-                      "(TensorRT / Jetson) and MODEL-int8-cpu.onnx (ONNX Runtime and OpenVINO on CPUs); with "
-                      "--tensorrt, the engine is built from the tensorrt one")
+                 help="also write INT8 ONNX files beside the export, calibrated on --calib-dir: "
+                      "MODEL-int8-tensorrt.onnx (TensorRT / Jetson) and MODEL-int8-cpu.onnx (ONNX Runtime and "
+                      "OpenVINO on CPUs); with --tensorrt, the engine is built from the tensorrt one")
     add_argument(int8, "--int8-target", nargs="+", default=None, choices=INT8_TARGETS, metavar="TARGET",
                  help=f"which INT8 files to write: {' and/or '.join(INT8_TARGETS)} (when not given: both; "
                       "tensorrt alone with --tensorrt)")
@@ -39,7 +39,8 @@ def check_int8_flags(args: argparse.Namespace) -> None:
     if args.calib_dir is not None and not Path(args.calib_dir).is_dir():
         raise DataError(f"--calib-dir {args.calib_dir} is not a folder")
     if args.int8 and args.opset < MIN_INT8_OPSET:
-        raise SettingsError(f"--int8 needs --opset {MIN_INT8_OPSET} or higher (per-channel weight scales), got {args.opset}")
+        raise SettingsError(f"--int8 needs --opset {MIN_INT8_OPSET} or higher (per-channel weight scales), "
+                            f"got {args.opset}")
     if args.int8:
         require("onnxruntime", "--int8 (calibration and quantization)")
 

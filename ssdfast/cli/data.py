@@ -23,7 +23,8 @@ __all__ = ["main"]
 def _parser():
     from ..data.synthetic import FORMATS, SHAPES
 
-    parser = make_parser("ssdfast-data", "Synthetic data and dataset checks for ssdfast.", epilog=__doc__.split("Examples::", 1)[1])
+    parser = make_parser("ssdfast-data", "Synthetic data and dataset checks for ssdfast.",
+                         epilog=__doc__.split("Examples::", 1)[1])
     sub = parser.add_subparsers(dest="command", metavar="{synthetic,validate}")
     sub.required = True
 
@@ -34,7 +35,8 @@ def _parser():
         "backgrounds and write them in a real dataset layout.",
         formatter_class=parser.formatter_class,
     )
-    add_argument(syn, "--out", "-o", required=True, help="output folder (created; existing files of the same names are overwritten)")
+    add_argument(syn, "--out", "-o", required=True,
+                 help="output folder (created; existing files of the same names are overwritten)")
     add_argument(syn, "--format", default="voc", choices=FORMATS,
                  help="on-disk layout to write: voc (Annotations/, JPEGImages/, ImageSets/Main/, labels.txt); coco "
                       "(COCO's official layout: train2017/, val2017/, annotations/instances_{train,val}2017.json); "
@@ -43,7 +45,8 @@ def _parser():
     add_argument(syn, "--image-size", type=int, default=256, help="long side of the images in pixels")
     add_argument(syn, "--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     add_argument(syn, "--num-classes", type=int, default=5, help=f"number of shape classes (1-{len(SHAPES)})")
-    add_argument(syn, "--workers", type=int, default=None, help="drawing processes; None: up to 8 for 64 images or more")
+    add_argument(syn, "--workers", type=int, default=None,
+                 help="drawing processes; None: up to 8 for 64 images or more")
 
     val = sub.add_parser(
         "validate",
@@ -58,8 +61,10 @@ def _parser():
     )
     val.add_argument("dirs", nargs="+", metavar="DIR",
                      help="dataset root(s); for COCO also an image folder of the official layout (coco/val2017)")
-    add_argument(val, "--dataset-type", default=None, choices=("voc", "coco", "open_images"), help="layout of DIR; None: detected from its folders")
-    add_argument(val, "--label-file", default=None, help="class names file to check VOC / Open Images names against; None: DIR/labels.txt when present")
+    add_argument(val, "--dataset-type", default=None, choices=("voc", "coco", "open_images"),
+                 help="layout of DIR; None: detected from its folders")
+    add_argument(val, "--label-file", default=None,
+                 help="class names file to check VOC / Open Images names against; None: DIR/labels.txt when present")
     add_argument(val, "--workers", type=int, default=None, help="checking processes; None: the cores available")
     add_argument(val, "--strict", action="store_true",
                  help="warnings are problems too (exit 1 on a truncated image even when it decodes)")
@@ -85,8 +90,8 @@ def _synthetic(args) -> int:
         )
     except OSError as exc:  # the output folder cannot be written
         raise DataError.about(args.out, exc.strerror or str(exc), "--out") from None
-    print(f"wrote {args.num_images} {args.format} images ({args.image_size} px, {class_count(args.num_classes + 1)}) to {out} "
-          f"in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {args.num_images} {args.format} images ({args.image_size} px, {class_count(args.num_classes + 1)}) "
+          f"to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 

@@ -64,7 +64,8 @@ opencv-python for --show windows), PyAV first; animated GIFs with Pillow. Camera
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ssdfast-detect`` argument parser."""
-    p = make_parser("ssdfast-detect", "Detect objects with a trained SSD in images, folders, videos or a camera.", _EPILOG)
+    p = make_parser("ssdfast-detect", "Detect objects with a trained SSD in images, folders, videos or a camera.",
+                    _EPILOG)
     add_argument(p, "model", nargs="?", metavar="MODEL",
                  help="model file: an ssdfast checkpoint (ssdfast-train's best.pth / last.pth), a pytorch-ssd "
                       ".pth (with --net), or an exported .onnx / OpenVINO .xml; or give it with --model")
@@ -90,12 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(p, "--recursive", "-r", action="store_true", help="look for images in sub-folders too")
     add_argument(p, "--camera", type=int, default=None, metavar="INDEX",
                  help="read frames from this camera (OpenCV), as pytorch-ssd's run_ssd_live_demo.py")
-    add_argument(p, "--show", action="store_true", help="show annotated video / camera frames in a window (OpenCV; q quits)")
-    add_argument(p, "--max-frames", type=int, default=None, metavar="N", help="stop each video / the camera after N frames")
+    add_argument(p, "--show", action="store_true",
+                 help="show annotated video / camera frames in a window (OpenCV; q quits)")
+    add_argument(p, "--max-frames", type=int, default=None, metavar="N",
+                 help="stop each video / the camera after N frames")
     add_argument(p, "--video-backend", default="auto", choices=("auto", "pyav", "opencv"),
                  help="video library: PyAV, OpenCV, or auto (PyAV when installed); GIFs always use Pillow")
-    add_argument(p, "--line-width", type=int, default=None, help="box line width in pixels; None: scales with the image")
-    add_argument(p, "--quiet", "-q", action="store_true", help="no progress on stderr (the JSON lines still go to stdout)")
+    add_argument(p, "--line-width", type=int, default=None,
+                 help="box line width in pixels; None: scales with the image")
+    add_argument(p, "--quiet", "-q", action="store_true",
+                 help="no progress on stderr (the JSON lines still go to stdout)")
     return p
 
 
@@ -109,7 +114,8 @@ def _split_positionals(args: argparse.Namespace) -> None:
         args.model, args.inputs = args.model_flag, positionals
         return
     first = positionals[0] if positionals else None
-    if first is not None and not os.path.exists(first) and canonical_name(first) in list_models() and len(positionals) > 1:
+    if (first is not None and not os.path.exists(first) and canonical_name(first) in list_models()
+            and len(positionals) > 1):
         if args.net is not None and canonical_name(args.net) != canonical_name(first):
             raise SettingsError(f"--net {args.net} and the network {first} given before the model file disagree")
         args.net = first
@@ -376,7 +382,8 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``ssdfast-detect``; returns the exit code (2 for a usage error, 1 when an input could not be read)."""
+    """Entry point of ``ssdfast-detect``; returns the exit code (2 for a usage error, 1 when an input could
+    not be read)."""
     from ..threads import quiet_openmp
 
     quiet_openmp()  # before torch is imported: OpenMP threads then sleep instead of spinning

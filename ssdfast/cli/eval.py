@@ -71,7 +71,8 @@ or detections.json (COCO results format, original category ids)
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ssdfast-eval`` argument parser (flags of pytorch-ssd's ``eval_ssd.py``)."""
-    p = make_parser("ssdfast-eval", "Evaluate a trained SSD: VOC mAP or COCO AP (pytorch-ssd compatible flags).", _EPILOG)
+    p = make_parser("ssdfast-eval", "Evaluate a trained SSD: VOC mAP or COCO AP (pytorch-ssd compatible flags).",
+                    _EPILOG)
     add_argument(p, "--trained-model", "--checkpoint", required=True, metavar="FILE",
                  help="the model to evaluate: an ssdfast checkpoint, a pytorch-ssd .pth, or an exported .onnx "
                       "(jetson format) / OpenVINO .xml (their class names from --label-file or a labels.txt beside "
@@ -79,13 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_file_arguments(p)
     add_runtime_arguments(p)
     add_argument(p, "--dataset-type", default="voc", choices=DATASET_TYPES,
-                 help="dataset format: voc, coco, open_images, or synthetic (a folder written by ssdfast-data synthetic)")
+                 help="dataset format: voc, coco, open_images, or synthetic "
+                      "(a folder written by ssdfast-data synthetic)")
     add_argument(p, "--dataset", "--datasets", nargs="+", required=True, metavar="PATH",
                  help="dataset root folder(s); several are evaluated together")
     add_argument(p, "--split", default="test", choices=("test", "val", "train"),
                  help="which part of the dataset to evaluate (VOC: test.txt; COCO: val2017; Open Images: test)")
     add_argument(p, "--metric", default=None, choices=("voc", "coco"),
-                 help="voc (devkit AP) or coco (COCOeval AP@[.5:.95]); default: coco for --dataset-type coco, voc otherwise")
+                 help="voc (devkit AP) or coco (COCOeval AP@[.5:.95]); "
+                      "default: coco for --dataset-type coco, voc otherwise")
     add_argument(p, "--use-2007-metric", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
                  help="VOC: the 11-point VOC2007 AP (true) or the all-point area of VOC2010+ (false)")
     add_argument(p, "--iou-threshold", dest="match_iou", type=fraction, default=0.5,
@@ -104,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_argument(p, "--device", default="auto", help="device: auto, cpu, cuda, cuda:1 ...")
     add_argument(p, "--use-cuda", type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
                  help="use CUDA when available (pytorch-ssd's flag; --device is the general one)")
-    add_argument(p, "--quiet", "-q", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
+    add_argument(p, "--quiet", "-q", action="store_true",
+                 help="no progress bar (there is none when stderr is not a terminal)")
     return p
 
 
@@ -156,7 +160,8 @@ def _print_report(result: dict[str, Any], out: Any = None) -> None:
         for name in COCO_STAT_NAMES:
             print(f"  {name:<6} {labels[name]} = {result[name]:.4f}", file=out)
         print(f"mAP (AP@[.5:.95]): {result['mAP']:.4f}   AP50: {result['AP50']:.4f}", file=out)
-    print(f"{result['num_images']} images in {result['seconds']:.1f} s: {result['images_per_s']:.1f} images/s", file=out)
+    print(f"{result['num_images']} images in {result['seconds']:.1f} s: {result['images_per_s']:.1f} images/s",
+          file=out)
     unreadable = result.get("unreadable_images") or []
     if unreadable:
         print(f"{len(unreadable)} images could not be read; their objects are scored as missed:", file=out)

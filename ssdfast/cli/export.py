@@ -77,7 +77,7 @@ examples:
   ssdfast-export models/fruit/best.pth --format onnx-nms --batch-size dynamic --output fruit-nms.onnx --check
   ssdfast-export models/fruit/best.pth --format trt-nms --output fruit-trt.onnx --tensorrt fruit.engine --fp16
   ssdfast-export models/fruit/best.pth --verify-engine fruit.engine   # is the engine built from this checkpoint?
-  ssdfast-export models/fruit/best.pth --int8 --calib-dir data/fruit/JPEGImages   # + best-int8-tensorrt.onnx, best-int8-cpu.onnx
+  ssdfast-export models/fruit/best.pth --int8 --calib-dir data/fruit/JPEGImages   # + the two INT8 files
   ssdfast-export --model-dir=models/fruit --check --data data/fruit  # PyTorch mAP vs the export's, side by side
 
 --check and --int8 need onnxruntime (pip install 'ssdfast[export]', or onnxruntime-gpu); --tensorrt builds with
@@ -99,7 +99,8 @@ def _batch_size(value: str) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ssdfast-export`` argument parser."""
-    p = make_parser("ssdfast-export", "Export a trained SSD to ONNX (jetson-inference, ONNX Runtime, TensorRT).", _EPILOG)
+    p = make_parser("ssdfast-export", "Export a trained SSD to ONNX (jetson-inference, ONNX Runtime, TensorRT).",
+                    _EPILOG)
     p.add_argument("checkpoint", nargs="?", default=None, metavar="MODEL",
                    help="the model file: an ssdfast checkpoint or a pytorch-ssd .pth (or --input / --model-dir)")
     add_argument(p, "--input", default=None, metavar="FILE",
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "with --model-dir, else beside the model: best.pth -> best.onnx, best-onnx-nms.onnx, "
                       "best-trt-nms.onnx)")
     add_argument(p, "--output-labels", default=None, metavar="FILE",
-                 help="where to write the class names, one a line, BACKGROUND first (default: labels.txt beside --output)")
+                 help="where to write the class names, one a line, BACKGROUND first "
+                      "(default: labels.txt beside --output)")
     add_argument(p, "--format", default=FORMATS[0], choices=FORMATS,
                  help="graph outputs: jetson (scores + boxes for detectnet), onnx-nms (standard NMS in the graph), "
                       "trt-nms (TensorRT EfficientNMS_TRT plugin)")

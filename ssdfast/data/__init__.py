@@ -53,7 +53,8 @@ def detect_layout(root: str) -> str | None:
         return "coco"
     if os.path.isdir(root) and annotations_of_image_folder(root) is not None:
         return "coco"
-    if os.path.isdir(root) and any(n.startswith("sub-") and n.endswith("-annotations-bbox.csv") for n in os.listdir(root)):
+    if os.path.isdir(root) and any(n.startswith("sub-") and n.endswith("-annotations-bbox.csv")
+                                   for n in os.listdir(root)):
         return "open_images"
     return None
 

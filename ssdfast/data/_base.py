@@ -92,7 +92,8 @@ class SkippedSample:
 
 
 def _empty_record(image_id: Any, path: str, width: int = 0, height: int = 0) -> _Record:
-    return _Record(image_id, path, width, height, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+    return _Record(image_id, path, width, height, np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
+                   np.zeros(0, bool))
 
 
 def clean_boxes(boxes: np.ndarray, width: float, height: float) -> tuple[np.ndarray, np.ndarray, int]:
@@ -215,7 +216,8 @@ class DetectionDataset(Dataset):
             if self._normalized_boxes:
                 limit_w, limit_h = 1.0, 1.0
             else:
-                limit_w, limit_h = (float(r.width), float(r.height)) if r.width > 0 and r.height > 0 else (np.inf, np.inf)
+                limit_w, limit_h = ((float(r.width), float(r.height)) if r.width > 0 and r.height > 0
+                                    else (np.inf, np.inf))
             boxes, keep, changed = clean_boxes(boxes, limit_w, limit_h)
             self._note("clipped", r.source or r.path, changed)
             self._note("zero_area", r.source or r.path, int((~keep).sum()))

@@ -67,7 +67,8 @@ def find_coco_split(root: str, split: str) -> tuple[str, str]:
         tried.append(os.path.join(os.path.dirname(os.path.normpath(root)), "annotations", f"instances_{name}.json"))
     for name in _split_names(split):
         for ann_name, img_dirs in (
-            (f"instances_{name}2017.json", [f"{name}2017", os.path.join("images", f"{name}2017"), os.path.join("images", name)]),
+            (f"instances_{name}2017.json", [f"{name}2017", os.path.join("images", f"{name}2017"),
+                                            os.path.join("images", name)]),
             (f"instances_{name}.json", [os.path.join("images", name), name, f"{name}2017"]),
             (f"{name}.json", [os.path.join("images", name), name]),
         ):

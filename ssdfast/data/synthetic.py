@@ -92,7 +92,8 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
         if rng.random() < 0.6:
             draw.line((x0, y0, x1, y1), fill=color, width=int(rng.integers(1, 4)))
         else:
-            draw.rectangle((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), outline=color, width=int(rng.integers(1, 3)))
+            draw.rectangle((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), outline=color,
+                           width=int(rng.integers(1, 3)))
     return img
 
 
@@ -217,7 +218,8 @@ def _render(
             if bbox is not None:
                 img.paste(_colour(rng, hue), mask=mask)
                 box = tuple(float(v) for v in bbox)
-                objects.append({"label": label, "box": box, "area": int(np.count_nonzero(np.asarray(mask))), "crowd": True})
+                objects.append({"label": label, "box": box, "area": int(np.count_nonzero(np.asarray(mask))),
+                                "crowd": True})
     arr = np.asarray(img, dtype=np.int16)
     noise = rng.normal(0.0, 5.0, size=arr.shape).astype(np.int16)
     img = Image.fromarray(np.clip(arr + noise, 0, 255).astype(np.uint8))
@@ -265,7 +267,8 @@ def _voc_xml(image_id: str, width: int, height: int, objects: list[dict[str, Any
             "    <pose>Unspecified</pose>",
             "    <truncated>0</truncated>",
             "    <difficult>0</difficult>",
-            f"    <bndbox><xmin>{int(x1) + 1}</xmin><ymin>{int(y1) + 1}</ymin><xmax>{int(x2)}</xmax><ymax>{int(y2)}</ymax></bndbox>",
+            f"    <bndbox><xmin>{int(x1) + 1}</xmin><ymin>{int(y1) + 1}</ymin>"
+            f"<xmax>{int(x2)}</xmax><ymax>{int(y2)}</ymax></bndbox>",
             "  </object>",
         ]
     parts.append("</annotation>")
@@ -283,7 +286,8 @@ def _write_voc(out: str, n: int, image_size: int, seed: int, num_classes: int, w
     for d in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(out, d), exist_ok=True)
     ids = [f"{i:06d}" for i in range(n)]
-    jobs = [(seed, i, image_size, num_classes, False, False, os.path.join(out, "JPEGImages", ids[i] + ".jpg")) for i in range(n)]
+    jobs = [(seed, i, image_size, num_classes, False, False, os.path.join(out, "JPEGImages", ids[i] + ".jpg"))
+            for i in range(n)]
     results = _render_all(jobs, workers)
     for image_id, (width, height, objects) in zip(ids, results):
         with open(os.path.join(out, "Annotations", image_id + ".xml"), "w", encoding="utf-8") as f:

@@ -175,7 +175,8 @@ class _IoUCrop(v2.RandomIoUCrop):
             ih = (torch.minimum(bottom[:, None], boxes[:, 3]) - torch.maximum(top[:, None], boxes[:, 1])).clamp(min=0)
             inter = iw * ih
             iou = inter / (area + (new_w * new_h)[:, None] - inter).clamp(min=1e-6)
-            best = torch.where(within, iou, torch.full_like(iou, -1.0)).amax(dim=1) if len(boxes) else torch.full((self.trials,), -1.0)
+            best = (torch.where(within, iou, torch.full_like(iou, -1.0)).amax(dim=1) if len(boxes)
+                    else torch.full((self.trials,), -1.0))
             ok &= within.any(dim=1) & (best >= min_iou)
             hits = torch.nonzero(ok)
             if len(hits):

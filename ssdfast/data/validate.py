@@ -207,7 +207,9 @@ def _coco_files(root: str) -> list[tuple[str, str]]:
         split = name[len("instances_"):] if name.startswith("instances_") else name
         split = split[: -len(".json")]
         image_dir = next(
-            (os.path.join(root, d) for d in (split, os.path.join("images", split), os.path.join("images", split.replace("2017", ""))) if os.path.isdir(os.path.join(root, d))),
+            (os.path.join(root, d)
+             for d in (split, os.path.join("images", split), os.path.join("images", split.replace("2017", "")))
+             if os.path.isdir(os.path.join(root, d))),
             os.path.join(root, split),
         )
         pairs.append((os.path.join(ann_dir, name), image_dir))
@@ -347,7 +349,8 @@ def validate_dataset(
         raise DataError(f"{root}: not a directory")
     kind = dataset_type or _detect(root)
     if kind is None:
-        raise DataError(f"{root}: not a VOC (Annotations/, ImageSets/), COCO (annotations/*.json) or Open Images layout")
+        raise DataError(f"{root}: not a VOC (Annotations/, ImageSets/), COCO (annotations/*.json) "
+                        "or Open Images layout")
     if kind == "synthetic":
         kind = _detect(root) or "voc"
     report = ValidationReport(root=root, dataset_type=kind)
@@ -360,7 +363,8 @@ def validate_dataset(
     else:
         raise ValueError(f"dataset_type should be voc, coco or open_images, got {kind!r}")
     workers = workers if workers is not None else available_cores()
-    for problems, warnings, images, boxes in _run(fn, jobs, workers, progress, f"validating {os.path.basename(root) or root}"):
+    for problems, warnings, images, boxes in _run(fn, jobs, workers, progress,
+                                                  f"validating {os.path.basename(root) or root}"):
         report.problems += problems
         report.warnings += warnings
         report.images += images

@@ -248,7 +248,8 @@ def init_weights(model: nn.Module, config: TrainConfig, class_names: list[str], 
         if resume.checkpoint is not None:
             check_compatible(resume, model, class_names, config)
         report = load_weights(model, resume)
-        heads = [k for k in report.reinitialized + report.not_in_file if k.startswith(("classification_", "regression_"))]
+        heads = [k for k in report.reinitialized + report.not_in_file
+                 if k.startswith(("classification_", "regression_"))]
         if heads:
             raise resume.error(f"its prediction heads do not fit the dataset's {class_count(len(class_names))}; "
                                "use --pretrained-ssd to start from its other weights")

@@ -41,7 +41,8 @@ def dataset_stats_notes(dataset: Any) -> list[str]:
     lines = [f"{int(stats[key])} {text}" for key, text in _STAT_TEXT.items() if stats.get(key)]
     bad = list(getattr(dataset, "bad_files", []) or [])
     if bad:
-        lines.append("unreadable annotation files: " + ", ".join(bad[:5]) + (f" ... ({len(bad) - 5} more)" if len(bad) > 5 else ""))
+        lines.append("unreadable annotation files: " + ", ".join(bad[:5])
+                     + (f" ... ({len(bad) - 5} more)" if len(bad) > 5 else ""))
     return lines
 
 
@@ -124,7 +125,8 @@ class RunNotes:
         with warnings.catch_warnings():
             shown = warnings.showwarning
 
-            def showwarning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+            def showwarning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                            line: Any = None) -> None:
                 if os.getpid() != pid:
                     shown(message, category, filename, lineno, file, line)
                     return

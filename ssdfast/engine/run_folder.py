@@ -90,7 +90,8 @@ def previous_run_files(folder: str | os.PathLike, keep: Iterable[str | os.PathLi
     return [p for _, p in sorted(found.items()) if _same_file_key(p) not in kept]
 
 
-def move_previous_run(folder: str | os.PathLike, keep: Iterable[str | os.PathLike] = ()) -> tuple[Path | None, list[str]]:
+def move_previous_run(folder: str | os.PathLike,
+                      keep: Iterable[str | os.PathLike] = ()) -> tuple[Path | None, list[str]]:
     """Move a previous run's files out of ``folder`` into ``folder/previous-runs/<time>/``.
 
     Returns ``(destination, names moved)``; ``(None, [])`` when there was nothing to move.
@@ -126,7 +127,8 @@ def prepare_run_folder(folder: Path, config: "TrainConfig", resume: "ModelFile |
                 *config.datasets]
         destination, moved = move_previous_run(folder, [k for k in keep if k])
         if destination is not None:
-            lines.append((logging.WARNING, f"{folder} held another run's files: moved {', '.join(moved)} to {destination}"))
+            lines.append((logging.WARNING,
+                          f"{folder} held another run's files: moved {', '.join(moved)} to {destination}"))
     return lines
 
 

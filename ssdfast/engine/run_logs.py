@@ -41,7 +41,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["LOGGER_NAME", "log_level", "setup_logger", "close_logger", "MetricsLog", "read_metrics", "plot_curves", "TensorBoardLog"]
+__all__ = ["LOGGER_NAME", "log_level", "setup_logger", "close_logger", "MetricsLog", "read_metrics", "plot_curves",
+           "TensorBoardLog"]
 
 LOGGER_NAME = "ssdfast.train"
 

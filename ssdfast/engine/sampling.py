@@ -181,7 +181,8 @@ def set_rng_state(state: dict) -> None:
         random.setstate((py["version"], tuple(int(x) for x in py["state"]), py["gauss_next"]))
     if "numpy" in state:
         n = state["numpy"]
-        np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+        np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
     if state.get("cuda") is not None and torch.cuda.is_available():
         cuda_states = list(state["cuda"])
         if len(cuda_states) == torch.cuda.device_count():

@@ -262,7 +262,8 @@ class TrainConfig:
         for path in self.datasets:
             if not Path(path).exists():
                 raise SettingsError(f"--datasets: {path} does not exist")
-        if self.validation_dataset is not None and not self.validation_off and not Path(self.validation_dataset).exists():
+        if (self.validation_dataset is not None and not self.validation_off
+                and not Path(self.validation_dataset).exists()):
             raise SettingsError(f"--validation-dataset: {self.validation_dataset} does not exist "
                                 "(or 'none': no validation)")
         pretrained = None if self.pretrained_ssd is None else self.pretrained_file

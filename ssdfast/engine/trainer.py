@@ -123,7 +123,8 @@ class Trainer:
         self.train_set, self.val_set = self.data.train_set, self.data.val_set
         self.class_names, self.category_ids = self.data.class_names, self.data.category_ids
         length = run_length(config, len(self.train_set), self.dist.world_size)  # type: ignore[arg-type]
-        self.steps_per_epoch, self.num_epochs, self.max_steps = length.steps_per_epoch, length.num_epochs, length.max_steps
+        self.steps_per_epoch, self.num_epochs, self.max_steps = (length.steps_per_epoch, length.num_epochs,
+                                                                 length.max_steps)
         self.drop_last = length.drop_last
 
         given = model is not None
@@ -137,7 +138,8 @@ class Trainer:
         self.param_groups = build_param_groups(model, config)
         self.train_model = wrap_for_training(model, self.dist.enabled, self.device, compile=config.compile)
         self.criterion = build_criterion(model, self.device)
-        self.optimization = opt = build_optimization(self.param_groups, config, self.device, steps_per_epoch=self.steps_per_epoch,
+        self.optimization = opt = build_optimization(self.param_groups, config, self.device,
+                                                     steps_per_epoch=self.steps_per_epoch,
                                                      num_epochs=self.num_epochs, max_steps=self.max_steps)
         self.optimizer, self.lr_schedule, self.scheduler = opt.optimizer, opt.schedule, opt.scheduler
         self.amp_dtype, self.scaler = opt.amp_dtype, opt.scaler
@@ -154,7 +156,8 @@ class Trainer:
             self._restore(resume)
         else:  # per-process RNG for anything random outside the data (dropout), same on every run
             seed_everything(derive_seed(config.seed, 1 << 20, self.dist.rank))
-        self.report = RunReport(self.log, self.folder, is_main=self.is_main, resume_step=self.step if self.resumed else None)
+        self.report = RunReport(self.log, self.folder, is_main=self.is_main,
+                                resume_step=self.step if self.resumed else None)
         self.notes.epoch, self.notes.step = self.epoch, self.step
         if self.is_main:
             self.notes.attach_metrics(self.report.metrics)
@@ -177,7 +180,8 @@ class Trainer:
         state = resume.train_state
         assert state is not None
         self.optimization.load_state_dict(state, step=int(state["step"]), where=resume.path)
-        self.epoch, self.epoch_step, self.step = int(state["epoch"]), int(state.get("epoch_step", 0)), int(state["step"])
+        self.epoch, self.epoch_step, self.step = (int(state["epoch"]), int(state.get("epoch_step", 0)),
+                                                  int(state["step"]))
         self.saved_at = (self.epoch, self.epoch_step, self.step)
         metrics = state.get("metrics") or {}
         self.history = list(metrics.get("history") or [])
@@ -196,7 +200,8 @@ class Trainer:
         from ..model_files import save_checkpoint
 
         path = self.folder / name
-        save_checkpoint(path, self.model, self.class_names, category_ids=self.category_ids, train_state=self.train_state())
+        save_checkpoint(path, self.model, self.class_names, category_ids=self.category_ids,
+                        train_state=self.train_state())
         if name == "last.pth":
             self.saved_at = (self.epoch, self.epoch_step, self.step)
         return path
@@ -205,7 +210,8 @@ class Trainer:
     def epoch_loader(self, epoch: int, start_step: int = 0) -> DataLoader:
         """This rank's batches of ``epoch``, from batch ``start_step`` on."""
         cfg = self.config
-        sampler = EpochSampler(self.train_set, epoch=epoch, seed=cfg.seed, shuffle=True, num_replicas=self.dist.world_size,
+        sampler = EpochSampler(self.train_set, epoch=epoch, seed=cfg.seed, shuffle=True,
+                               num_replicas=self.dist.world_size,
                                rank=self.dist.rank, start=start_step * cfg.batch_size)
         generator = torch.Generator()
         generator.manual_seed(derive_seed(cfg.seed, epoch, 1 << 40))
@@ -259,7 +265,8 @@ class Trainer:
         self._epoch_means, self._epoch_start, self._epoch_images = RunningMeans(), time.perf_counter(), 0
         self._epoch_skipped, self._epoch_warned = 0, 0
         self.report.reset_window()
-        bar = tqdm(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"Epoch: {self.epoch} (of 0-{self.num_epochs - 1})",
+        bar = tqdm(total=self.steps_per_epoch, initial=self.epoch_step,
+                   desc=f"Epoch: {self.epoch} (of 0-{self.num_epochs - 1})",
                    disable=not (self.is_main and cfg.progress and sys.stderr.isatty()), dynamic_ncols=True,
                    leave=False, file=sys.stderr)
         try:
@@ -291,7 +298,8 @@ class Trainer:
         self._epoch_warned += len(batch.notes) - int(batch.skipped)
         self.notes.batch(batch.notes)
 
-    def compute_loss(self, images: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute_loss(self, images: torch.Tensor, gt_boxes: torch.Tensor,
+                     gt_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward pass and MultiBox loss -> ``(regression_loss, classification_loss)`` scalars.
 
         ``images`` [B,3,S,S] normalized; ``gt_boxes`` [B,G,4] normalized xyxy; ``gt_labels`` [B,G] (-1 pads).
@@ -354,9 +362,11 @@ class Trainer:
                          f"(regression {out.regression_loss}, classification {out.classification_loss}); step skipped "
                          f"[{self.nonfinite_in_row}/{cfg.max_nonfinite_steps} in a row]")
         if self.nonfinite_in_row >= cfg.max_nonfinite_steps:
-            amp_hint = f" or AMP overflow (--amp {cfg.amp}; try --amp bf16 or no --amp)" if self.amp_dtype is not None else ""
+            amp_hint = (f" or AMP overflow (--amp {cfg.amp}; try --amp bf16 or no --amp)"
+                        if self.amp_dtype is not None else "")
             raise NonFiniteLossError(
-                f"the loss was NaN or infinite for {self.nonfinite_in_row} steps in a row (up to step {self.step + 1}); "
+                f"the loss was NaN or infinite for {self.nonfinite_in_row} steps in a row "
+                f"(up to step {self.step + 1}); "
                 f"stopping. Likely causes: a learning rate too high (--lr {cfg.lr}: try it 10x lower, or --warmup 500, "
                 f"or --grad-clip 10), bad boxes in the data (empty, inverted or outside the image: check with "
                 f"`ssdfast-data validate`){amp_hint}. The last good checkpoint is {self.folder / 'last.pth'}."
@@ -414,7 +424,8 @@ class Trainer:
             t0 = time.perf_counter()
             result.update(self.validation_loss())
             result.update(validation_metrics(self.model, self.val_set, self.config, self.device,
-                                             num_workers=self.num_workers, progress=self.config.progress, notes=self.notes))
+                                             num_workers=self.num_workers, progress=self.config.progress,
+                                             notes=self.notes))
             result["val_time_s"] = time.perf_counter() - t0
             self.model.train()
         self.train_model.train()
@@ -458,9 +469,11 @@ class Trainer:
     def summary(self) -> dict:
         """Where the run ended: epoch, step, best mAP, the last epoch record, checkpoint paths."""
         best = self.folder / "best.pth"
-        return {"epoch": self.epoch, "step": self.step, "best_map": None if self.best_map == -math.inf else self.best_map,
+        return {"epoch": self.epoch, "step": self.step,
+                "best_map": None if self.best_map == -math.inf else self.best_map,
                 "last": self.history[-1] if self.history else None, "checkpoint": str(self.folder / "last.pth"),
-                "best_checkpoint": str(best) if best.exists() else None, "folder": str(self.folder), "run_id": self.run_id}
+                "best_checkpoint": str(best) if best.exists() else None, "folder": str(self.folder),
+                "run_id": self.run_id}
 
 
 def train(config: TrainConfig, hooks: Sequence[Hook] = ()) -> dict:

@@ -39,7 +39,8 @@ def validation_loss(model: nn.Module, dataset: Dataset, criterion: nn.Module, co
         images = batch.images.to(device).contiguous(memory_format=memory_format)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             confidences, locations = model(images)
-        reg, cls = criterion(confidences.float(), locations.float(), batch.gt_boxes.to(device), batch.gt_labels.to(device))
+        reg, cls = criterion(confidences.float(), locations.float(), batch.gt_boxes.to(device),
+                             batch.gt_labels.to(device))
         sums += torch.stack([reg + cls, reg, cls]).double().cpu()
         count += 1
     if count == 0:

@@ -100,13 +100,15 @@ def coco_gt_from_annotations(
         boxes = np.asarray(_plain(ann["boxes"]), dtype=np.float64).reshape(-1, 4)
         labels = np.asarray(_plain(ann["labels"]), dtype=np.int64).reshape(-1)
         difficult = ann.get("difficult")
-        difficult = np.zeros(len(labels), bool) if difficult is None else np.asarray(_plain(difficult), bool).reshape(-1)
+        difficult = (np.zeros(len(labels), bool) if difficult is None
+                     else np.asarray(_plain(difficult), bool).reshape(-1))
         iscrowd = ann.get("iscrowd")
         iscrowd = difficult if iscrowd is None else (np.asarray(_plain(iscrowd), bool).reshape(-1) | difficult)
         area = ann.get("area")
         wh = boxes[:, 2:] - boxes[:, :2]
         area = wh[:, 0] * wh[:, 1] if area is None else np.asarray(_plain(area), np.float64).reshape(-1)
-        for box, w_h, label, crowd, a in zip(boxes.tolist(), wh.tolist(), labels.tolist(), iscrowd.tolist(), area.tolist()):
+        for box, w_h, label, crowd, a in zip(boxes.tolist(), wh.tolist(), labels.tolist(), iscrowd.tolist(),
+                                             area.tolist()):
             seen_labels.add(label)
             anns.append(
                 {

@@ -124,7 +124,8 @@ def _pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     iw = np.maximum(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1.0, 0.0)
     ih = np.maximum(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1.0, 0.0)
     inter = iw * ih
-    union = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0) + (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0) - inter
+    union = ((a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
+             + (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0) - inter)
     return inter / union
 
 
@@ -229,7 +230,8 @@ def evaluate_voc(
     for name, labels in (("detection", d_labels), ("annotation", g_labels)):
         bad = (labels < 0) | (labels >= num_classes)
         if bad.any():
-            raise ValueError(f"{name} label {int(labels[bad][0])} is outside 0..{num_classes - 1} ({num_classes} class names)")
+            raise ValueError(f"{name} label {int(labels[bad][0])} is outside 0..{num_classes - 1} "
+                             f"({num_classes} class names)")
 
     ovmax, jmax = match_detections(d_boxes, d_img * num_classes + d_labels, g_boxes, g_img * num_classes + g_labels)
 

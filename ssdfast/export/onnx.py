@@ -77,8 +77,9 @@ class ExportModule(nn.Module):
         # x01 = (x + 1) / 2 and the model wants (x01 - mean) / std = x * (0.5 / std) + (0.5 - mean) / std.
         scale = 0.5 / std
         shift = (0.5 - mean) / std
-        self.fold_normalization = not (torch.allclose(scale, torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-7)
-                                       and torch.allclose(shift, torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-7))
+        self.fold_normalization = not (
+            torch.allclose(scale, torch.ones(3, dtype=torch.float64), rtol=0, atol=1e-7)
+            and torch.allclose(shift, torch.zeros(3, dtype=torch.float64), rtol=0, atol=1e-7))
         self.register_buffer("input_scale", scale.float().view(1, 3, 1, 1))
         self.register_buffer("input_shift", shift.float().view(1, 3, 1, 1))
         priors = model.priors.detach().float()

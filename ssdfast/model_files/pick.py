@@ -100,7 +100,8 @@ def _same_run(best: dict[str, Any], last: dict[str, Any]) -> tuple[bool, str]:
     if best_id and last_id:
         if best_id == last_id:
             return True, f"best.pth is the best model of the run last.pth ends (run {last_id}{_best_map(best)})"
-        return False, f"best.pth is from another run (run {best_id}) than last.pth (run {last_id}): the latest run's model"
+        return False, (f"best.pth is from another run (run {best_id}) than last.pth (run {last_id}): "
+                       "the latest run's model")
     best_history, last_history = _history(best), _history(last)
     best_step, last_step = best.get("step"), last.get("step")
     steps_ok = isinstance(best_step, int) and isinstance(last_step, int) and best_step <= last_step
@@ -118,7 +119,8 @@ def _ssdfast_choice(folder: Path, flag: str | None) -> tuple[ModelChoice, float]
         return None
     newest = max(_mtime(p) for p in (best, last) if p.is_file())
     if not have_best:
-        return ModelChoice(last, "ssdfast", "last.pth, the end of the latest run (no best.pth: no validation result yet)"), newest
+        return ModelChoice(last, "ssdfast",
+                           "last.pth, the end of the latest run (no best.pth: no validation result yet)"), newest
     if not have_last:
         return ModelChoice(best, "ssdfast", "best.pth (no last.pth beside it)"), newest
     try:

@@ -177,7 +177,8 @@ def _fuse_activations(module: nn.Module, *, keep: Iterable[tuple[int, int]] = ()
             if type(conv) is not _OneDNNConv2d or conv.post_op != "none":
                 continue
             j = i + 1
-            while j < len(names) and (id(container), j) not in keep and isinstance(container._modules[names[j]], nn.Identity):
+            while (j < len(names) and (id(container), j) not in keep
+                    and isinstance(container._modules[names[j]], nn.Identity)):
                 j += 1
             if j >= len(names) or (id(container), j) in keep:
                 continue

@@ -241,14 +241,15 @@ _FIRST_LEVEL_ANCHORS = {"vgg16-ssd": VGG_SSD300_SPEC.anchors_per_location[0],
 def num_classes_of(name: str, sd: Mapping[str, Tensor]) -> int:
     """The class count of the file's heads: the first classification head's outputs / anchors."""
     anchors = _FIRST_LEVEL_ANCHORS.get(name, MOBILENET_SSD300_SPEC.anchors_per_location[0])
-    keys = sorted((k for k, v in sd.items() if re.match(r"classification_headers\.0\.(.+\.)?weight$", k) and v.dim() == 4),
-                  key=_natural)
+    keys = sorted((k for k, v in sd.items()
+                   if re.match(r"classification_headers\.0\.(.+\.)?weight$", k) and v.dim() == 4), key=_natural)
     if not keys:
         raise ValueError(f"the file has no classification head of {name} (is it a {name} model?)")
     channels = int(sd[keys[-1]].shape[0])
     if channels % anchors == 0 and channels // anchors >= 2:
         return channels // anchors
-    raise ValueError(f"{keys[-1]} has {channels} outputs, not a multiple of the {anchors} priors per location of {name}")
+    raise ValueError(f"{keys[-1]} has {channels} outputs, not a multiple of the {anchors} priors per location "
+                     f"of {name}")
 
 
 def _model_options(model: SSD) -> dict[str, Any]:
@@ -298,4 +299,5 @@ def base_net_hint(model: SSD, base_sd: Mapping[str, Tensor]) -> str:
     found = _find_width(name, {f"base_net.{k}": v for k, v in base_sd.items()})
     if found is None or not _differs(name, found, model):
         return ""
-    return f"(the file is the base net of {describe_network(name, found)}: build the model as {_build_with(name, found)})"
+    return (f"(the file is the base net of {describe_network(name, found)}: "
+            f"build the model as {_build_with(name, found)})")

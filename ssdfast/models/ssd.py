@@ -427,7 +427,8 @@ def assemble_ssd(
     anchors = prior_spec.anchors_per_location
     last = len(maps) - 1
     channels = [c for c, _ in maps]
-    cls_heads = nn.ModuleList(make_head(c, a * num_classes, i == last) for i, (c, a) in enumerate(zip(channels, anchors)))
+    cls_heads = nn.ModuleList(make_head(c, a * num_classes, i == last)
+                              for i, (c, a) in enumerate(zip(channels, anchors)))
     reg_heads = nn.ModuleList(make_head(c, a * 4, i == last) for i, (c, a) in enumerate(zip(channels, anchors)))
     for part in (extras, cls_heads, reg_heads):
         init_xavier(part)

@@ -99,7 +99,8 @@ def make_mining_nan_case() -> tuple[Tensor, Tensor, int]:
     return loss, torch.tensor([[0, 0, 0, 1, -1, 0]]), 3
 
 
-def make_nms_inputs(n: int, classes: int, g: torch.Generator, adversarial: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+def make_nms_inputs(n: int, classes: int, g: torch.Generator,
+                    adversarial: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     boxes = make_boxes(n, g=g, max_size=0.3)
     scores = torch.rand(n, generator=g)
     idxs = torch.randint(0, classes, (n,), generator=g)
@@ -112,7 +113,8 @@ def make_nms_inputs(n: int, classes: int, g: torch.Generator, adversarial: bool 
     return boxes, scores, idxs
 
 
-def make_post_inputs(batch: int, priors: int, classes: int, g: torch.Generator, peaked: bool = True, sharp: float = 3.0):
+def make_post_inputs(batch: int, priors: int, classes: int, g: torch.Generator, peaked: bool = True,
+                     sharp: float = 3.0):
     loc = torch.randn(batch, priors, 4, generator=g) * 0.3
     logits = torch.randn(batch, priors, classes, generator=g) * sharp
     if peaked:  # like a trained model: most priors confidently background
@@ -157,7 +159,8 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     add("box_iou", "empty: 0 x 5", lambda: (torch.zeros(0, 4), make_boxes(5, g=make_generator(2))))
     add("box_iou", f"{P} priors x 200 boxes", lambda: (_xyxy(big), make_boxes(200, g=make_generator(3))), large=True)
     if gpu:  # more than 65535 * 8 rows: the kernel's grid-stride loop
-        add("box_iou", "600000 x 5 (grid-stride rows)", lambda: (make_boxes(600_000, g=make_generator(4)), make_boxes(5, g=make_generator(5))), large=True)
+        add("box_iou", "600000 x 5 (grid-stride rows)",
+            lambda: (make_boxes(600_000, g=make_generator(4)), make_boxes(5, g=make_generator(5))), large=True)
 
     # encode / decode: close (exp/log)
     def enc(batch, priors, seed):
@@ -209,19 +212,24 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     for op, extra in (("match_priors", ()), ("ssd_targets", (V,))):
         add(op, "ties, duplicates, degenerate and padded gts", lambda extra=extra: match_adversarial() + extra)
         add(op, "no gts (G = 0)", lambda extra=extra: empty_gt() + extra)
-        add(op, f"B={batch}, P={P}, G<=30 padded", lambda extra=extra: match_random(batch, 30, 10)() + extra, large=True)
+        add(op, f"B={batch}, P={P}, G<=30 padded",
+            lambda extra=extra: match_random(batch, 30, 10)() + extra, large=True)
 
     # hard_negative_mask: exact
     add("hard_negative_mask", "NaN at prior 0, -inf, ignored prior, k = num_neg - 1", make_mining_nan_case)
-    add("hard_negative_mask", "B=5, P=1000: NaN, +-inf, ties, -0", lambda: make_mining(5, 1000, make_generator(11), True) + (3,))
-    add("hard_negative_mask", "ratio 2^40 (k = num_neg)", lambda: make_mining(5, 1000, make_generator(12), True) + (2**40,))
+    add("hard_negative_mask", "B=5, P=1000: NaN, +-inf, ties, -0",
+        lambda: make_mining(5, 1000, make_generator(11), True) + (3,))
+    add("hard_negative_mask", "ratio 2^40 (k = num_neg)",
+        lambda: make_mining(5, 1000, make_generator(12), True) + (2**40,))
     add("hard_negative_mask", "empty: B=0", lambda: (torch.zeros(0, 5), torch.zeros(0, 5, dtype=torch.long), 3))
-    add("hard_negative_mask", f"B={batch}, P={P}", lambda: make_mining(batch, P, make_generator(13), False) + (3,), large=True)
+    add("hard_negative_mask", f"B={batch}, P={P}",
+        lambda: make_mining(batch, P, make_generator(13), False) + (3,), large=True)
 
     # batched_nms: exact keep lists (order included)
     def nms_hand():
         boxes = torch.tensor(
-            [[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.3, 0.3, 0.3, 0.3], [0.6, 0.6, 0.9, 0.9], [0.6, 0.6, 0.9, 0.9]]
+            [[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5],
+             [0.3, 0.3, 0.3, 0.3], [0.6, 0.6, 0.9, 0.9], [0.6, 0.6, 0.9, 0.9]]
         )
         return boxes, torch.tensor([0.5, 0.5, 0.5, 0.9, 0.5, 0.7]), torch.tensor([0, 0, 1, 0, 0, 0]), 0.5
 
@@ -231,14 +239,18 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
 
     add("batched_nms", "hand case: ties, duplicates, degenerate box", nms_hand)
     add("batched_nms", "empty: N=0", lambda: (torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5))
-    add("batched_nms", "N=700, NaN and tied scores, negative idxs", lambda: make_nms_inputs(700, 10, make_generator(16), True) + (0.5,))
+    add("batched_nms", "N=700, NaN and tied scores, negative idxs",
+        lambda: make_nms_inputs(700, 10, make_generator(16), True) + (0.5,))
     add("batched_nms", "N=3000, 81 classes", lambda: make_nms_inputs(3000, 81, make_generator(17)) + (0.5,), large=True)
     add("batched_nms", "N=2000, idxs 2^32 apart", nms_collide, large=True)
     add("batched_nms", "N=3000, 1 class", lambda: make_nms_inputs(3000, 1, make_generator(18)) + (0.5,), large=True)
-    add("batched_nms", "N=2000, 300 classes", lambda: make_nms_inputs(2000, 300, make_generator(19)) + (0.5,), large=True)
+    add("batched_nms", "N=2000, 300 classes",
+        lambda: make_nms_inputs(2000, 300, make_generator(19)) + (0.5,), large=True)
     if gpu:
-        add("batched_nms", "N=100000, 80 classes", lambda: make_nms_inputs(100_000, 80, make_generator(20)) + (0.5,), large=True)
-        add("batched_nms", "N=20000, 1 class", lambda: make_nms_inputs(20_000, 1, make_generator(21)) + (0.5,), large=True)
+        add("batched_nms", "N=100000, 80 classes",
+            lambda: make_nms_inputs(100_000, 80, make_generator(20)) + (0.5,), large=True)
+        add("batched_nms", "N=20000, 1 class",
+            lambda: make_nms_inputs(20_000, 1, make_generator(21)) + (0.5,), large=True)
 
     # ssd_postprocess: num, labels, scores exact; boxes close
 

@@ -395,7 +395,8 @@ def ssd_postprocess(
     if not scores.is_floating_point():
         raise ValueError(f"scores should be a floating-point tensor, got {scores.dtype}")
     if tuple(scores.shape[:2]) != tuple(loc.shape[:2]):
-        raise ValueError(f"scores should have [B, P] = {tuple(loc.shape[:2])} to match loc, got {tuple(scores.shape[:2])}")
+        raise ValueError(f"scores should have [B, P] = {tuple(loc.shape[:2])} to match loc, "
+                         f"got {tuple(scores.shape[:2])}")
     if loc.shape[1] != priors.shape[0]:
         raise ValueError(f"loc should have P={priors.shape[0]} rows (one per prior), got {loc.shape[1]}")
     _check_same_device(loc=loc, scores=scores, priors=priors)

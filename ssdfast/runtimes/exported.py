@@ -23,7 +23,8 @@ from .. import ops
 from ..detector import Preprocessing
 from ..export.formats import JETSON_OUTPUTS
 
-__all__ = ["GraphInfo", "ExportedNetwork", "UNIT_VARIANCES", "unit_priors", "shape_of", "numpy_input", "onnx_graph_info"]
+__all__ = ["GraphInfo", "ExportedNetwork", "UNIT_VARIANCES", "unit_priors", "shape_of", "numpy_input",
+           "onnx_graph_info"]
 
 #: Variances of the unit priors: offsets are the boxes' (cx, cy, log w, log h) themselves.
 UNIT_VARIANCES = (1.0, 1.0)

@@ -60,7 +60,8 @@ class _Compiled:
             model = model.clone()
             model.reshape({0: [n, *self.image_shape]})
         compiled = self.core.compile_model(model, self.device, self.config)
-        entry = (compiled.create_infer_request(), compiled.output(JETSON_OUTPUTS[0]), compiled.output(JETSON_OUTPUTS[1]))
+        entry = (compiled.create_infer_request(), compiled.output(JETSON_OUTPUTS[0]),
+                 compiled.output(JETSON_OUTPUTS[1]))
         self.requests[key] = entry
         while len(self.requests) > _KEEP:
             self.requests.popitem(last=False)

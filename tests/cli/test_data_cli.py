@@ -19,7 +19,8 @@ def _truncate(path: Path, keep: float = 0.05) -> None:
 
 def test_synthetic_then_validate(tmp_path, capsys):
     out = tmp_path / "voc"
-    assert main(["synthetic", "--out", str(out), "--format", "voc", "--num-images", "10", "--image-size", "96", "--seed", "1"]) == 0
+    assert main(["synthetic", "--out", str(out), "--format", "voc", "--num-images", "10", "--image-size", "96",
+                 "--seed", "1"]) == 0
     assert len(list((out / "JPEGImages").glob("*.jpg"))) == 10
     assert main(["validate", str(out), "--no-progress"]) == 0
     assert "OK" in capsys.readouterr().out
@@ -35,10 +36,12 @@ def test_synthetic_then_validate(tmp_path, capsys):
     assert "2 problems" in lines[-1]
 
 
-@pytest.mark.parametrize("fmt, marker", [("coco", "annotations/instances_train2017.json"), ("open_images", "sub-train-annotations-bbox.csv")])
+@pytest.mark.parametrize("fmt, marker", [("coco", "annotations/instances_train2017.json"),
+                                         ("open_images", "sub-train-annotations-bbox.csv")])
 def test_other_formats_and_underscore_spellings(tmp_path, fmt, marker, capsys):
     out = tmp_path / fmt
-    argv = ["synthetic", "--out", str(out), "--format", fmt, "--num_images", "8", "--image_size", "64", "--num_classes", "3"]
+    argv = ["synthetic", "--out", str(out), "--format", fmt, "--num_images", "8", "--image_size", "64",
+            "--num_classes", "3"]
     assert main(argv) == 0
     assert (out / marker).is_file()
     assert main(["validate", str(out), "--dataset_type", fmt, "--no_progress"]) == 0
@@ -86,11 +89,13 @@ def test_coco_official_layout(tmp_path, capsys):
     out = tmp_path / "coco"
     assert main(["synthetic", "--out", str(out), "--format", "coco", "--num-images", "10", "--image-size", "64"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["annotations", "train2017", "val2017"]
-    assert sorted(p.name for p in (out / "annotations").iterdir()) == ["instances_train2017.json", "instances_val2017.json"]
+    assert sorted(p.name for p in (out / "annotations").iterdir()) == ["instances_train2017.json",
+                                                                       "instances_val2017.json"]
     capsys.readouterr()
     assert main(["validate", str(out / "val2017"), "--no-progress"]) == 0
     summary = capsys.readouterr().out.splitlines()[-1]
-    assert summary.startswith(f"{out / 'val2017'} (coco): checked 2 images, 1 annotation files") and summary.endswith("OK")
+    assert (summary.startswith(f"{out / 'val2017'} (coco): checked 2 images, 1 annotation files")
+            and summary.endswith("OK"))
     assert main(["validate", str(out), str(out / "train2017"), "--no-progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "checked 10 images, 2 annotation files" in lines[0] and "checked 8 images, 1 annotation files" in lines[1]

@@ -74,8 +74,8 @@ def _run(argv, capsys):
 def test_folder_and_globs_write_annotated_images(setup, tmp_path, capsys, no_video_library):
     out_dir = tmp_path / "annotated"
     pattern = os.path.join(setup["folder"], "00000[0-2].jpg")
-    code, records, err = _run([setup["ckpt"], setup["folder"], pattern, "--output", str(out_dir), "--threshold", THRESHOLD],
-                              capsys)
+    code, records, err = _run([setup["ckpt"], setup["folder"], pattern, "--output", str(out_dir),
+                               "--threshold", THRESHOLD], capsys)
     assert code == 0, err
     assert [r["file"] for r in records] == setup["images"]  # the glob's files were already in the folder
     for r in records:
@@ -91,13 +91,15 @@ def test_folder_and_globs_write_annotated_images(setup, tmp_path, capsys, no_vid
         annotated = out_dir / os.path.basename(r["file"])
         with Image.open(annotated) as im, Image.open(r["file"]) as orig:
             assert im.size == orig.size
-            assert np.abs(np.asarray(im, np.int16) - np.asarray(orig.convert("RGB"), np.int16)).max() > 100  # boxes drawn
+            assert np.abs(np.asarray(im, np.int16)
+                          - np.asarray(orig.convert("RGB"), np.int16)).max() > 100  # boxes drawn
     assert "images/s" in err and "warning" not in err
 
 
 def test_threshold_and_single_file_output(setup, tmp_path, capsys, no_video_library):
     target = tmp_path / "one.png"
-    code, records, err = _run([setup["ckpt"], setup["images"][0], "--output", str(target), "--threshold", "0.9"], capsys)
+    code, records, err = _run([setup["ckpt"], setup["images"][0], "--output", str(target),
+                               "--threshold", "0.9"], capsys)
     assert code == 0, err
     assert len(records) == 1 and records[0]["boxes"] == [] and records[0]["labels"] == []
     assert target.is_file()
@@ -109,8 +111,8 @@ def test_top_k_is_candidates_per_class_and_max_detections_the_total(setup, capsy
     assert code == 0, err
     per_class = Counter(records[0]["labels"])
     assert max(per_class.values()) > 1  # without a per-class cut a class has several boxes here
-    code, records, err = _run([setup["ckpt"], image, "--threshold", THRESHOLD, "--top-k", "1", "--max-detections", "100"],
-                              capsys)
+    code, records, err = _run([setup["ckpt"], image, "--threshold", THRESHOLD, "--top-k", "1",
+                               "--max-detections", "100"], capsys)
     assert code == 0 and "warning" not in err
     assert set(Counter(records[0]["labels"]).values()) == {1}  # one candidate per class
     code, records, err = _run([setup["ckpt"], image, "--threshold", THRESHOLD, "--candidates-per-class", "200",
@@ -123,7 +125,8 @@ def test_odd_and_truncated_images(setup, tmp_path, capsys, no_video_library):
 
     files = odd_images(tmp_path / "odd", photo_like(120, 160, seed=3))
     inputs = [str(path) for path, _ in files.values()]
-    code, records, err = _run([setup["ckpt"], *inputs, str(tmp_path / "odd" / "*.jpg"), "--threshold", THRESHOLD], capsys)
+    code, records, err = _run([setup["ckpt"], *inputs, str(tmp_path / "odd" / "*.jpg"),
+                               "--threshold", THRESHOLD], capsys)
     assert code == 1  # the image cut to 5% could not be read; the others were detected in
     by_file = {r["file"]: r for r in records}
     for kind, (path, (width, height)) in files.items():
@@ -239,7 +242,8 @@ def test_pytorch_ssd_model_file(setup, capsys):
     assert code == 0, err
     bare, labels = setup["bare"], setup["labels"]
     for argv in (
-        [bare, image, "--net", "mb2-ssd-lite", "--mb2-width-mult", "0.25", "--resolution", str(SIZE)],  # labels.txt beside
+        [bare, image, "--net", "mb2-ssd-lite", "--mb2-width-mult", "0.25",
+         "--resolution", str(SIZE)],  # labels.txt beside
         ["mb2-ssd-lite", bare, labels, image, "--width-mult", "0.25", "--resolution", str(SIZE)],
         ["--model", bare, "--labels", labels, image, "--net", "mb2_ssd_lite", "--mb2_width_mult", "0.25",
          "--resolution", str(SIZE)],
@@ -255,7 +259,8 @@ def test_pytorch_ssd_model_file(setup, capsys):
     odd = setup["root"] / "odd.pth"
     torch.save({"backbone.weight": torch.zeros(3, 3)}, odd)  # a state dict of no pytorch-ssd network
     code, records, err = _run([str(odd), image], capsys)
-    assert code == 2 and err.startswith(f"error: MODEL {odd}: ") and "--net" in err and len(err.strip().splitlines()) == 1
+    assert (code == 2 and err.startswith(f"error: MODEL {odd}: ") and "--net" in err
+            and len(err.strip().splitlines()) == 1)
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,8 @@ def test_onnx_nms_dynamic_batch_on_given_images(checkpoint, tmp_path, capsys):
 
 
 def test_check_failure_exits_1(checkpoint, tmp_path, capsys):
-    rc = main([str(checkpoint), "-o", str(tmp_path / "m.onnx"), "--check", "--check-count", "1", "--tolerance", "1e-12"])
+    rc = main([str(checkpoint), "-o", str(tmp_path / "m.onnx"), "--check", "--check-count", "1",
+               "--tolerance", "1e-12"])
     assert rc == 1
     assert "FAIL" in capsys.readouterr().err
 
@@ -213,7 +214,8 @@ def test_pytorch_ssd_folder_as_onnx_export(mb1_ssd, tmp_path, capsys):
     with torch.no_grad():
         confidences, locations = mb1_ssd((torch.from_numpy(pixels) - 127.0) / 128.0)
     np.testing.assert_allclose(scores, confidences.softmax(-1).numpy(), rtol=0, atol=1e-4)
-    np.testing.assert_allclose(boxes, ops.decode_boxes(locations, mb1_ssd.priors, (0.1, 0.2)).numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(boxes, ops.decode_boxes(locations, mb1_ssd.priors, (0.1, 0.2)).numpy(),
+                               rtol=0, atol=1e-4)
     assert np.allclose(scores.sum(-1), 1, atol=1e-5) and (boxes[..., 2:] >= boxes[..., :2]).all()
 
 
@@ -227,7 +229,8 @@ def test_pytorch_ssd_file_with_its_flags(tmp_path, capsys):
     names.write_text("cat\ndog\n")  # dusty-nv's dataset labels: no BACKGROUND
     out_file = tmp_path / "out" / "model.onnx"
     rc = main(["--input", str(weights), "--net", "mb2-ssd-lite", "--mb2-width-mult", "0.25", "--resolution", "128",
-               "--labels", str(names), "--output", str(out_file), "--format", "onnx-nms", "--check", "--check-count", "2"])
+               "--labels", str(names), "--output", str(out_file), "--format", "onnx-nms",
+               "--check", "--check-count", "2"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "pytorch-ssd model" in out and "passed on 2 image(s)" in out
@@ -263,8 +266,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("module,flags,message", [
-    ("onnxruntime", ["--check"], "error: --check needs the onnxruntime package, which is not installed: pip install onnxruntime"),
-    ("onnxslim", [], "error: ONNX export (it simplifies the traced graph) needs the onnxslim package, which is not installed"),
+    ("onnxruntime", ["--check"],
+     "error: --check needs the onnxruntime package, which is not installed: pip install onnxruntime"),
+    ("onnxslim", [],
+     "error: ONNX export (it simplifies the traced graph) needs the onnxslim package, which is not installed"),
     ("onnx", [], "error: ONNX export needs the onnx package, which is not installed: pip install onnx"),
 ])
 def test_a_missing_package_is_one_line(checkpoint, tmp_path, module, flags, message):

@@ -45,7 +45,8 @@ def test_tutorial_commands(tmp_path, monkeypatch, capsys):
 
     assert train_main(["--dataset-type=voc", "--data=data/fruit", "--model-dir=models/fruit", *SMALL]) == 0
     log = (tmp_path / "models/fruit/train.log").read_text()
-    assert "Training mb1-ssd" in log and "Weights: --pretrained-ssd models/mobilenet-v1-ssd-mp-0_675.pth (jetson-inference default)" in log
+    assert ("Training mb1-ssd" in log
+            and "Weights: --pretrained-ssd models/mobilenet-v1-ssd-mp-0_675.pth (jetson-inference default)" in log)
     assert "Validation: the training data's test split" in log
     capsys.readouterr()
     assert export_main(["--model-dir=models/fruit"]) == 0

@@ -75,7 +75,8 @@ def test_detect_runs_the_exported_file(trained, shipped, capsys):
 
 def test_export_check_data_prints_both_maps(trained, tmp_path, capsys, monkeypatch):
     output = tmp_path / "m.onnx"
-    argv = [str(trained["checkpoint"]), "-o", str(output), "--check", "--check-count", "1", "--data", str(trained["data"])]
+    argv = [str(trained["checkpoint"]), "-o", str(output), "--check", "--check-count", "1",
+            "--data", str(trained["data"])]
     assert export(argv) == 0
     out = capsys.readouterr().out
     lines = {line.split(":")[0].strip(): line for line in out.splitlines()}

@@ -46,16 +46,20 @@ def test_pytorch_ssd_flags_in_both_spellings():
     assert (args.t_max, args.lr, args.base_net_lr, args.extra_layers_lr) == (100.0, 0.01, 0.001, 0.005)
     assert (args.num_epochs, args.batch_size, args.num_workers, args.checkpoint_folder) == (7, 8, 1, "out")
     assert args.use_cuda is False and args.freeze_base_net and args.balance_data and args.milestones == "3,5"
-    dashed = parse_args(["--dataset-type", "coco", "--validation-dataset", "C", "--t-max", "100", "--base-net-lr", "0.001"])
-    assert (dashed.dataset_type, dashed.validation_dataset, dashed.t_max, dashed.base_net_lr) == ("coco", "C", 100.0, 0.001)
+    dashed = parse_args(["--dataset-type", "coco", "--validation-dataset", "C", "--t-max", "100",
+                         "--base-net-lr", "0.001"])
+    assert (dashed.dataset_type, dashed.validation_dataset, dashed.t_max,
+            dashed.base_net_lr) == ("coco", "C", 100.0, 0.001)
 
 
 def test_aliases_and_optional_amp_value():
     args = parse_args(["--epochs", "3", "--workers", "0", "--model-dir", "m", "--amp"])
     assert (args.num_epochs, args.num_workers, args.checkpoint_folder, args.amp) == (3, 0, "m", "auto")
     assert parse_args(["--amp", "fp16"]).amp == "fp16" and parse_args([]).amp is None
-    args = parse_args(["--iterations", "500", "--warmup", "50", "--grad-clip", "5", "--compile", "--channels-last", "--seed", "4"])
-    assert (args.iterations, args.warmup, args.grad_clip, args.compile, args.channels_last, args.seed) == (500, 50, 5.0, True, True, 4)
+    args = parse_args(["--iterations", "500", "--warmup", "50", "--grad-clip", "5", "--compile",
+                       "--channels-last", "--seed", "4"])
+    assert (args.iterations, args.warmup, args.grad_clip, args.compile, args.channels_last,
+            args.seed) == (500, 50, 5.0, True, True, 4)
     # channels-last is the default (the fast layout); "false" turns it off
     assert parse_args([]).channels_last is None  # measured before training (ssdfast.engine.memory_format)
     assert parse_args(["--channels-last", "false"]).channels_last is False
@@ -162,14 +166,16 @@ def test_resume_from_another_network(data, tmp_path, capsys):
     rc = main(["--datasets", str(data / "voc"), "--model-dir", str(tmp_path / "second"), *TINY,
                "--net", "mb3-small-ssd-lite", "--resume", str(first / "last.pth")])
     assert rc == 2
-    assert f"--resume {first / 'last.pth'}: a mb2-ssd-lite checkpoint but --net is mb3-small-ssd-lite" in _one_line_error(capsys)
+    assert (f"--resume {first / 'last.pth'}: a mb2-ssd-lite checkpoint but --net is mb3-small-ssd-lite"
+            in _one_line_error(capsys))
 
 
 def test_resume_alone_continues_the_run(data, tmp_path, capsys):
     folder = tmp_path / "run"
     assert main(["--datasets", str(data / "voc"), "--model-dir", str(folder), "--scheduler", "cosine", *TINY]) == 0
     # only --resume and a longer run: dataset, network, schedule, folder come from the checkpoint
-    assert main(["--resume", str(folder / "last.pth"), "--num-epochs", "2", "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert main(["--resume", str(folder / "last.pth"), "--num-epochs", "2",
+                 "--device", "cpu"]) == 0, capsys.readouterr().err
     state = torch.load(folder / "last.pth", weights_only=True)["train_state"]
     assert (state["epoch"], state["step"]) == (2, 4) and state["args"]["scheduler"] == "cosine"
     assert "Resumed from" in (folder / "train.log").read_text()

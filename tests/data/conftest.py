@@ -26,18 +26,21 @@ def truncate_file(path: Path, keep: float = 0.05) -> None:
 
 @pytest.fixture(scope="session")
 def voc_root(tmp_path_factory) -> Path:
-    return Path(synthetic.generate(tmp_path_factory.mktemp("voc") / "shapes", "voc", num_images=12, image_size=112, seed=1, workers=1))
+    return Path(synthetic.generate(tmp_path_factory.mktemp("voc") / "shapes", "voc",
+                                   num_images=12, image_size=112, seed=1, workers=1))
 
 
 @pytest.fixture(scope="session")
 def coco_root(tmp_path_factory) -> Path:
     # 40 tiny images so that the empty-image and crowd cases both occur (seed chosen for that)
-    return Path(synthetic.generate(tmp_path_factory.mktemp("coco") / "shapes", "coco", num_images=40, image_size=96, seed=0, workers=1))
+    return Path(synthetic.generate(tmp_path_factory.mktemp("coco") / "shapes", "coco",
+                                   num_images=40, image_size=96, seed=0, workers=1))
 
 
 @pytest.fixture(scope="session")
 def oi_root(tmp_path_factory) -> Path:
-    return Path(synthetic.generate(tmp_path_factory.mktemp("oi") / "shapes", "open_images", num_images=16, image_size=96, seed=2, workers=1))
+    return Path(synthetic.generate(tmp_path_factory.mktemp("oi") / "shapes", "open_images",
+                                   num_images=16, image_size=96, seed=2, workers=1))
 
 
 @pytest.fixture(autouse=True)

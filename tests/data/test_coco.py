@@ -61,7 +61,8 @@ def test_crowd_and_empty_images_in_training_and_evaluation(coco_root):
     assert len(val) == len(val_doc["images"])
     flagged = sum(int(val.get_annotation(i)["difficult"].sum()) for i in range(len(val)))
     assert flagged == sum(a["iscrowd"] for a in val_doc["annotations"])
-    assert val.coco is not None and sorted(val.coco.getImgIds()) == sorted(val.get_annotation(i)["image_id"] for i in range(len(val)))
+    assert (val.coco is not None
+            and sorted(val.coco.getImgIds()) == sorted(val.get_annotation(i)["image_id"] for i in range(len(val))))
     # crowd boxes are not training targets even in the eval split (unless keep_difficult)
     for i in range(len(val)):
         ann = val.get_annotation(i)
@@ -74,7 +75,8 @@ def test_images_split_layout(tmp_path, coco_root):
     (root / "images").mkdir()
     for split in ("train", "val"):
         shutil.copytree(coco_root / f"{split}2017", root / "images" / split)
-        shutil.copy(coco_root / "annotations" / f"instances_{split}2017.json", root / "annotations" / f"instances_{split}.json")
+        shutil.copy(coco_root / "annotations" / f"instances_{split}2017.json",
+                    root / "annotations" / f"instances_{split}.json")
     ds = build_dataset("coco", [str(root)], split="val")
     assert len(ds) == len(COCODataset(coco_root, "val"))
     image, target = ds[0]
@@ -113,7 +115,8 @@ def test_official_layout_given_by_image_folder(tmp_path, coco_root):
         by_root = build_dataset("coco", [str(coco_root)], split=split)
         assert by_folder.annotation_files == [str(coco_root / "annotations" / f"instances_{folder}.json")]
         assert len(by_folder) == len(by_root) > 0
-        assert [by_folder.image_path(i) for i in range(len(by_folder))] == [by_root.image_path(i) for i in range(len(by_root))]
+        assert ([by_folder.image_path(i) for i in range(len(by_folder))]
+                == [by_root.image_path(i) for i in range(len(by_root))])
         assert by_folder.category_ids == by_root.category_ids and by_folder.notes == []
         assert detect_layout(str(coco_root / folder)) == "coco"
     # the folder decides, not the split; the synthetic type finds the layout too
@@ -124,6 +127,7 @@ def test_official_layout_given_by_image_folder(tmp_path, coco_root):
     (root / "images").mkdir(parents=True)
     shutil.copytree(coco_root / "annotations", root / "annotations")
     shutil.copytree(coco_root / "val2017", root / "images" / "val2017")
-    assert len(build_dataset("coco", [str(root / "images" / "val2017")], split="val")) == len(COCODataset(coco_root, "val"))
+    assert (len(build_dataset("coco", [str(root / "images" / "val2017")], split="val"))
+            == len(COCODataset(coco_root, "val")))
     with pytest.raises(DataError, match=r"nothing: no COCO annotation file .*instances_nothing.json"):
         build_dataset("coco", [str(root / "images" / "nothing")], split="val")

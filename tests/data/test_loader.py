@@ -76,7 +76,8 @@ def test_corrupt_image_skipped_with_count(corrupt_voc, caplog):
         assert isinstance(sample, SkippedSample) and sample.path == bad
     assert bad in caplog.text and ds.stats["unreadable_images"] == 1
     seen = skipped = 0
-    for images, _boxes, _labels, indices, n_skipped, notes in make_loader(ds, batch_size=3, shuffle=False, num_workers=2):
+    for images, _boxes, _labels, indices, n_skipped, notes in make_loader(ds, batch_size=3,
+                                                                          shuffle=False, num_workers=2):
         seen += images.shape[0]
         skipped += n_skipped
         assert 2 not in indices

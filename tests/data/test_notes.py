@@ -26,7 +26,8 @@ def test_voc_notes_count_and_name_the_files(tmp_path, voc_root):
     ids = (root / "ImageSets/Main/trainval.txt").read_text().split()
     xmls = [root / "Annotations" / f"{i}.xml" for i in ids]
     for k, xml in enumerate(xmls[:5]):  # 5 files with a box sticking out
-        text = xml.read_text().replace("</annotation>", OBJ.format(name="circle", x1=5, y1=5, x2=500, y2=20) + "</annotation>")
+        text = xml.read_text().replace("</annotation>", OBJ.format(name="circle", x1=5, y1=5, x2=500, y2=20)
+                                       + "</annotation>")
         if k < 2:  # 2 of them also with a zero-area box and 2 boxes of unknown classes
             text = text.replace("</annotation>", OBJ.format(name="circle", x1=30, y1=5, x2=29, y2=20)
                                 + OBJ.format(name="hexagon", x1=1, y1=1, x2=9, y2=9)

@@ -26,7 +26,8 @@ def test_voc_layout(voc_root):
     ids = (voc_root / "ImageSets/Main/trainval.txt").read_text().split()
     test_ids = (voc_root / "ImageSets/Main/test.txt").read_text().split()
     assert len(ids) + len(test_ids) == 12 and not set(ids) & set(test_ids)
-    assert (voc_root / "labels.txt").read_text().split() == ["BACKGROUND", "circle", "square", "triangle", "cross", "ring"]
+    assert (voc_root / "labels.txt").read_text().split() == ["BACKGROUND", "circle", "square", "triangle",
+                                                             "cross", "ring"]
     for image_id in ids + test_ids:
         root = ET.parse(voc_root / "Annotations" / f"{image_id}.xml").getroot()
         w, h = int(root.findtext("size/width")), int(root.findtext("size/height"))

@@ -110,7 +110,8 @@ def test_class_names_from_label_file_or_voc_or_discovered(tmp_path, voc_root):
     # names that all are VOC classes: the 20 VOC classes
     for xml in (root / "Annotations").glob("*.xml"):
         text = xml.read_text()
-        for shape, voc in (("circle", "dog"), ("square", "cat"), ("triangle", "car"), ("cross", "bus"), ("ring", "person")):
+        for shape, voc in (("circle", "dog"), ("square", "cat"), ("triangle", "car"),
+                           ("cross", "bus"), ("ring", "person")):
             text = text.replace(f"<name>{shape}</name>", f"<name>{voc}</name>")
         xml.write_text(text)
     ds = VOCDataset(root, "train")

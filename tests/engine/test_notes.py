@@ -24,7 +24,8 @@ def test_skipped_and_truncated_images_reach_log_and_metrics_once(broken_voc, tmp
     warned = [r for r in records if r["kind"] == "warning"]
     assert len([r for r in warned if unreadable in r["message"]]) == 1
     assert len([r for r in warned if truncated in r["message"] and "truncated" in r["message"]]) == 1
-    assert all(r["source"] in ("data", "log") and isinstance(r["step"], int) for r in warned if "JPEGImages" in r["message"])
+    assert all(r["source"] in ("data", "log") and isinstance(r["step"], int)
+               for r in warned if "JPEGImages" in r["message"])
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [(r["skipped_images"], r["images_with_warnings"]) for r in epochs] == [(1, 1), (1, 1)]
     assert log.count("1 unreadable images skipped, 1 used with a warning") == 2  # the per-epoch counts
@@ -55,9 +56,11 @@ def test_python_warnings_reach_the_log(voc_data, tmp_path, tiny_config):
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_strict_stops_at_a_truncated_image_with_one_line_naming_it(voc_data, broken_voc, tmp_path, tiny_config, workers):
+def test_strict_stops_at_a_truncated_image_with_one_line_naming_it(voc_data, broken_voc, tmp_path, tiny_config,
+                                                                   workers):
     root = broken_voc["root"]
-    shutil.copy(voc_data / "JPEGImages" / broken_voc["unreadable"].name, broken_voc["unreadable"])  # only the truncated one left
+    shutil.copy(voc_data / "JPEGImages" / broken_voc["unreadable"].name,
+                broken_voc["unreadable"])  # only the truncated one left
     with pytest.raises(DataError) as info:
         Trainer(tiny_config(root, tmp_path / "run", strict=True, num_workers=workers, validation_dataset="none")).fit()
     message = str(info.value)
@@ -65,7 +68,8 @@ def test_strict_stops_at_a_truncated_image_with_one_line_naming_it(voc_data, bro
 
 
 def test_strict_stops_at_an_unreadable_image(broken_voc, tmp_path, tiny_config, voc_data):
-    shutil.copy(voc_data / "JPEGImages" / broken_voc["truncated"].name, broken_voc["truncated"])  # only the unreadable one
+    shutil.copy(voc_data / "JPEGImages" / broken_voc["truncated"].name,
+                broken_voc["truncated"])  # only the unreadable one
     with pytest.raises(DataError) as info:
         Trainer(tiny_config(broken_voc["root"], tmp_path / "run", strict=True, validation_dataset="none")).fit()
     assert str(broken_voc["unreadable"]) in str(info.value) and "\n" not in str(info.value)

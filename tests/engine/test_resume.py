@@ -19,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def resume_config(tiny_config):
     """The tiny settings over 2 epochs of 3 steps; augmentation on, momentum on, cosine schedule with warmup."""
-    return lambda data, folder, **overrides: tiny_config(data, folder, **{"num_epochs": 2, "warmup": 2, "seed": 3, **overrides})
+    return lambda data, folder, **overrides: tiny_config(data, folder,
+                                                         **{"num_epochs": 2, "warmup": 2, "seed": 3, **overrides})
 
 
 class _Kill(Hook):
@@ -80,10 +81,12 @@ def test_resume_mid_epoch_with_workers(voc_data, straight, tmp_path, resume_conf
     """
     folder = tmp_path / "b"
     with pytest.raises(KeyboardInterrupt):
-        Trainer(resume_config(voc_data, folder, checkpoint_every_steps=2, num_workers=1), hooks=[_Kill(at_step=5)]).fit()
+        Trainer(resume_config(voc_data, folder, checkpoint_every_steps=2, num_workers=1),
+                hooks=[_Kill(at_step=5)]).fit()
     state = torch.load(folder / "last.pth", weights_only=True)["train_state"]
     assert (state["epoch"], state["epoch_step"], state["step"]) == (1, 1, 4)
-    resumed = Trainer(resume_config(voc_data, folder, checkpoint_every_steps=2, num_workers=1, resume=str(folder / "last.pth")))
+    resumed = Trainer(resume_config(voc_data, folder, checkpoint_every_steps=2, num_workers=1,
+                                    resume=str(folder / "last.pth")))
     resumed.fit()
     _assert_same_run(straight, resumed, folder)
 
@@ -92,7 +95,8 @@ def test_resume_refuses_another_network(voc_data, tmp_path, resume_config):
     folder = tmp_path / "a"
     Trainer(resume_config(voc_data, folder, num_epochs=1)).fit()
     last = folder / "last.pth"
-    with pytest.raises(ModelFileError, match=f"^--resume {last}: a mb2-ssd-lite checkpoint but --net is mb3-small-ssd-lite"):
+    with pytest.raises(ModelFileError,
+                       match=f"^--resume {last}: a mb2-ssd-lite checkpoint but --net is mb3-small-ssd-lite"):
         Trainer(resume_config(voc_data, tmp_path / "b", net="mb3-small-ssd-lite", resume=str(last)))
     with pytest.raises(ModelFileError, match="width_mult"):
         Trainer(resume_config(voc_data, tmp_path / "b", mb2_width_mult=0.5, resume=str(folder / "last.pth")))
@@ -116,7 +120,8 @@ def test_ctrl_c_stops_after_the_step_saves_and_says_how_to_resume(voc_data, stra
         Trainer(resume_config(voc_data, folder, num_workers=1), hooks=[_Signal(4, signum)]).fit()
     message = str(info.value)
     assert info.value.signal_number == signum and info.value.checkpoint == str(folder / "last.pth")
-    assert message.endswith(f"continue with: ssdfast-train --resume {folder / 'last.pth'} --device cpu") and "\n" not in message
+    assert (message.endswith(f"continue with: ssdfast-train --resume {folder / 'last.pth'} --device cpu")
+            and "\n" not in message)
     assert message in (folder / "train.log").read_text()
     state = torch.load(folder / "last.pth", weights_only=True)["train_state"]
     assert (state["epoch"], state["epoch_step"], state["step"]) == (1, 1, 4)  # nothing of the 4 steps lost

@@ -47,8 +47,9 @@ def test_a_new_run_moves_the_previous_runs_files_aside(voc_data, tmp_path, tiny_
     Trainer(_short(tiny_config, voc_data, folder, pretrained_ssd=str(pretrained))).fit()
     [previous] = list((folder / PREVIOUS_RUNS).iterdir())
     moved = sorted(p.name for p in previous.iterdir())
-    for name in ("last.pth", "labels.txt", "metrics.jsonl", "train.log", "curves.png", "mb2-ssd-lite-Epoch-1-Loss-8.8.pth",
-                 "ssd-mobilenet.onnx", "ssd-mobilenet.onnx.1.1.8201.GPU.FP16.engine"):
+    for name in ("last.pth", "labels.txt", "metrics.jsonl", "train.log", "curves.png",
+                 "mb2-ssd-lite-Epoch-1-Loss-8.8.pth", "ssd-mobilenet.onnx",
+                 "ssd-mobilenet.onnx.1.1.8201.GPU.FP16.engine"):
         assert name in moved, moved
     assert pretrained.exists() and (folder / "notes.txt").exists()
     assert torch.load(previous / "last.pth", weights_only=True)["train_state"]["run_id"] == first_id

@@ -14,11 +14,13 @@ def test_every_setting_declares_its_flag():
     for f in dataclasses.fields(TrainConfig):
         flag = flag_of_field(f)
         assert flag.help and flag.group in GROUPS, f.name
-        assert flag.kind in ("text", "int", "count", "float", "switch", "off_switch", "bool", "paths", "optional"), f.name
+        assert flag.kind in ("text", "int", "count", "float", "switch", "off_switch", "bool",
+                             "paths", "optional"), f.name
         for alias in flag.aliases:
             assert alias.startswith("--"), (f.name, alias)
     assert flag_of("batch_size") == "--batch-size" and flag_of("progress") == "--no-progress"
-    assert flag_of_field(next(f for f in dataclasses.fields(TrainConfig) if f.name == "num_workers")).aliases == ("--workers",)
+    assert (flag_of_field(next(f for f in dataclasses.fields(TrainConfig) if f.name == "num_workers")).aliases
+            == ("--workers",))
 
 
 def test_check_names_the_flag():
@@ -26,7 +28,8 @@ def test_check_names_the_flag():
         TrainConfig().check()
     for settings, flag in (({"batch_size": 0}, "--batch-size"), ({"log_level": "loud"}, "--log-level"),
                            ({"scheduler": "linear"}, "--scheduler"), ({"num_workers": -1}, "--num-workers"),
-                           ({"grad_clip": 0.0}, "--grad-clip"), ({"validation_dataset": "nowhere"}, "--validation-dataset")):
+                           ({"grad_clip": 0.0}, "--grad-clip"),
+                           ({"validation_dataset": "nowhere"}, "--validation-dataset")):
         with pytest.raises(SettingsError, match=f"^{flag}"):
             TrainConfig(datasets=["."], **settings).check()
     TrainConfig(datasets=["."], validation_dataset="none").check()  # 'none': no validation

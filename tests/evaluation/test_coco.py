@@ -181,7 +181,8 @@ def test_per_class_nan_without_gt():
     gt, annotations, detections = _random_gt_and_dets(6, num_images=4)
     for a in annotations:  # drop every "toothbrush"
         keep = a["labels"] != 4
-        a["boxes"], a["labels"], a["iscrowd"], a["difficult"] = a["boxes"][keep], a["labels"][keep], a["iscrowd"][keep], a["difficult"][keep]
+        a["boxes"], a["labels"] = a["boxes"][keep], a["labels"][keep]
+        a["iscrowd"], a["difficult"] = a["iscrowd"][keep], a["difficult"][keep]
     out = evaluate_coco(detections, _FakeDataset(annotations), CATEGORY_IDS, backend="pycocotools")
     assert math.isnan(out["per_class_AP"]["toothbrush"])
 

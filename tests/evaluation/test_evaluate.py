@@ -166,7 +166,8 @@ def test_unreadable_image_counts_as_missed(voc_copy, model, monkeypatch, caplog)
     def false_positive(index):  # one box of class 1 where nothing is, to make the AP non-trivial
         return torch.tensor([[1.0, 1.0, 9.0, 9.0]]), torch.tensor([1])
 
-    monkeypatch.setattr(ssdfast.detector.detector, "postprocess", _perfect_postprocess(dataset, readable, false_positive))
+    monkeypatch.setattr(ssdfast.detector.detector, "postprocess",
+                        _perfect_postprocess(dataset, readable, false_positive))
     with caplog.at_level(logging.WARNING, logger="ssdfast.evaluation"):
         out = evaluate(model, dataset, batch_size=3, metric="voc", progress=False)
     assert out["skipped_images"] == 1 and out["num_images"] == len(dataset) - 1
@@ -225,7 +226,8 @@ def _rotated_copy(path: str) -> np.ndarray:
 
 def test_exif_rotated_image_is_evaluated_as_the_detector_sees_it(voc_copy, model):
     dataset = build_dataset("voc", voc_copy, split="test")
-    index = next(i for i in range(len(dataset)) if dataset.get_annotation(i)["width"] != dataset.get_annotation(i)["height"])
+    index = next(i for i in range(len(dataset))
+                 if dataset.get_annotation(i)["width"] != dataset.get_annotation(i)["height"])
     path = dataset.image_path(index)
     stored = _rotated_copy(path)
     ann = dataset.get_annotation(index)
@@ -270,7 +272,8 @@ def test_progress_bar_only_on_a_terminal(data_dirs, model, capsys):
 def test_class_count_mismatch(data_dirs):
     dataset = build_dataset("voc", data_dirs["voc"], split="test")
     other = create_model("mb2-ssd-lite", 6, width_mult=0.25, image_size=SIZE)
-    with pytest.raises(ValueError, match=r"predicts 5 classes \+ background but the dataset has 3 classes \+ background"):
+    with pytest.raises(ValueError,
+                       match=r"predicts 5 classes \+ background but the dataset has 3 classes \+ background"):
         evaluate(other, dataset, metric="voc", progress=False)
     with pytest.raises(ValueError, match="metric"):
         evaluate(other, dataset, metric="map", progress=False)

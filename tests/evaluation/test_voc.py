@@ -168,7 +168,9 @@ def _random_case(rng, num_images, num_classes, with_difficult=True):
         jitter = rng.normal(0, 6, (k, 4))
         base = gboxes[src] if g else np.tile([[50, 50, 90, 90]], (k, 1))
         rand = rng.random(k) < 0.3
-        boxes = np.where(rand[:, None], np.sort(rng.uniform(0, 280, (k, 4)).reshape(k, 2, 2), axis=1).transpose(0, 2, 1).reshape(k, 4), base + jitter)
+        boxes = np.where(rand[:, None],
+                         np.sort(rng.uniform(0, 280, (k, 4)).reshape(k, 2, 2), axis=1).transpose(0, 2, 1).reshape(k, 4),
+                         base + jitter)
         boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
         labels = np.where(rng.random(k) < 0.8, glabels[src] if g else 1, rng.integers(1, num_classes, k))
         dets.append(_det(boxes, rng.random(k), labels))

@@ -62,7 +62,8 @@ def calibrate(model: nn.Module, images: torch.Tensor, seed: int = 0, logit_std: 
     return model
 
 
-def make_model(name: str, image_size: int | None = None, num_classes: int = 3, seed: int = 0, **options: str) -> nn.Module:
+def make_model(name: str, image_size: int | None = None, num_classes: int = 3, seed: int = 0,
+               **options: str) -> nn.Module:
     """``create_model(name, ..., **options)`` with calibrated random weights (width 0.25 where supported)."""
     kwargs = {"width_mult": 0.25} if name in WIDTH_MULT_NETS else {}
     model = create_model(name, num_classes, image_size=image_size, **kwargs, **options)

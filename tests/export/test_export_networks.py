@@ -50,7 +50,8 @@ def _model(name: str, size: int, options: tuple[tuple[str, str], ...] = ()):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("name,size,options", [pytest.param(*c.values, {}, id=c.id, marks=c.marks) for c in CASES] + VARIANTS)
+@pytest.mark.parametrize("name,size,options",
+                         [pytest.param(*c.values, {}, id=c.id, marks=c.marks) for c in CASES] + VARIANTS)
 def test_export_and_check(name, size, options, fmt, tmp_path):
     model = _model(name, size, tuple(sorted(options.items())))
     assert model.config.options.items() >= options.items()

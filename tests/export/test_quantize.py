@@ -101,7 +101,8 @@ def _io(proto) -> list[tuple[str, int, list[int | str]]]:
 
 
 def test_int8_path_names_the_target():
-    assert int8_path("models/fruit/ssd-mobilenet.onnx", "tensorrt") == Path("models/fruit/ssd-mobilenet-int8-tensorrt.onnx")
+    assert (int8_path("models/fruit/ssd-mobilenet.onnx", "tensorrt")
+            == Path("models/fruit/ssd-mobilenet-int8-tensorrt.onnx"))
     assert int8_path("best.onnx", "cpu").name == "best-int8-cpu.onnx"
     with pytest.raises(ValueError, match="target"):
         int8_path("best.onnx", "coreml")
@@ -133,7 +134,8 @@ def test_int8_file_keeps_the_detectnet_contract(trained, int8_files, target):
     consumers = {n.op_type for n in proto.graph.node if dequantized & set(n.input)}
     assert consumers == ({"Conv", "Add"} if target == "tensorrt" else {"Conv", "Add", "Reshape", "Transpose"})
     outputs = onnxruntime_session(result.path, threads=1).run(None, {"input_0": np.zeros((2, 3, 96, 96), np.float32)})
-    assert [o.shape for o in outputs] == [(2, trained["model"].priors.shape[0], 3), (2, trained["model"].priors.shape[0], 4)]
+    assert [o.shape for o in outputs] == [(2, trained["model"].priors.shape[0], 3),
+                                          (2, trained["model"].priors.shape[0], 4)]
     assert all(o.dtype == np.float32 for o in outputs)
 
 
@@ -232,7 +234,8 @@ def test_cpu_file_keeps_the_head_outputs_too_wide_for_int8_float(trained, int8_f
 def _detect(path: Path, trained) -> list:
     model = trained["model"]
     _, x, sizes = prepare_inputs(trained["images"], model.config)
-    scores, boxes = (torch.from_numpy(o) for o in onnxruntime_session(path, threads=1).run(None, {"input_0": x.numpy()}))
+    scores, boxes = (torch.from_numpy(o)
+                     for o in onnxruntime_session(path, threads=1).run(None, {"input_0": x.numpy()}))
     loc = ops.encode_boxes(boxes, model.priors, model.config.variances)
     return postprocess(scores.clamp_min(1e-30).log(), loc, model.priors, sizes, model.config.variances, EVALUATION)
 
@@ -288,7 +291,8 @@ def test_export_int8_writes_one_file_per_target(trained, checkpoint, tmp_path, c
                str(trained["data"] / "JPEGImages"), "--calib-count", "6"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["ssd-int8-cpu.onnx", "ssd-int8-tensorrt.onnx", "ssd.onnx"]
+    assert (sorted(p.name for p in tmp_path.glob("*.onnx"))
+            == ["ssd-int8-cpu.onnx", "ssd-int8-tensorrt.onnx", "ssd.onnx"])
     for target, runs_on in (("tensorrt", "TensorRT"), ("cpu", "ONNX Runtime and OpenVINO")):
         path = tmp_path / f"ssd-int8-{target}.onnx"
         line = next(line for line in out.splitlines() if line.startswith(f"wrote {path}"))
@@ -317,7 +321,8 @@ def test_export_int8_engine_is_built_from_the_tensorrt_file(trained, checkpoint,
     (["--int8", "--calib-dir", "{tmp}/empty"], "no images found"),
     (["--int8-target", "cpu"], "--int8-target applies to --int8"),
     (["--int8", "--calib-dir", "{tmp}/empty", "--opset", "12"], "--int8 needs --opset 13 or higher"),
-    (["--int8", "--calib-dir", "{tmp}/one", "--batch-size", "2"], "--calib-dir has 1 images, fewer than one batch of 2"),
+    (["--int8", "--calib-dir", "{tmp}/one", "--batch-size", "2"],
+     "--calib-dir has 1 images, fewer than one batch of 2"),
 ])
 def test_int8_usage_errors_are_one_line(trained, checkpoint, tmp_path, capsys, args, message):
     (tmp_path / "empty").mkdir()

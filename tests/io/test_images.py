@@ -38,7 +38,8 @@ def test_modes_are_converted_to_rgb(tmp_path, photo):
         "gray.png": (Image.fromarray(gray), np.repeat(gray[..., None], 3, 2)),
         "rgba.png": (Image.fromarray(np.dstack([photo, photo[..., :1]])), photo),
         "gray16.png": (Image.fromarray(gray.astype(np.uint16) * 257), np.repeat(gray[..., None], 3, 2)),
-        "palette.png": (Image.fromarray(photo).convert("P"), np.asarray(Image.fromarray(photo).convert("P").convert("RGB"))),
+        "palette.png": (Image.fromarray(photo).convert("P"),
+                        np.asarray(Image.fromarray(photo).convert("P").convert("RGB"))),
     }
     for name, (image, expected) in cases.items():
         path = _write(tmp_path, name, encode(image, "PNG"))

@@ -186,7 +186,8 @@ def test_is_video_and_output_extension(tmp_path):
     pil = [Image.fromarray(f) for f in _frames(2)]
     pil[0].save(anim, save_all=True, append_images=pil[1:])
     assert not is_video(still) and is_video(anim) and is_video("x.MP4") and not is_video("x.jpg")
-    assert [output_extension(p) for p in ("a.mp4", "b.AVI", "c.wmv", "d.gif", "e.ts")] == [".mp4", ".avi", ".mp4", ".gif", ".mp4"]
+    assert ([output_extension(p) for p in ("a.mp4", "b.AVI", "c.wmv", "d.gif", "e.ts")]
+            == [".mp4", ".avi", ".mp4", ".gif", ".mp4"])
 
 
 # ---------------------------------------------------------------------------------------- no library

@@ -118,7 +118,8 @@ def test_errors_name_the_file(model, tmp_path):
 
 # ------------------------------------------------------------------ load_model_file: every command's loader
 def _outputs(model, seed=0):
-    x = torch.randn(2, 3, model.config.image_size, model.config.image_size, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(2, 3, model.config.image_size, model.config.image_size,
+                    generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return model.eval()(x)
 
@@ -179,7 +180,8 @@ def test_load_model_file_identifies_a_pytorch_ssd_file_without_net(tmp_path):
     source = randomize(ref.create("mb3-small-ssd-lite", 3), seed=2)
     path = tmp_path / "mb3-small-ssd-lite.pth"
     torch.save(source.state_dict(), path)
-    with pytest.raises(ModelFileError, match=r"a pytorch-ssd mb3-small-ssd-lite \(--net mb3-small-ssd-lite\), .*--label-file"):
+    with pytest.raises(ModelFileError,
+                       match=r"a pytorch-ssd mb3-small-ssd-lite \(--net mb3-small-ssd-lite\), .*--label-file"):
         load_model_file(path)
     (tmp_path / "labels.txt").write_text("cat\ndog\n", encoding="utf-8")
     loaded = load_model_file(path)

@@ -26,7 +26,8 @@ def _epoch(epoch: int, loss: float) -> dict:
 
 def _save(path, model, run_id=None, epochs=(0,), losses=None, best_map=None):
     history = [_epoch(e, (losses or {}).get(e, 3.0 - 0.1 * e)) for e in epochs]
-    state = {"epoch": epochs[-1] + 1, "step": 10 * (epochs[-1] + 1), "metrics": {"history": history, "best_map": best_map}}
+    state = {"epoch": epochs[-1] + 1, "step": 10 * (epochs[-1] + 1),
+             "metrics": {"history": history, "best_map": best_map}}
     if run_id is not None:
         state["run_id"] = run_id
     save_checkpoint(path, model, NAMES, train_state=state)

@@ -143,7 +143,8 @@ def create_vgg_ssd(num_classes, conv4_3_norm="batchnorm"):
     norm = nn.BatchNorm2d(512) if conv4_3_norm == "batchnorm" else ScaledL2Norm(512, 20)
 
     def extra(i, mid, o, **kw):
-        return nn.Sequential(nn.Conv2d(i, mid, kernel_size=1), nn.ReLU(), nn.Conv2d(mid, o, kernel_size=3, **kw), nn.ReLU())
+        return nn.Sequential(nn.Conv2d(i, mid, kernel_size=1), nn.ReLU(),
+                             nn.Conv2d(mid, o, kernel_size=3, **kw), nn.ReLU())
 
     extras = nn.ModuleList([extra(1024, 256, 512, stride=2, padding=1), extra(512, 128, 256, stride=2, padding=1),
                             extra(256, 128, 256), extra(256, 128, 256)])
@@ -202,7 +203,8 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = round(inp * expand_ratio)
         self.use_res_connect = stride == 1 and inp == oup
-        dw = [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
+        dw = [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+              nn.ReLU6(inplace=True)]
         project = [nn.Conv2d(hidden, oup, 1, 1, 0, bias=False), nn.BatchNorm2d(oup)]
         if expand_ratio == 1:
             self.conv = nn.Sequential(*dw, *project)
@@ -217,7 +219,8 @@ class InvertedResidual(nn.Module):
 def mobilenet_v2_features(width_mult=1.0):
     """``MobileNetV2(width_mult=...).features``: channels ``int(c * width_mult)``, the last 1280
     unless the width is above 1."""
-    setting = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    setting = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+               (6, 320, 1, 1)]
     c = int(32 * width_mult)
     last = int(1280 * width_mult) if width_mult > 1.0 else 1280
     layers = [nn.Sequential(nn.Conv2d(3, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU6(inplace=True))]
@@ -355,8 +358,9 @@ SSDSpec = collections.namedtuple("SSDSpec", ["feature_map_size", "shrinkage", "b
 
 VGG_SPECS = [SSDSpec(38, 8, 30, 60, [2]), SSDSpec(19, 16, 60, 111, [2, 3]), SSDSpec(10, 32, 111, 162, [2, 3]),
              SSDSpec(5, 64, 162, 213, [2, 3]), SSDSpec(3, 100, 213, 264, [2]), SSDSpec(1, 300, 264, 315, [2])]
-MOBILENET_SPECS = [SSDSpec(19, 16, 60, 105, [2, 3]), SSDSpec(10, 32, 105, 150, [2, 3]), SSDSpec(5, 64, 150, 195, [2, 3]),
-                   SSDSpec(3, 100, 195, 240, [2, 3]), SSDSpec(2, 150, 240, 285, [2, 3]), SSDSpec(1, 300, 285, 330, [2, 3])]
+MOBILENET_SPECS = [SSDSpec(19, 16, 60, 105, [2, 3]), SSDSpec(10, 32, 105, 150, [2, 3]),
+                   SSDSpec(5, 64, 150, 195, [2, 3]), SSDSpec(3, 100, 195, 240, [2, 3]),
+                   SSDSpec(2, 150, 240, 285, [2, 3]), SSDSpec(1, 300, 285, 330, [2, 3])]
 
 
 def generate_ssd_priors(specs, image_size=300):

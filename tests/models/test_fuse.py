@@ -222,8 +222,9 @@ def test_activations_fused_into_onednn_convs_except_across_observed_maps():
     assert isinstance(seq[2], nn.ReLU6) and seq[0].post_op == "none" and seq[3].post_op == "hardswish"
     y = torch.randn(2, 3, 12, 12)
     with torch.no_grad():
-        manual = F.hardswish(seq[3]._conv_forward(torch.clamp(seq[0]._conv_forward(y, seq[0].weight, seq[0].bias), 0, 6),
-                                                  seq[3].weight, seq[3].bias))
+        manual = F.hardswish(
+            seq[3]._conv_forward(torch.clamp(seq[0]._conv_forward(y, seq[0].weight, seq[0].bias), 0, 6),
+                                 seq[3].weight, seq[3].bias))
         _assert_rel_close(seq(y), manual, 1e-5)
         with torch.backends.mkldnn.flags(enabled=False):  # the ordinary path applies the fused activation itself
             _assert_rel_close(seq(y), manual, 1e-5)

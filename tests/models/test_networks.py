@@ -10,7 +10,8 @@ from ssdfast.loss import MultiBoxLoss
 from ssdfast.models import SSDConfig, create_model, list_models, model_from_config, model_options
 from ssdfast.priors import MOBILENET_SSD300_SPEC, VGG_SSD300_SPEC, VGG_SSD512_SPEC, generate_priors
 
-NAMES = ["vgg16-ssd", "vgg16-ssd512", "mb1-ssd", "mb1-ssd-lite", "mb2-ssd-lite", "mb3-large-ssd-lite", "mb3-small-ssd-lite"]
+NAMES = ["vgg16-ssd", "vgg16-ssd512", "mb1-ssd", "mb1-ssd-lite", "mb2-ssd-lite", "mb3-large-ssd-lite",
+         "mb3-small-ssd-lite"]
 DEFAULT_SPECS = {
     "vgg16-ssd": VGG_SSD300_SPEC,
     "vgg16-ssd512": VGG_SSD512_SPEC,
@@ -248,5 +249,6 @@ def test_configs_written_before_the_options_rebuild_the_same_networks():
         assert cfg.options == options and cfg.antialias is True
         rebuilt = model_from_config(old)
         assert rebuilt.config == model.config
-        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+        assert ({k: v.shape for k, v in rebuilt.state_dict().items()}
+                == {k: v.shape for k, v in model.state_dict().items()})
         rebuilt.load_state_dict(model.state_dict())  # the old weights load

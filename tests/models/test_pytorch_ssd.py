@@ -80,7 +80,8 @@ def test_pytorch_ssd_file_loads_with_the_same_outputs(name, ref_options, options
 
     weights = read_model_file(path).state_dict
     assert identify_pytorch_ssd(weights) == (name, options)
-    model, report = model_from_pytorch_ssd(weights, source=str(path))  # network, variant, width and classes from the file
+    # network, variant, width and classes from the file
+    model, report = model_from_pytorch_ssd(weights, source=str(path))
     assert report.source == str(path)
     assert report.loaded and not report.reinitialized and not report.not_in_file
     assert model.config.name == name and model.config.num_classes == classes
@@ -143,9 +144,11 @@ def test_identification_reads_width_and_backbone_off_the_shapes():
         assert identify_pytorch_ssd(sd) == (name, options)
     sd = ref.create("mb2-ssd-lite", 3, width_mult=0.5).state_dict()
     assert identify_pytorch_ssd(sd, width_mult=0.5)[1]["width_mult"] == 0.5
-    with pytest.raises(ValueError, match=r"not mb2-ssd-lite's at width multiplier 0.75; it is mb2-ssd-lite \(width_mult=0.5\)"):
+    with pytest.raises(ValueError,
+                       match=r"not mb2-ssd-lite's at width multiplier 0.75; it is mb2-ssd-lite \(width_mult=0.5\)"):
         identify_pytorch_ssd(sd, width_mult=0.75)
-    with pytest.raises(ValueError, match="cannot tell which network a state dict holds: .* none of pytorch-ssd's networks"):
+    with pytest.raises(ValueError,
+                       match="cannot tell which network a state dict holds: .* none of pytorch-ssd's networks"):
         identify_pytorch_ssd({"base_net.0.weight": torch.zeros(8, 3, 3, 3)})
     with pytest.raises(ValueError, match="no base_net"):
         identify_pytorch_ssd({"features.0.weight": torch.zeros(8, 3, 3, 3)})
@@ -187,7 +190,8 @@ def test_pretrained_ssd_of_another_variant_says_which_option():
     assert "conv4_3_norm='batchnorm'" in message
 
     mb3 = ref.create("mb3-large-ssd-lite", 21).state_dict()
-    with pytest.raises(ValueError, match=r"the model is mb3-large-ssd-lite \(backbone='torchvision'\): .*backbone='pytorch-ssd'"):
+    with pytest.raises(ValueError,
+                       match=r"the model is mb3-large-ssd-lite \(backbone='torchvision'\): .*backbone='pytorch-ssd'"):
         load_pretrained_ssd(create_model("mb3-large-ssd-lite", 21, backbone="torchvision", image_size=64), mb3)
     narrow = ref.create("mb2-ssd-lite", 21, width_mult=0.5).state_dict()
     with pytest.raises(ValueError, match=r"the file is a pytorch-ssd mb2-ssd-lite \(width_mult=0.5\)"):

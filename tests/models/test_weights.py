@@ -39,7 +39,8 @@ def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     with torch.no_grad():
         for name, t in module.state_dict().items():
             if t.is_floating_point():
-                values = torch.rand(t.shape, generator=g) * 0.5 + 0.75 if name.endswith(("running_var", "weight")) and t.dim() == 1 \
+                values = torch.rand(t.shape, generator=g) * 0.5 + 0.75 \
+                    if name.endswith(("running_var", "weight")) and t.dim() == 1 \
                     else torch.randn(t.shape, generator=g) * 0.1
                 t.copy_(values)
     return module.eval()
@@ -237,7 +238,8 @@ def test_ssdfast_checkpoint_as_pretrained(tmp_path):
     assert report.reinitialized and all(k.startswith("classification_headers.") for k in report.reinitialized)
     assert torch.equal(model.base_net[3][0].weight, source.base_net[3][0].weight)
     assert "ssdfast checkpoint of 'mb1-ssd-lite'" in report.notes
-    with pytest.raises(ValueError, match=f"^--pretrained-ssd {path}: .*ssdfast checkpoint of 'mb1-ssd-lite', the model is 'mb1-ssd'"):
+    with pytest.raises(ValueError, match=f"^--pretrained-ssd {path}: .*ssdfast checkpoint of 'mb1-ssd-lite', "
+                                         "the model is 'mb1-ssd'"):
         load_weights(create_model("mb1-ssd", 6, image_size=64), path, flag="--pretrained-ssd")
     # the contents alone (no checkpoint said): its network is still named, from its keys
     with pytest.raises(ValueError, match=r"the file is a pytorch-ssd mb1-ssd-lite; the model is mb1-ssd"):

@@ -36,7 +36,8 @@ def sample_calls(seed: int, device: str = "cpu") -> list[tuple[str, tuple]]:
         ("batched_nms", (boxes, torch.rand(50, generator=g), torch.randint(0, 3, (50,), generator=g), 0.5)),
         (
             "ssd_postprocess",
-            (torch.randn(2, P, 4, generator=g) * 0.1, torch.softmax(torch.randn(2, P, 4, generator=g), -1), priors, V, 0.01, 0.45, 50, 20),
+            (torch.randn(2, P, 4, generator=g) * 0.1, torch.softmax(torch.randn(2, P, 4, generator=g), -1), priors, V,
+             0.01, 0.45, 50, 20),
         ),
     ]
     return [(name, tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)) for name, args in calls]

@@ -170,7 +170,8 @@ def test_match_priors_adversarial(cuda_native):
     )
     p0 = priors[5]
     gt[1, 3] = torch.cat((p0[:2] - p0[2:] / 2, p0[:2] + p0[2:] / 2))
-    for labels in (torch.tensor([[1, 2, 3, 4], [5, 6, 0, 7]]), torch.tensor([[1, 2, 3, -1], [5, -1, 6, 7]], dtype=torch.int32)):
+    for labels in (torch.tensor([[1, 2, 3, 4], [5, 6, 0, 7]]),
+                   torch.tensor([[1, 2, 3, -1], [5, -1, 6, 7]], dtype=torch.int32)):
         for thr in (0.5, 0.2):
             _check_match(cuda_native, priors, gt, labels, thr)
 
@@ -267,13 +268,17 @@ def test_match_priors_half(cuda_native, dtype):
 def test_match_priors_empty(cuda_native):
     priors = grid_priors()
     P = priors.shape[0]
-    labels, boxes = cuda_native.match_priors(*cuda(priors, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long)), 0.5)
+    labels, boxes = cuda_native.match_priors(*cuda(priors, torch.zeros(2, 0, 4),
+                                                   torch.zeros(2, 0, dtype=torch.long)), 0.5)
     assert labels.shape == (2, P) and (labels == 0).all() and boxes.shape == (2, P, 4) and (boxes == 0).all()
-    labels, loc = cuda_native.ssd_targets(*cuda(priors, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long)), 0.5, V)
+    labels, loc = cuda_native.ssd_targets(*cuda(priors, torch.zeros(2, 0, 4),
+                                                torch.zeros(2, 0, dtype=torch.long)), 0.5, V)
     _close(loc, ref.ssd_targets(priors, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.long), 0.5, V)[1])
-    labels, loc = cuda_native.ssd_targets(*cuda(priors, torch.zeros(0, 3, 4), torch.zeros(0, 3, dtype=torch.long)), 0.5, V)
+    labels, loc = cuda_native.ssd_targets(*cuda(priors, torch.zeros(0, 3, 4),
+                                                torch.zeros(0, 3, dtype=torch.long)), 0.5, V)
     assert labels.shape == (0, P) and loc.shape == (0, P, 4)
-    labels, loc = cuda_native.ssd_targets(*cuda(priors[:0], torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.long)), 0.5, V)
+    labels, loc = cuda_native.ssd_targets(*cuda(priors[:0], torch.zeros(2, 3, 4),
+                                                torch.ones(2, 3, dtype=torch.long)), 0.5, V)
     assert labels.shape == (2, 0) and loc.shape == (2, 0, 4)
 
 
@@ -407,7 +412,8 @@ def test_batched_nms_adversarial(cuda_native):
 
 def test_batched_nms_hand_case(cuda_native):
     boxes = torch.tensor(
-        [[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.3, 0.3, 0.3, 0.3], [0.6, 0.6, 0.9, 0.9], [0.6, 0.6, 0.9, 0.9]]
+        [[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.3, 0.3, 0.3, 0.3], [0.6, 0.6, 0.9, 0.9],
+         [0.6, 0.6, 0.9, 0.9]]
     )
     scores = torch.tensor([0.5, 0.5, 0.5, 0.9, 0.5, 0.7])
     idxs = torch.tensor([0, 0, 1, 0, 0, 0])
@@ -508,7 +514,8 @@ def _check_post(native, loc, scores, priors, st=0.01, it=0.45, top_k=200, max_de
     args = (V, st, it, top_k, max_det)
     out = native.ssd_postprocess(*cuda(loc, scores, priors), *args)
     assert [t.dtype for t in out] == [loc.dtype, scores.dtype, torch.int64, torch.int64]
-    assert [tuple(t.shape) for t in out] == [(loc.shape[0], max_det, 4), (loc.shape[0], max_det), (loc.shape[0], max_det), (loc.shape[0],)]
+    assert [tuple(t.shape) for t in out] == [(loc.shape[0], max_det, 4), (loc.shape[0], max_det),
+                                             (loc.shape[0], max_det), (loc.shape[0],)]
     expectations = [ref.ssd_postprocess(*cuda(loc, scores, priors), *args)]
     if cpu_too:
         expectations.append(native.ssd_postprocess(loc, scores, priors, *args))
@@ -722,7 +729,8 @@ def test_second_device(cuda_native):
     out = cuda_native.box_iou(a.to("cuda:1"), b.to("cuda:1"))
     assert out.device == torch.device("cuda:1") and torch.equal(out.cpu(), ref.box_iou(a, b))
     loc, scores = _inputs(2, grid_priors().shape[0], 5, seed=65)
-    out = cuda_native.ssd_postprocess(loc.to("cuda:1"), scores.to("cuda:1"), grid_priors().to("cuda:1"), V, 0.01, 0.45, 50, 20)
+    out = cuda_native.ssd_postprocess(loc.to("cuda:1"), scores.to("cuda:1"), grid_priors().to("cuda:1"),
+                                      V, 0.01, 0.45, 50, 20)
     assert out[0].device == torch.device("cuda:1")
     assert torch.equal(out[2].cpu(), ref.ssd_postprocess(loc, scores, grid_priors(), V, 0.01, 0.45, 50, 20)[2])
 

@@ -233,8 +233,8 @@ def test_hard_negative_mask_tie_takes_lower_index(native):
 
 
 def test_hard_negative_mask_nan_is_the_largest_loss_k_exact(native):
-    # NaN at prior 0, a -inf negative, an ignored prior and k = num_neg - 1 (a case the CUDA kernel once got wrong): exactly k
-    # negatives, the NaN first, never the ignored prior.
+    # NaN at prior 0, a -inf negative, an ignored prior and k = num_neg - 1 (a case the CUDA kernel once got wrong):
+    # exactly k negatives, the NaN first, never the ignored prior.
     loss = torch.tensor([[float("nan"), 1.0, float("-inf"), 0.5, 0.3, 2.0]])
     labels = torch.tensor([[0, 0, 0, 1, -1, 0]])
     expected = [[True, True, False, True, False, True]]
@@ -261,7 +261,8 @@ def test_hard_negative_mask_ssd300_batch(native):
 
 
 @HYP
-@given(n=st.integers(0, 400), classes=st.integers(1, 5), thr=st.sampled_from([0.3, 0.5, 0.7]), seed=st.integers(0, 2**31))
+@given(n=st.integers(0, 400), classes=st.integers(1, 5), thr=st.sampled_from([0.3, 0.5, 0.7]),
+       seed=st.integers(0, 2**31))
 def test_batched_nms_matches_torchvision(native, n, classes, thr, seed):
     g = gen(seed)
     boxes = random_boxes(n, max_size=0.3, generator=g)
@@ -320,7 +321,8 @@ def test_batched_nms_large_single_class(native):
 
 
 def _assert_postprocess_equal(native, loc, scores, priors, **kw):
-    args = (V, kw.get("score_threshold", 0.01), kw.get("iou_threshold", 0.45), kw.get("top_k", 200), kw.get("max_detections", 200))
+    args = (V, kw.get("score_threshold", 0.01), kw.get("iou_threshold", 0.45), kw.get("top_k", 200),
+            kw.get("max_detections", 200))
     out = native.ssd_postprocess(loc, scores, priors, *args)
     exp = ref.ssd_postprocess(loc, scores, priors, *args)
     assert torch.equal(out[3], exp[3])
@@ -426,7 +428,8 @@ def test_backend_native_and_forced_reference():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env_ref})
     assert out.stdout.strip() == "reference"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "SSDFAST_BACKEND": "gpu"})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "SSDFAST_BACKEND": "gpu"})
     assert out.returncode != 0 and "SSDFAST_BACKEND" in out.stderr
 
 
@@ -446,7 +449,8 @@ def test_missing_extension_falls_back_with_one_warning():
     env = {k: v for k, v in os.environ.items() if k != "SSDFAST_BACKEND"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.split() == ["reference", "1"], out.stderr
-    code_native = code.replace("import torch, ssdfast.ops as o", "import os; os.environ['SSDFAST_BACKEND'] = 'native'\nimport torch, ssdfast.ops as o")
+    code_native = code.replace("import torch, ssdfast.ops as o",
+                               "import os; os.environ['SSDFAST_BACKEND'] = 'native'\nimport torch, ssdfast.ops as o")
     out = subprocess.run([sys.executable, "-c", code_native], capture_output=True, text=True, env=env)
     assert out.returncode != 0 and "could not be loaded" in out.stderr
 
@@ -482,10 +486,12 @@ def _bad_calls():
         ("neg_pos_ratio", lambda: ops.hard_negative_mask(torch.rand(2, 5), torch.zeros(2, 5, dtype=torch.long), -1)),
         ("scores", lambda: ops.batched_nms(torch.rand(4, 4), torch.rand(3), torch.zeros(4, dtype=torch.long), 0.5)),
         ("idxs", lambda: ops.batched_nms(torch.rand(4, 4), torch.rand(4), torch.zeros(4), 0.5)),
-        ("iou_threshold", lambda: ops.batched_nms(torch.rand(4, 4), torch.rand(4), torch.zeros(4, dtype=torch.long), -0.1)),
+        ("iou_threshold",
+         lambda: ops.batched_nms(torch.rand(4, 4), torch.rand(4), torch.zeros(4, dtype=torch.long), -0.1)),
         ("scores", lambda: ops.ssd_postprocess(torch.rand(2, P, 4), torch.rand(2, P + 1, 3), p)),
         ("top_k", lambda: ops.ssd_postprocess(torch.rand(2, P, 4), torch.rand(2, P, 3), p, top_k=0)),
-        ("score_threshold", lambda: ops.ssd_postprocess(torch.rand(2, P, 4), torch.rand(2, P, 3), p, score_threshold=2)),
+        ("score_threshold",
+         lambda: ops.ssd_postprocess(torch.rand(2, P, 4), torch.rand(2, P, 3), p, score_threshold=2)),
         ("loc", lambda: ops.ssd_postprocess(torch.rand(2, P, 5), torch.rand(2, P, 3), p)),
     ]
 
