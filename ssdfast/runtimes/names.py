@@ -13,8 +13,9 @@ RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt")
 PREPROCESSES = ("ssdfast", "detectnet")
 #: The runtime of a PyTorch model file on a CPU, chosen by measurement (README, "Runtimes"): ONNX Runtime
 #: was the fastest, or within 10% of the fastest, end to end at batch 1 and 32 for mb1-ssd, mb2-ssd-lite,
-#: mb3-large-ssd-lite and vgg16-ssd (1.05-1.43x the torch runtime); OpenVINO led it for mb2-ssd-lite and
-#: vgg16-ssd by 0-10% and trailed it for mb3-large-ssd-lite by 17-32%. Without onnxruntime installed: torch.
+#: mb3-large-ssd-lite and vgg16-ssd (1.07-1.42x the torch runtime); OpenVINO led it by 1-8% at batch 1 for
+#: mb1-ssd, mb2-ssd-lite and vgg16-ssd and trailed it for mb3-large-ssd-lite by 14-34%. Without onnxruntime
+#: installed: torch.
 CPU_DEFAULT = "onnxruntime"
 #: The runtime an exported file runs in when none is named, by its format.
 EXPORTED_DEFAULTS = {"onnx": "onnxruntime", "openvino": "openvino"}
