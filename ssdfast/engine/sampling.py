@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 __all__ = [
     "derive_seed",
@@ -28,6 +28,7 @@ __all__ = [
     "SeededSamples",
     "GuardedSamples",
     "EpochSampler",
+    "epoch_loader",
     "SampleError",
     "collate_batch",
     "batches",
@@ -146,6 +147,19 @@ class EpochSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return max(self.num_samples - self.start, 0)
+
+
+def epoch_loader(dataset: Dataset, *, epoch: int, seed: int, batch_size: int, start: int = 0, num_replicas: int = 1,
+                 rank: int = 0, num_workers: int = 0, drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+    """The batches of ``dataset`` for ``epoch`` on process ``rank`` of ``num_replicas``, from this rank's sample
+    ``start`` on: their order and every sample's randomness are functions of ``(seed, epoch)``."""
+    sampler = EpochSampler(dataset, epoch=epoch, seed=seed, shuffle=True, num_replicas=num_replicas, rank=rank,
+                           start=start)
+    generator = torch.Generator()
+    generator.manual_seed(derive_seed(seed, epoch, 1 << 40))
+    return DataLoader(SeededSamples(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=collate_batch, drop_last=drop_last, generator=generator, pin_memory=pin_memory,
+                      worker_init_fn=worker_init if num_workers > 0 else None)
 
 
 def worker_init(worker_id: int) -> None:

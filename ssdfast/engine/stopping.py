@@ -17,7 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["StopRequest", "TrainingInterrupted", "NonFiniteLossError", "resume_command", "stopped_message",
+__all__ = ["StopRequest", "TrainingInterrupted", "NonFiniteLossError", "nonfinite_message", "resume_command",
+           "stopped_message",
            "interrupted_message"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -81,6 +82,16 @@ class StopRequest:
         # os.write: printing from a signal handler could re-enter a stream that holds its lock
         os.write(2, f"\n{name}: stopping after this step and saving last.pth "
                     "(send it again to stop at once)\n".encode())
+
+
+def nonfinite_message(in_row: int, step: int, lr: float, amp: str | None, last_checkpoint: Path) -> str:
+    """The message of :class:`NonFiniteLossError` after ``in_row`` such steps up to ``step`` (1-based): the
+    likely causes, each with the flag to try (``amp``: the ``--amp`` in use, None without AMP)."""
+    amp_hint = f" or AMP overflow (--amp {amp}; try --amp bf16 or no --amp)" if amp is not None else ""
+    return (f"the loss was NaN or infinite for {in_row} steps in a row (up to step {step}); stopping. Likely "
+            f"causes: a learning rate too high (--lr {lr}: try it 10x lower, or --warmup 500, or --grad-clip 10), "
+            f"bad boxes in the data (empty, inverted or outside the image: check with `ssdfast-data validate`)"
+            f"{amp_hint}. The last good checkpoint is {last_checkpoint}.")
 
 
 def resume_command(folder: str | Path, device: str | None = None) -> str:

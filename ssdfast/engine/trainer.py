@@ -35,16 +35,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..device import resolve_device
+from . import build, sampling, stopping
 from . import distributed as dist_utils
-from .build import (
-    build_criterion,
-    build_data,
-    build_model,
-    init_weights,
-    read_start_files,
-    run_length,
-    wrap_for_training,
-)
 from .hooks import Hook, StepOutput
 from .memory_format import training_memory_format
 from .notes import RunNotes
@@ -52,26 +44,9 @@ from .optim import LrSchedule, build_optimization, build_param_groups, make_sgd
 from .reporting import RunningMeans, RunReport
 from .run_folder import new_run_id, prepare_run_folder
 from .run_logs import close_logger, setup_logger
-from .sampling import (
-    EpochSampler,
-    SeededSamples,
-    batches,
-    collate_batch,
-    derive_seed,
-    get_rng_state,
-    seed_everything,
-    set_rng_state,
-    worker_init,
-)
+from .sampling import EpochSampler, SeededSamples, get_rng_state, set_rng_state
 from .settings import TrainConfig
-from .stopping import (
-    NonFiniteLossError,
-    StopRequest,
-    TrainingInterrupted,
-    interrupted_message,
-    resume_command,
-    stopped_message,
-)
+from .stopping import NonFiniteLossError, TrainingInterrupted
 from .validation import validation_loss, validation_metrics
 
 if TYPE_CHECKING:
@@ -103,7 +78,7 @@ class Trainer:
         self.dist, self.device = dist_utils.init_distributed(resolve_device(config.device, config.use_cuda))
         self.is_main = self.dist.is_main
         self.folder = Path(config.checkpoint_folder)
-        start = read_start_files(config)  # each file read once; one refused stops here, before any is written
+        start = build.read_start_files(config)  # each file read once; one refused stops here, before any is written
         resume = start.resume
         self.resumed = resume is not None and resume.continues_run
         self.run_id = (resume.run_id if self.resumed and resume is not None else None) or new_run_id()
@@ -116,28 +91,28 @@ class Trainer:
         self.cores = available_cores()
         self.num_workers = default_num_workers() if config.num_workers is None else int(config.num_workers)
         self.threads = self._threads_before = torch.get_num_threads()  # planned by fit()
-        seed_everything(config.seed)
+        sampling.seed_everything(config.seed)
 
         with self.notes.capture():
-            self.data = build_data(config, train_dataset=train_dataset, val_dataset=val_dataset)
+            self.data = build.build_data(config, train_dataset=train_dataset, val_dataset=val_dataset)
         self.train_set, self.val_set = self.data.train_set, self.data.val_set
         self.class_names, self.category_ids = self.data.class_names, self.data.category_ids
-        length = run_length(config, len(self.train_set), self.dist.world_size)  # type: ignore[arg-type]
+        length = build.run_length(config, len(self.train_set), self.dist.world_size)  # type: ignore[arg-type]
         self.steps_per_epoch, self.num_epochs, self.max_steps = (length.steps_per_epoch, length.num_epochs,
                                                                  length.max_steps)
         self.drop_last = length.drop_last
 
         given = model is not None
-        model = model if given else build_model(config, len(self.class_names), start)
+        model = model if given else build.build_model(config, len(self.class_names), start)
         self.data.set_transforms(model.config, config.zoom_out_max)  # type: ignore[attr-defined]
-        self.log.info(init_weights(model, config, self.class_names, start, notes=self.notes, given=given))
+        self.log.info(build.init_weights(model, config, self.class_names, start, notes=self.notes, given=given))
         model.to(self.device)
         self.memory_format = training_memory_format(model, config, self.device, self.log)
         model.to(memory_format=self.memory_format)
         self.model = model  # the plain module: saved, validated
         self.param_groups = build_param_groups(model, config)
-        self.train_model = wrap_for_training(model, self.dist.enabled, self.device, compile=config.compile)
-        self.criterion = build_criterion(model, self.device)
+        self.train_model = build.wrap_for_training(model, self.dist.enabled, self.device, compile=config.compile)
+        self.criterion = build.build_criterion(model, self.device)
         self.optimization = opt = build_optimization(self.param_groups, config, self.device,
                                                      steps_per_epoch=self.steps_per_epoch,
                                                      num_epochs=self.num_epochs, max_steps=self.max_steps)
@@ -155,7 +130,7 @@ class Trainer:
         if self.resumed and resume is not None:
             self._restore(resume)
         else:  # per-process RNG for anything random outside the data (dropout), same on every run
-            seed_everything(derive_seed(config.seed, 1 << 20, self.dist.rank))
+            sampling.seed_everything(sampling.derive_seed(config.seed, 1 << 20, self.dist.rank))
         self.report = RunReport(self.log, self.folder, is_main=self.is_main,
                                 resume_step=self.step if self.resumed else None)
         self.notes.epoch, self.notes.step = self.epoch, self.step
@@ -190,7 +165,7 @@ class Trainer:
         if state.get("rng") and self.dist.world_size == 1:
             set_rng_state(state["rng"])
         else:  # other ranks' RNG streams were not saved: reseed them from the position
-            seed_everything(derive_seed(self.config.seed, self.step, self.dist.rank))
+            sampling.seed_everything(sampling.derive_seed(self.config.seed, self.step, self.dist.rank))
         self.log.info(f"Resumed from {resume.path}: epoch {self.epoch}, step {self.step}")
 
     def save(self, name: str = "last.pth") -> Path | None:
@@ -210,15 +185,10 @@ class Trainer:
     def epoch_loader(self, epoch: int, start_step: int = 0) -> DataLoader:
         """This rank's batches of ``epoch``, from batch ``start_step`` on."""
         cfg = self.config
-        sampler = EpochSampler(self.train_set, epoch=epoch, seed=cfg.seed, shuffle=True,
-                               num_replicas=self.dist.world_size,
-                               rank=self.dist.rank, start=start_step * cfg.batch_size)
-        generator = torch.Generator()
-        generator.manual_seed(derive_seed(cfg.seed, epoch, 1 << 40))
-        return DataLoader(SeededSamples(self.train_set), batch_size=cfg.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=collate_batch, drop_last=self.drop_last,
-                          generator=generator, pin_memory=self.device.type == "cuda",
-                          worker_init_fn=worker_init if self.num_workers > 0 else None)
+        return sampling.epoch_loader(self.train_set, epoch=epoch, seed=cfg.seed, batch_size=cfg.batch_size,
+                                     start=start_step * cfg.batch_size, num_replicas=self.dist.world_size,
+                                     rank=self.dist.rank, num_workers=self.num_workers, drop_last=self.drop_last,
+                                     pin_memory=self.device.type == "cuda")
 
     def fit(self) -> dict:
         """Train to ``num_epochs`` (or ``iterations``) and return a summary dict.
@@ -237,7 +207,7 @@ class Trainer:
         self.report.start(self)
         self._call_hooks("before_train")
         try:
-            with self.notes.capture(), StopRequest() as self._stop:
+            with self.notes.capture(), stopping.StopRequest() as self._stop:
                 while self.step < self.max_steps:
                     self.train_epoch()
                     finished_epoch = self.epoch_step >= self.steps_per_epoch
@@ -247,8 +217,9 @@ class Trainer:
                         self._stop_here()
         except KeyboardInterrupt as exc:
             if not isinstance(exc, TrainingInterrupted) and self.is_main:
-                self.log.warning(interrupted_message(self.saved_at, self.step, self.steps_per_epoch, self.folder,
-                                                     resume_command(self.folder, self.config.device)))
+                command = stopping.resume_command(self.folder, self.config.device)
+                self.log.warning(stopping.interrupted_message(self.saved_at, self.step, self.steps_per_epoch,
+                                                              self.folder, command))
             raise
         finally:
             self._call_hooks("after_train")
@@ -270,7 +241,7 @@ class Trainer:
                    disable=not (self.is_main and cfg.progress and sys.stderr.isatty()), dynamic_ncols=True,
                    leave=False, file=sys.stderr)
         try:
-            for batch in batches(loader):
+            for batch in sampling.batches(loader):
                 if self.step >= self.max_steps:
                     break
                 self._note_batch(batch)
@@ -362,15 +333,9 @@ class Trainer:
                          f"(regression {out.regression_loss}, classification {out.classification_loss}); step skipped "
                          f"[{self.nonfinite_in_row}/{cfg.max_nonfinite_steps} in a row]")
         if self.nonfinite_in_row >= cfg.max_nonfinite_steps:
-            amp_hint = (f" or AMP overflow (--amp {cfg.amp}; try --amp bf16 or no --amp)"
-                        if self.amp_dtype is not None else "")
-            raise NonFiniteLossError(
-                f"the loss was NaN or infinite for {self.nonfinite_in_row} steps in a row "
-                f"(up to step {self.step + 1}); "
-                f"stopping. Likely causes: a learning rate too high (--lr {cfg.lr}: try it 10x lower, or --warmup 500, "
-                f"or --grad-clip 10), bad boxes in the data (empty, inverted or outside the image: check with "
-                f"`ssdfast-data validate`){amp_hint}. The last good checkpoint is {self.folder / 'last.pth'}."
-            )
+            amp = cfg.amp if self.amp_dtype is not None else None
+            raise NonFiniteLossError(stopping.nonfinite_message(self.nonfinite_in_row, self.step + 1, cfg.lr, amp,
+                                                                self.folder / "last.pth"))
 
     def end_epoch(self, finished: bool) -> dict:
         """Validate when due, write the epoch record and the checkpoints, call ``after_epoch`` hooks."""
@@ -450,8 +415,8 @@ class Trainer:
     def _stop_here(self) -> None:
         signum = self._stop.signal_number or signal.SIGINT
         path = self.save("last.pth")
-        message = stopped_message(signum, (self.epoch, self.epoch_step, self.step), self.steps_per_epoch, path,
-                                  resume_command(self.folder, self.config.device))
+        message = stopping.stopped_message(signum, (self.epoch, self.epoch_step, self.step), self.steps_per_epoch,
+                                           path, stopping.resume_command(self.folder, self.config.device))
         self.log.warning(message)
         raise TrainingInterrupted(message, signal_number=int(signum), checkpoint=str(path) if path else None)
 
