@@ -14,39 +14,31 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+
+from .int8_cases import TRAINED, trained_checkpoint
 
 __all__ = ["TRAINED", "trained_model", "deploy_rows"]
 
-#: The trained models: (network, width multiplier) on the demo's data and settings (160 px).
-TRAINED = (("mb2-ssd-lite", 0.5), ("mb1-ssd", 1.0))
-#: Training images the INT8 files are calibrated on (ssdfast-export's --calib-count default).
-CALIBRATION_IMAGES = 256
-
 
 def trained_model(work: Path, net: str, width_mult: float) -> tuple[Path, Path]:
-    """``(checkpoint, VOC data folder)`` of the demo's training of ``net`` into ``work`` (reused)."""
-    from ssdfast.demo import DemoSettings, run_demo
-
-    folder = work / f"demo-{net}-x{width_mult:g}"
-    checkpoint = folder / "checkpoints" / "best.pth"
-    if not checkpoint.is_file():
-        run_demo(folder, settings=DemoSettings(net=net, width_mult=width_mult))
-    return checkpoint, folder / "data"
+    """``(checkpoint, VOC data folder)`` of the demo's training of ``net`` into ``work`` (reused; the
+    models of the INT8 benchmark, :func:`benchmarks.int8_cases.trained_checkpoint`)."""
+    checkpoint = trained_checkpoint(work, net, width_mult)
+    return checkpoint, checkpoint.parent.parent / "data"
 
 
-def _files(checkpoint: Path, train: object, folder: Path) -> list[Path]:
-    """The FP32 export and its INT8 files (as ``ssdfast-export --int8`` writes them), made once."""
+def _files(loaded: Any, train: Any, folder: Path) -> list[Path]:
+    """The FP32 export of the model file ``loaded`` and its INT8 files (as ``ssdfast-export --int8`` writes
+    them, calibrated on ``train``'s first images), made once in ``folder``."""
     from ssdfast.export import export_onnx
     from ssdfast.export.inputs import calibration_batches, load_images
-    from ssdfast.export.quantize import INT8_TARGETS, int8_path, quantize_onnx
-    from ssdfast.model_files import load_model_file
+    from ssdfast.export.quantize import CALIBRATION_COUNT, INT8_TARGETS, int8_path, quantize_onnx
 
-    loaded = load_model_file(checkpoint)
     fp32 = folder / "model.onnx"
     if not fp32.is_file():
         export_onnx(loaded.model, fp32, batch_size="dynamic", class_names=loaded.class_names)
-    paths = [str(train.image_path(i)) for i in range(min(CALIBRATION_IMAGES, len(train)))]  # type: ignore[attr-defined]
+    paths = [str(train.image_path(i)) for i in range(min(CALIBRATION_COUNT, len(train)))]
     out = [fp32]
     for target in INT8_TARGETS:
         path = int8_path(fp32, target)
@@ -78,8 +70,8 @@ def deploy_rows(work: str | os.PathLike, trained: Sequence[tuple[str, float]] = 
         checkpoint, data = trained_model(work, net, width)
         train = build_dataset("voc", [str(data)], split="train")
         test = build_dataset("voc", [str(data)], split="test")
-        files = _files(checkpoint, train, checkpoint.parent)
         loaded = load_model_file(checkpoint)
+        files = _files(loaded, train, checkpoint.parent)
         pytorch = Detector(loaded.model, loaded.class_names, "cpu", EVALUATION)
         size = loaded.model.config.image_size
         name = f"{net}{f' x{width:g}' if width != 1.0 else ''} {size} px ({len(test)})"

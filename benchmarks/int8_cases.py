@@ -46,13 +46,14 @@ if __package__ in (None, ""):  # `python benchmarks/int8_cases.py`
 
 import numpy as np
 
+from ssdfast.export.quantize import CALIBRATION_COUNT
+
 __all__ = ["CANDIDATES", "NETWORKS", "accuracy_rows", "speed_rows", "main"]
 
 NETWORKS = ("mb1-ssd", "mb2-ssd-lite", "mb3-large-ssd-lite", "vgg16-ssd")
 #: Networks trained for the accuracy part: (network, width multiplier), on the demo's data and settings.
 TRAINED = (("mb2-ssd-lite", 0.5), ("mb1-ssd", 1.0))
 NUM_CLASSES = 81  # as the infer section
-CALIBRATION_IMAGES = 256  # ssdfast-export's --calib-count default
 SPEED_CALIBRATION_IMAGES = 8
 
 
@@ -220,7 +221,7 @@ def onnx_map(run: Callable[[np.ndarray], list[np.ndarray]], batches: list[tuple[
 
 
 def accuracy_rows(work: Path, candidates: Sequence[str], threads: int = 2,
-                  calibration_images: int = CALIBRATION_IMAGES, nets: Sequence[str] | None = None) -> list[str]:
+                  calibration_images: int = CALIBRATION_COUNT, nets: Sequence[str] | None = None) -> list[str]:
     """The accuracy table (Markdown lines) for the trained models of :data:`TRAINED` (those of ``nets``)."""
     from ssdfast.data import build_dataset
     from ssdfast.evaluation import evaluate
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--calib-count", type=int, default=CALIBRATION_IMAGES)
+    p.add_argument("--calib-count", type=int, default=CALIBRATION_COUNT)
     p.add_argument("--trained", nargs="+", default=[n for n, _ in TRAINED], choices=[n for n, _ in TRAINED],
                    help="the trained networks of the accuracy part")
     args = p.parse_args(argv)

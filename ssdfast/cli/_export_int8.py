@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import DataError, SettingsError
 from ..export.deps import require
-from ..export.quantize import INT8_TARGETS, MIN_INT8_OPSET
+from ..export.quantize import CALIBRATION_COUNT, INT8_TARGETS, MIN_INT8_OPSET
 from ._common import add_argument, positive_int
 
 __all__ = ["add_int8_arguments", "check_int8_flags", "int8_targets", "write_int8"]
@@ -27,7 +27,8 @@ def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
     add_argument(int8, "--calib-dir", default=None, metavar="DIR",
                  help="images to calibrate INT8 on (like the ones the model will see; prepared as the model's "
                       "evaluation transform prepares them)")
-    add_argument(int8, "--calib-count", type=positive_int, default=256, help="calibration images used at most")
+    add_argument(int8, "--calib-count", type=positive_int, default=CALIBRATION_COUNT,
+                 help="calibration images used at most")
 
 
 def check_int8_flags(args: argparse.Namespace) -> None:

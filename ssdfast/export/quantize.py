@@ -41,6 +41,8 @@ __all__ = ["INT8_TARGETS", "CALIBRATION_METHODS", "Int8Recipe", "INT8_RECIPES",
 
 #: Per-channel QuantizeLinear / DequantizeLinear (the ``axis`` attribute) need opset 13.
 MIN_INT8_OPSET = 13
+#: Calibration images used at most (``ssdfast-export --calib-count``'s default).
+CALIBRATION_COUNT = 256
 
 
 @dataclass(frozen=True)
