@@ -173,7 +173,7 @@ def ssdfast_step(name: str, batch: TrainBatch, *, num_classes: int = 81, device:
                  image_size: int | None = None) -> dict[str, Callable[[], None]]:
     """``{backend: step}`` for ssdfast network ``name``: one model and optimizer, ops switched per call;
     ``channels_last`` None: the layout ``ssdfast-train`` measures faster for the network here."""
-    from ssdfast.engine.memory_format import measure_memory_format
+    from ssdfast.engine.memory_format import layout, measure_memory_format
     from ssdfast.loss import MultiBoxLoss
     from ssdfast.models import create_model
 
@@ -183,7 +183,7 @@ def ssdfast_step(name: str, batch: TrainBatch, *, num_classes: int = 81, device:
     if channels_last is None:
         channels_last = measure_memory_format(model, model.config.image_size, torch.device(device),
                                               amp_dtype=amp_dtype_of(device, amp)).channels_last
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = layout(channels_last)
     model = model.to(memory_format=memory_format)
     criterion = MultiBoxLoss(model.priors, variances=model.config.variances).to(device)
     images = batch.normalized(model.config.mean, model.config.std).contiguous(memory_format=memory_format)

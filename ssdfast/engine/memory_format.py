@@ -25,7 +25,7 @@ from torch import nn
 if TYPE_CHECKING:
     from .settings import TrainConfig
 
-__all__ = ["LayoutChoice", "measure_memory_format", "training_memory_format"]
+__all__ = ["LayoutChoice", "layout", "measure_memory_format", "training_memory_format"]
 
 #: Images in the measuring batch (the layouts' relative speed, not the batch's, is what is measured).
 MEASURE_BATCH = 2
@@ -45,7 +45,7 @@ class LayoutChoice:
 
     @property
     def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
+        return layout(self.channels_last)
 
     def describe(self) -> str:
         """One line for the log."""
@@ -55,6 +55,11 @@ class LayoutChoice:
         return (f"Memory format: {chosen}, measured faster here (forward + backward of {self.batch} images: "
                 f"NCHW {self.nchw_s * 1000:.0f} ms, channels-last {self.channels_last_s * 1000:.0f} ms; "
                 "--channels-last true|false skips the measurement)")
+
+
+def layout(channels_last: bool) -> torch.memory_format:
+    """``torch.channels_last`` or ``torch.contiguous_format`` (NCHW)."""
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def measure_memory_format(model: nn.Module, image_size: int, device: torch.device, *,
@@ -79,14 +84,14 @@ def measure_memory_format(model: nn.Module, image_size: int, device: torch.devic
     was_channels_last = _is_channels_last(model)
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(batch, 3, image_size, image_size, generator=generator).to(device)
-    layouts = (torch.contiguous_format, torch.channels_last)
+    formats = (torch.contiguous_format, torch.channels_last)
     best = [float("inf"), float("inf")]
     try:
         model.train()
         for round_ in range(rounds + 1):
-            for i, layout in enumerate(layouts):
-                model.to(memory_format=layout)
-                x = images.contiguous(memory_format=layout)
+            for i, memory_format in enumerate(formats):
+                model.to(memory_format=memory_format)
+                x = images.contiguous(memory_format=memory_format)
                 start = timer()
                 _forward_backward(model, x, device, amp_dtype)
                 if round_ > 0:  # round 0 warms each layout up (oneDNN primitives, allocations)
@@ -97,7 +102,7 @@ def measure_memory_format(model: nn.Module, image_size: int, device: torch.devic
         for p, g in zip(model.parameters(), saved_grads):
             p.grad = g
         model.train(was_training)
-        model.to(memory_format=torch.channels_last if was_channels_last else torch.contiguous_format)
+        model.to(memory_format=layout(was_channels_last))
     times = torch.tensor(best, dtype=torch.float64)
     if combine is not None:
         times = combine(times)
@@ -118,7 +123,7 @@ def training_memory_format(model: nn.Module, config: TrainConfig, device: torch.
                                        amp_dtype=amp_dtype(config, device), combine=all_reduce_sum)
         config.channels_last = choice.channels_last
         log.info(choice.describe())
-    return torch.channels_last if config.channels_last else torch.contiguous_format
+    return layout(config.channels_last)
 
 
 def _forward_backward(model: nn.Module, x: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None) -> None:

@@ -90,6 +90,7 @@ def test_the_ops_package_lists_every_op_and_loads_torch_only_for_them():
     from ssdfast.ops import wrappers
 
     assert set(wrappers.__all__) <= set(ops.__all__)
+    assert sorted(ops._OPS) == sorted(wrappers.__all__)  # the lazy names are exactly the wrappers
     assert all(callable(getattr(ops, name)) for name in wrappers.__all__)
     code = ("import sys; from ssdfast.ops import DISPLAY, PostprocessSettings; import ssdfast.ops.settings; "
             "print('torch' in sys.modules)")
